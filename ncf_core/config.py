@@ -1,0 +1,77 @@
+"""Small frozen configs: everything a trial needs to be rebuilt lies in these two."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+TASKS = ("rating", "ranking")
+OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shapes follow the NCF paper's code: GMF factors 8, MLP tower 64-32-16-8.
+
+    ``mlp_layers[0]`` is the width of the concatenated user+item embedding (each half of it);
+    the last entry is the MLP's predictive-factor count.
+    """
+
+    n_factors: int = 8
+    mlp_layers: tuple[int, ...] = (64, 32, 16, 8)
+    dropout: float = 0.0
+    use_item_features: bool = False
+    alpha: float = 0.5  # NeuMF pretraining: weight of the GMF prediction layer
+
+    def __post_init__(self) -> None:
+        if self.n_factors < 1:
+            raise ValueError("n_factors must be >= 1")
+        if len(self.mlp_layers) < 2 or self.mlp_layers[0] % 2:
+            raise ValueError("mlp_layers needs >= 2 entries and an even first entry")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError("alpha must lie in [0, 1]")
+        object.__setattr__(self, "mlp_layers", tuple(int(x) for x in self.mlp_layers))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """NCF defaults: Adam, lr 1e-3, batch 256, 4 negatives per positive, HR/NDCG@10."""
+
+    task: str = "rating"
+    epochs: int = 20
+    batch_size: int = 256
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    n_negatives: int = 4
+    k: int = 10
+    patience: int | None = None  # early stopping on the validation metric; None = all epochs
+    sparse: bool = False  # sparse embedding gradients (SparseAdam / sparse SGD): faster on CPU
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, not {self.task!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {self.optimizer!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("epochs, batch_size and lr must be positive")
+
+
+def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Build a config from a dict, rejecting unknown keys (a typo must not pass silently)."""
+    names = {f.name for f in fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+def with_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
+    """``dataclasses.replace`` restricted to the config's own fields."""
+    own = {f.name for f in fields(cfg)}
+    return replace(cfg, **{k: v for k, v in overrides.items() if k in own})
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return asdict(cfg)

@@ -1,0 +1,101 @@
+"""Train / validation / test splits. Model selection only ever sees ``valid``.
+
+Rating task: seeded random ratio split (the seed write-up's 80/20), validation carved from train.
+Ranking task (NCF protocol): leave-one-out by latest timestamp, each held-out positive ranked
+against sampled negatives that are never the user's positives; validation is the latest
+remaining interaction of each user, carved from train the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ncf_core.data.interactions import Interactions
+from ncf_core.data.negatives import sample_eval_negatives
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    """``*_negatives[j]`` are the candidates ranked against positive ``j`` of ``valid``/``test``."""
+
+    task: str
+    train: Interactions
+    valid: Interactions
+    test: Interactions
+    valid_negatives: np.ndarray | None = None
+    test_negatives: np.ndarray | None = None
+
+    @property
+    def n_users(self) -> int:
+        return self.train.n_users
+
+    @property
+    def n_items(self) -> int:
+        return self.train.n_items
+
+
+def ratio_split(
+    data: Interactions, test_fraction: float, rng: np.random.Generator
+) -> tuple[Interactions, Interactions]:
+    order = rng.permutation(len(data))
+    n_test = int(round(test_fraction * len(data)))
+    return data.subset(np.sort(order[n_test:])), data.subset(np.sort(order[:n_test]))
+
+
+def leave_one_out(
+    data: Interactions, rng: np.random.Generator
+) -> tuple[Interactions, Interactions]:
+    """Hold out each user's latest interaction (random tie-break; users with one row stay in train)."""
+    ts = data.timestamps if data.timestamps is not None else np.zeros(len(data), np.int64)
+    order = np.lexsort((rng.random(len(data)), ts, data.users))  # by user, then time
+    users_sorted = data.users[order]
+    last = np.r_[users_sorted[1:] != users_sorted[:-1], True]
+    first = np.r_[True, users_sorted[1:] != users_sorted[:-1]]
+    held = order[last & ~first]
+    mask = np.zeros(len(data), bool)
+    mask[held] = True
+    return data.subset(~mask), data.subset(np.sort(held))
+
+
+def make_split(
+    data: Interactions,
+    task: str,
+    seed: int,
+    *,
+    test_fraction: float = 0.2,
+    valid_fraction: float = 0.1,
+    n_eval_negatives: int = 99,
+) -> Split:
+    """One seed fixes the whole split, including the evaluation negatives."""
+    rng = np.random.default_rng([seed, 1])
+    if task == "rating":
+        rest, test = ratio_split(data, test_fraction, rng)
+        train, valid = ratio_split(rest, valid_fraction, rng)
+        return Split(task, train, valid, test)
+    rest, test = leave_one_out(data, rng)
+    all_keys = data.keys()
+    test_neg = sample_eval_negatives(test.users, all_keys, data.n_items, n_eval_negatives, rng)
+    return add_validation(Split(task, rest, rest, test, None, test_neg), seed, n_eval_negatives,
+                          positive_keys=all_keys)
+
+
+def add_validation(
+    split: Split,
+    seed: int,
+    n_eval_negatives: int = 99,
+    *,
+    valid_fraction: float = 0.1,
+    positive_keys: np.ndarray | None = None,
+) -> Split:
+    """Carve the validation set out of ``split.train`` (the test set is never touched)."""
+    rng = np.random.default_rng([seed, 2])
+    if split.task == "rating":
+        train, valid = ratio_split(split.train, valid_fraction, rng)
+        return replace(split, train=train, valid=valid)
+    train, valid = leave_one_out(split.train, rng)
+    keys = split.train.keys() if positive_keys is None else positive_keys
+    keys = np.concatenate([keys, split.test.keys()])
+    neg = sample_eval_negatives(valid.users, keys, split.n_items, n_eval_negatives, rng)
+    return replace(split, train=train, valid=valid, valid_negatives=neg)

@@ -1,0 +1,120 @@
+"""Scoring a trained model on the validation or test part of a split, vectorised."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ncf_core import metrics
+from ncf_core.data.splits import Split
+
+
+@torch.no_grad()
+def score(model: nn.Module, users: torch.Tensor, items: torch.Tensor,
+          batch: int = 1 << 18) -> torch.Tensor:
+    """Logits for (user, item) pairs of any shape, in large slices."""
+    model.eval()
+    flat_u, flat_i = users.reshape(-1), items.reshape(-1)
+    out = torch.cat([model(flat_u[lo:lo + batch], flat_i[lo:lo + batch])
+                     for lo in range(0, len(flat_u), batch)])
+    return out.reshape(users.shape).float()
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]
+    per_user: dict[str, np.ndarray]
+    n_scored: int
+    seconds: float
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.n_scored / max(self.seconds, 1e-12)
+
+
+class Evaluator:
+    """Holds one split part on the device; ranking parts are (rows, 1 + negatives) candidates."""
+
+    def __init__(self, split: Split, part: str, device: torch.device | str, k: int = 10) -> None:
+        self.split, self.part, self.k = split, part, k
+        self.device = torch.device(device)
+        data = getattr(split, part)
+        self.task = split.task
+        self.users = torch.from_numpy(data.users).to(self.device)
+        self.items = torch.from_numpy(data.items).to(self.device)
+        self.target = torch.from_numpy(data.target).to(self.device)
+        if self.task == "ranking":
+            negatives = getattr(split, f"{part}_negatives")
+            if negatives is None:
+                raise ValueError(f"ranking split has no {part} negatives")
+            neg = torch.from_numpy(negatives).to(self.device)
+            self.cand_items = torch.cat([self.items[:, None], neg], dim=1)
+            self.cand_users = self.users[:, None].expand_as(self.cand_items)
+        self.selection_metric = "rmse" if self.task == "rating" else f"ndcg@{k}"
+
+    def loss_and_metric(self, model: nn.Module) -> tuple[float, float]:
+        """Validation loss (same loss as training) and the model-selection metric."""
+        if self.task == "rating":
+            pred = torch.sigmoid(score(model, self.users, self.items))
+            mse = float(F.mse_loss(pred, self.target))
+            return mse, mse**0.5
+        logits = score(model, self.cand_users, self.cand_items)
+        labels = torch.zeros_like(logits)
+        labels[:, 0] = 1.0
+        loss = float(F.binary_cross_entropy_with_logits(logits, labels))
+        return loss, float(metrics.sampled_ranking(logits, self.k)[f"ndcg@{self.k}"].mean())
+
+    def evaluate(self, model: nn.Module, full: bool = True) -> Evaluation:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        if self.task == "rating":
+            pred = torch.sigmoid(score(model, self.users, self.items))
+            n = len(pred)
+            out = metrics.rating_metrics(pred, self.target)
+            per_row = {"abs_error": (pred - self.target).abs().double().cpu().numpy()}
+        else:
+            logits = score(model, self.cand_users, self.cand_items)
+            n = logits.numel()
+            per = metrics.sampled_ranking(logits, self.k)
+            if full:
+                per.update(self._full_ranking(model))
+            out = {name: float(v.mean()) for name, v in per.items()}
+            per_row = {name: v.cpu().numpy() for name, v in per.items()}
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return Evaluation(out, per_row, n, time.perf_counter() - start)
+
+    def _full_ranking(self, model: nn.Module, chunk: int = 1024) -> dict[str, torch.Tensor]:
+        """Rank every item not seen in training (train and validation positives masked)."""
+        split, n_items = self.split, self.split.n_items
+        seen = torch.from_numpy(np.concatenate([split.train.keys(), split.valid.keys()]))
+        seen = seen.to(self.device)
+        users = torch.unique(self.users)
+        all_items = torch.arange(n_items, device=self.device)
+        held = self.users * n_items + self.items
+        parts: dict[str, list[torch.Tensor]] = {}
+        for lo in range(0, len(users), chunk):
+            u = users[lo:lo + chunk]
+            scores = score(model, u[:, None].expand(-1, n_items), all_items.expand(len(u), -1))
+            base = u[:, None] * n_items
+            row_of = torch.full((int(u.max()) + 1,), -1, device=self.device, dtype=torch.long)
+            row_of[u] = torch.arange(len(u), device=self.device)
+            in_chunk = (seen // n_items >= u.min()) & (seen // n_items <= u.max())
+            s = seen[in_chunk]
+            rows = row_of[s // n_items]
+            s, rows = s[rows >= 0], rows[rows >= 0]
+            scores[rows, s - base[rows, 0]] = float("-inf")
+            relevant = torch.zeros_like(scores, dtype=torch.bool)
+            h = held[(held // n_items >= u.min()) & (held // n_items <= u.max())]
+            hrows = row_of[h // n_items]
+            h, hrows = h[hrows >= 0], hrows[hrows >= 0]
+            relevant[hrows, h - base[hrows, 0]] = True
+            for name, v in metrics.full_ranking(scores, relevant, self.k).items():
+                parts.setdefault(name, []).append(v)
+        return {name: torch.cat(v) for name, v in parts.items()}

@@ -1,0 +1,51 @@
+"""Metrics, vectorised over users. Every function returns per-row values; means are ``.mean()``.
+
+Per-user values are kept because the harness runs paired tests on them.
+Ties are counted against the model: a constant scorer gets no credit.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def rating_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    """MAE, RMSE and R² on the normalised (0-1) scale."""
+    err = pred.double() - target.double()
+    sse = float((err**2).sum())
+    sst = float(((target.double() - target.double().mean()) ** 2).sum())
+    return {
+        "mae": float(err.abs().mean()),
+        "rmse": math.sqrt(sse / len(err)),
+        "r2": 1.0 - sse / sst if sst > 0 else float("nan"),
+    }
+
+
+def sampled_ranking(scores: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
+    """HR@k and NDCG@k per row of a (rows, 1 + negatives) score matrix, positive in column 0."""
+    pos = scores[:, :1]
+    rank = (scores[:, 1:] >= pos).sum(dim=1)  # 0 = positive ranked first
+    hit = rank < k
+    ndcg = torch.where(hit, 1.0 / torch.log2(rank.double() + 2.0), torch.zeros((), dtype=torch.double))
+    return {f"hr@{k}": hit.double(), f"ndcg@{k}": ndcg}
+
+
+def full_ranking(scores: torch.Tensor, relevant: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
+    """HR@k, NDCG@k, Recall@k per user, ranking every item.
+
+    ``scores`` (users, items) must already hold -inf at items seen in training; ``relevant``
+    is a boolean (users, items) matrix of held-out positives.
+    """
+    top = torch.topk(scores, k, dim=1).indices
+    gains = relevant.gather(1, top).double()
+    discounts = 1.0 / torch.log2(torch.arange(2, k + 2, device=scores.device, dtype=torch.double))
+    n_rel = relevant.sum(dim=1).double()
+    ideal = torch.cumsum(discounts, 0)[(n_rel.clamp(1, k) - 1).long()]
+    hits = gains.sum(dim=1)
+    return {
+        f"full_hr@{k}": (hits > 0).double(),
+        f"full_ndcg@{k}": (gains * discounts).sum(dim=1) / ideal,
+        f"full_recall@{k}": hits / n_rel.clamp(min=1),
+    }

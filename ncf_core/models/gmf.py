@@ -1,0 +1,25 @@
+"""Generalised MF: element-wise product of embeddings, then a learned output layer."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ncf_core.config import ModelConfig
+from ncf_core.models.base import ItemTower, embedding, linear
+
+
+class GMF(nn.Module):
+    def __init__(self, n_users: int, n_items: int, cfg: ModelConfig,
+                 item_features: torch.Tensor | None = None, sparse: bool = False) -> None:
+        super().__init__()
+        features = item_features if cfg.use_item_features else None
+        self.user = embedding(n_users, cfg.n_factors, sparse)
+        self.item = ItemTower(n_items, cfg.n_factors, features, sparse)
+        self.out = linear(cfg.n_factors, 1)
+
+    def hidden(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return self.user(users) * self.item(items)
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return self.out(self.hidden(users, items)).squeeze(-1)

@@ -1,0 +1,26 @@
+"""Matrix factorisation: dot product plus user, item and global biases (Rendle et al. 2020)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ncf_core.config import ModelConfig
+from ncf_core.models.base import embedding
+
+
+class MF(nn.Module):
+    def __init__(self, n_users: int, n_items: int, cfg: ModelConfig,
+                 item_features: torch.Tensor | None = None, sparse: bool = False) -> None:
+        super().__init__()
+        self.user = embedding(n_users, cfg.n_factors, sparse)
+        self.item = embedding(n_items, cfg.n_factors, sparse)
+        self.user_bias = nn.Embedding(n_users, 1, sparse=sparse)
+        self.item_bias = nn.Embedding(n_items, 1, sparse=sparse)
+        nn.init.zeros_(self.user_bias.weight)
+        nn.init.zeros_(self.item_bias.weight)
+        self.bias = nn.Parameter(torch.zeros(1))
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        dot = (self.user(users) * self.item(items)).sum(-1)
+        return dot + self.user_bias(users).squeeze(-1) + self.item_bias(items).squeeze(-1) + self.bias

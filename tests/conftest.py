@@ -1,0 +1,36 @@
+"""Shared fixtures: a tiny synthetic data set, and the real data folder when present."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from ncf_core.data import split_for_seed, synthetic
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("NCF_DATA_DIR", ROOT.parent / "shared" / "data"))
+
+requires_data = pytest.mark.skipif(
+    not (DATA_DIR / "anime" / "rating.csv").is_file() or not (DATA_DIR / "ml-100k" / "u.data").is_file(),
+    reason=f"real data not found under {DATA_DIR}",
+)
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _threads() -> None:
+    torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tiny_rating():
+    return split_for_seed(synthetic.generate(120, 60, 15, seed=3, task="rating"), "rating", 0)
+
+
+@pytest.fixture(scope="session")
+def tiny_ranking():
+    return split_for_seed(synthetic.generate(120, 80, 15, seed=3, task="ranking"), "ranking", 0,
+                          n_eval_negatives=20)

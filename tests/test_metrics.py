@@ -1,0 +1,45 @@
+import math
+
+import pytest
+import torch
+
+from ncf_core import metrics
+
+
+def test_rating_metrics_by_hand():
+    pred = torch.tensor([0.5, 0.7, 0.2, 0.9])
+    target = torch.tensor([0.4, 0.8, 0.2, 0.6])
+    out = metrics.rating_metrics(pred, target)
+    # errors 0.1, -0.1, 0, 0.3 ; target mean 0.5 ; SST = .01+.09+.09+.01 = .2 ; SSE = .11
+    assert out["mae"] == pytest.approx(0.5 / 4)
+    assert out["rmse"] == pytest.approx(math.sqrt(0.11 / 4))
+    assert out["r2"] == pytest.approx(1 - 0.11 / 0.2)
+
+
+def test_sampled_ranking_by_hand():
+    scores = torch.tensor([
+        [0.9, 0.1, 0.2, 0.3],  # positive first: rank 0
+        [0.5, 0.6, 0.1, 0.7],  # two negatives above: rank 2
+        [0.1, 0.2, 0.3, 0.4],  # last: rank 3
+        [0.5, 0.5, 0.1, 0.1],  # tie counts against the model: rank 1
+    ])
+    out = metrics.sampled_ranking(scores, k=2)
+    assert out["hr@2"].tolist() == [1, 0, 0, 1]
+    assert out["ndcg@2"].tolist() == pytest.approx([1.0, 0.0, 0.0, 1 / math.log2(3)])
+
+
+def test_constant_scores_earn_nothing():
+    out = metrics.sampled_ranking(torch.zeros(5, 100), k=10)
+    assert out["hr@10"].sum() == 0
+
+
+def test_full_ranking_by_hand():
+    inf = float("-inf")
+    scores = torch.tensor([[0.9, 0.8, 0.1, inf, 0.5], [0.1, 0.2, 0.3, 0.4, 0.5]])
+    relevant = torch.tensor([[False, True, False, False, True], [True, False, False, False, False]])
+    out = metrics.full_ranking(scores, relevant, k=2)
+    # user 0: top2 = items 0, 1 -> one hit at position 2 of two relevant
+    assert out["full_hr@2"].tolist() == [1.0, 0.0]
+    assert out["full_recall@2"].tolist() == [0.5, 0.0]
+    idcg = 1 + 1 / math.log2(3)
+    assert out["full_ndcg@2"].tolist() == pytest.approx([(1 / math.log2(3)) / idcg, 0.0])
