@@ -1,0 +1,1 @@
+"""bench: seeded, repeated, significance-tested trials of NCF variants on top of ncf_core."""

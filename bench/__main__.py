@@ -1,0 +1,143 @@
+"""python -m bench {run, report, list, tune, speed}: the harness's command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from ncf_core import DataError
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def load_params(paths: list[str]) -> dict[str, dict]:
+    """Merge ``best_params.json`` files (from ``bench tune``) into {variant: {model, train}}."""
+    merged: dict[str, dict] = {}
+    for p in paths:
+        path = Path(p)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise DataError(path, "file not found") from None
+        except json.JSONDecodeError as e:
+            raise DataError(path, f"not valid JSON ({e.msg} at line {e.lineno})") from None
+        variants = data.get("variants") if isinstance(data, dict) else None
+        if not isinstance(variants, dict):
+            raise DataError(path, "expected an object with a 'variants' mapping (bench tune's best_params.json)")
+        merged.update(variants)
+    return merged
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench.manifest import write_manifest
+    from bench.report import write_report
+    from bench.runner import Runner, RunOptions
+    from bench.suites import SUITES
+
+    suite = SUITES[args.suite]
+    out = Path(args.out or f"results/{suite.name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+    opts = RunOptions(
+        data_dir=Path(args.data_dir) if args.data_dir else None,
+        datasets=_csv(args.datasets) if args.datasets else None,
+        variants=_csv(args.variants) if args.variants else None,
+        seeds=args.seeds, devices=_csv(args.devices) if args.devices else None,
+        epochs=args.epochs, params=load_params(args.params or []),
+    )
+    runner = Runner(suite, opts, out, log=lambda m: print(m, file=sys.stderr))
+    started = time.time()
+    records = runner.run()
+    write_manifest(out, suite=suite, options=opts, seeds=runner.seeds, devices=runner.devices,
+                   variants=runner.variants, last_run={"started": started, "seconds": time.time() - started,
+                                                       "trials_run": len(records)})
+    paths = write_report(out)
+    failed = [r for r in runner.store.records() if r["status"] != "ok"]
+    print(f"wrote {', '.join(p.name for p in paths.values())} to {out}")
+    if failed:
+        print(f"{len(failed)} trial(s) failed; see {out / 'summary.md'}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bench.report import write_report
+
+    try:
+        paths = write_report(Path(args.run_dir))
+    except FileNotFoundError as e:
+        raise DataError(args.run_dir, str(e).split(": ", 1)[-1]) from None
+    print(f"wrote {', '.join(p.name for p in paths.values())} to {args.run_dir}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from bench.runner import present_devices
+    from bench.suites import SUITES, VARIANTS
+    from ncf_core.data import DATASETS, available
+
+    print("suites:")
+    print(tabulate([[s.name, len(s.datasets), s.seeds, ",".join(s.devices), s.description]
+                    for s in SUITES.values()], headers=["name", "data sets", "seeds", "devices", ""]))
+    print("\nvariants:")
+    print(tabulate([[v.name, v.model, "yes" if v.pretrained else "no", v.optimizer] for v in VARIANTS.values()],
+                   headers=["name", "model", "pretrained", "optimizer"]))
+    print(f"\ndata sets (under {args.data_dir or 'no --data-dir'}):")
+    print(tabulate([[d.name, d.task, "yes" if available(d.name, args.data_dir) else "no"]
+                    for d in DATASETS.values()], headers=["name", "protocol", "found"]))
+    print(f"\ndevices present: {', '.join(present_devices())}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from bench.suites import SUITES
+
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a suite of seeded trials and write the report")
+    run.add_argument("--suite", choices=sorted(SUITES), default="smoke")
+    run.add_argument("--data-dir", help="folder holding anime/, ml-100k/, ... in their original file names")
+    run.add_argument("--datasets", help="comma-separated registered names or paths (folder or NCF prefix)")
+    run.add_argument("--variants", help="comma-separated variant names (default: the suite's)")
+    run.add_argument("--seeds", type=int, help="number of seeds (0..N-1)")
+    run.add_argument("--devices", help="comma-separated: cpu, cuda, auto")
+    run.add_argument("--epochs", type=int, help="override every data set's epoch count")
+    run.add_argument("--params", nargs="+", help="best_params.json files from bench tune")
+    run.add_argument("--out", help="run folder (default results/<suite>-<UTC time>); reruns resume it")
+    run.set_defaults(func=cmd_run)
+
+    report = sub.add_parser("report", help="rebuild the tables and plots from a run folder's stored trials")
+    report.add_argument("run_dir")
+    report.set_defaults(func=cmd_report)
+
+    lst = sub.add_parser("list", help="suites, variants, data sets and devices")
+    lst.add_argument("--data-dir")
+    lst.set_defaults(func=cmd_list)
+
+    from bench import speed, tune
+
+    tune.add_parser(sub)
+    speed.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished trials are stored; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""Expand a suite into trials, run the ones not yet stored, store each one as it finishes.
+
+Trial = (data set, variant, device, seed, config). One seed fixes split, test negatives,
+initialisation and data order for every variant, so comparisons are paired by seed.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from bench.store import TrialStore, trial_key
+from bench.suites import ANIME_SEED, VARIANTS, DataSpec, Suite, Variant, ncf_ranking, synthetic
+from ncf_core import DataError, ModelConfig, TrainConfig
+from ncf_core.baselines import BASELINES, fit_baseline
+from ncf_core.config import with_overrides
+from ncf_core.data import DATASETS, Split, available, load, resolve_path, split_for_seed
+from ncf_core.data.interactions import Interactions
+from ncf_core.evaluate import Evaluator
+from ncf_core.models import neumf_from_pretrained
+from ncf_core.train import Diverged, fit, seeded_model
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    data_dir: Path | None = None
+    datasets: tuple[str, ...] | None = None
+    variants: tuple[str, ...] | None = None
+    seeds: int | None = None
+    devices: tuple[str, ...] | None = None
+    epochs: int | None = None
+    params: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+
+
+def present_devices() -> tuple[str, ...]:
+    return ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
+
+
+def resolve_devices(requested: tuple[str, ...]) -> tuple[str, ...]:
+    out: list[str] = []
+    for name in requested:
+        names = present_devices() if name == "auto" else (name,)
+        for d in names:
+            if d == "cuda" and not torch.cuda.is_available():
+                raise DataError("--devices", "cuda requested but torch sees no CUDA device")
+            if d not in ("cpu", "cuda"):
+                raise DataError("--devices", f"unknown device {d!r} (cpu, cuda)")
+            if d not in out:
+                out.append(d)
+    return tuple(out)
+
+
+def spec_for(source: str, suite: Suite) -> DataSpec:
+    """A data set named on the command line: the suite's own protocol for it, else its default."""
+    for spec in suite.datasets:
+        if source in (spec.source, spec.label):
+            return spec
+    if source == "anime":
+        return ANIME_SEED
+    if source == "synthetic":
+        return synthetic("rating")
+    if source in DATASETS:
+        return ncf_ranking(source)
+    resolved = resolve_path(source)
+    if resolved is None:
+        raise DataError(source, "neither a registered data set nor an existing folder or NCF prefix")
+    kind, _ = resolved
+    if kind == "anime":
+        return replace(ANIME_SEED, source=source, fallback=None)
+    return ncf_ranking(source)
+
+
+def resolve_datasets(suite: Suite, opts: RunOptions, log: Log) -> list[tuple[DataSpec, Interactions | Split]]:
+    """Load each data set once; a missing registered set falls back to synthetic or is skipped."""
+    specs = [spec_for(s, suite) for s in opts.datasets] if opts.datasets else list(suite.datasets)
+    loaded = []
+    for spec in specs:
+        if spec.source in DATASETS and not available(spec.source, opts.data_dir):
+            if spec.fallback is None:
+                log(f"skipping {spec.source}: not found under {opts.data_dir}")
+                continue
+            log(f"{spec.source} not found under {opts.data_dir}: using {spec.fallback} ({spec.task}) instead")
+            spec = synthetic(spec.task, n_users=1000, n_items=400, epochs=spec.train.epochs)
+        if opts.epochs is not None:
+            spec = replace(spec, train=replace(spec.train, epochs=opts.epochs))
+        data = load(spec.source, data_dir=opts.data_dir, task=spec.task, **dict(spec.options))
+        loaded.append((spec, data))
+    if not loaded:
+        raise DataError(opts.data_dir or "--data-dir", "no data set of the suite was found")
+    return loaded
+
+
+def variant_configs(spec: DataSpec, variant: Variant,
+                    params: dict[str, dict[str, dict[str, Any]]]) -> tuple[ModelConfig, TrainConfig]:
+    """The spec's configs, tuned overrides for this variant (``--params``), then the variant's own."""
+    model, train = spec.model, spec.train
+    tuned = params.get(variant.name, {})
+    model = with_overrides(model, tuned.get("model", {}))
+    train = with_overrides(train, {k: v for k, v in tuned.get("train", {}).items() if k != "epochs"})
+    if variant.pretrained:
+        train = replace(train, optimizer=variant.optimizer)
+    return model, train
+
+
+def _record(spec: DataSpec, variant: str, device: str, seed: int, **fields: Any) -> dict[str, Any]:
+    return {"dataset": spec.label, "task": spec.task, "variant": variant, "device": device,
+            "seed": seed, **fields}
+
+
+class Runner:
+    def __init__(self, suite: Suite, opts: RunOptions, out_dir: Path, log: Log = print) -> None:
+        self.suite, self.opts, self.log = suite, opts, log
+        self.store = TrialStore(out_dir)
+        self.variants = opts.variants or suite.variants
+        unknown = [v for v in self.variants if v not in VARIANTS]
+        if unknown:
+            raise DataError("--variants", f"unknown variants {unknown}; known: {list(VARIANTS)}")
+        self.seeds = list(range(opts.seeds if opts.seeds is not None else suite.seeds))
+        self.devices = resolve_devices(opts.devices or suite.devices)
+
+    def plan(self, specs: list[tuple[DataSpec, Any]]) -> list[dict[str, Any]]:
+        trials = []
+        for spec, _ in specs:
+            for seed in self.seeds:
+                for device in self.devices:
+                    trials += [_record(spec, v, device, seed) for v in self.variants]
+                if self.suite.baselines:
+                    trials += [_record(spec, f"baseline-{b}", "cpu", seed) for b in BASELINES[spec.task]]
+        return trials
+
+    def run(self) -> list[dict[str, Any]]:
+        """Run every pending trial; returns the records of this call (failed ones included)."""
+        specs = resolve_datasets(self.suite, self.opts, self.log)
+        plan = self.plan(specs)
+        done = self.store.finished()
+        pending = {trial_key(t) for t in plan} - done
+        if len(done & {trial_key(t) for t in plan}):
+            self.log(f"resuming: {len(plan) - len(pending)} of {len(plan)} trials already stored")
+        results: list[dict[str, Any]] = []
+        bar = tqdm(total=len(plan), initial=len(plan) - len(pending), unit="trial", dynamic_ncols=True)
+        try:
+            for spec, data in specs:
+                for seed in self.seeds:
+                    mine = [t for t in plan if (t["dataset"], t["task"], t["seed"]) == (spec.label, spec.task, seed)
+                            and trial_key(t) in pending]
+                    if not mine:
+                        continue
+                    split = split_for_seed(data, spec.task, seed, spec.n_eval_negatives)
+                    for record in self._run_seed(spec, split, seed, mine):
+                        self.store.append(record)
+                        results.append(record)
+                        bar.update()
+                        bar.write(_one_line(record))
+        finally:
+            bar.close()
+        return results
+
+    def _run_seed(self, spec: DataSpec, split: Split, seed: int, trials: list[dict[str, Any]]):
+        for device in self.devices:
+            pretrained: dict[str, torch.nn.Module] = {}
+            for t in (t for t in trials if t["device"] == device and t["variant"] in VARIANTS):
+                yield self._trial(spec, split, seed, device, VARIANTS[t["variant"]], pretrained)
+        for t in (t for t in trials if t["variant"].startswith("baseline-")):
+            yield self._baseline(spec, split, seed, t["variant"])
+
+    def _trial(self, spec: DataSpec, split: Split, seed: int, device: str, variant: Variant,
+               pretrained: dict[str, torch.nn.Module]) -> dict[str, Any]:
+        model_cfg, train_cfg = variant_configs(spec, variant, self.opts.params)
+        config = {"model": asdict(model_cfg), "train": asdict(train_cfg), "data": _data_config(spec),
+                  "variant": asdict(variant)}
+        started = time.time()
+        try:
+            if variant.pretrained:
+                model = self._pretrained_neumf(spec, split, seed, device, model_cfg, pretrained)
+            else:
+                model = seeded_model(variant.model, model_cfg, split, seed, device, train_cfg.sparse)
+            history = fit(model, split, train_cfg, device, seed=seed)
+            if variant.name in ("gmf", "mlp"):
+                pretrained[variant.name] = model
+                self.store.save_checkpoint(_ckpt(spec, device, seed, variant.name), model.state_dict())
+            evaluation = Evaluator(split, "test", device, k=train_cfg.k).evaluate(model)
+        except Exception as err:  # recorded as failed; the suite goes on
+            status = "diverged" if isinstance(err, Diverged) else "failed"
+            return _record(spec, variant.name, device, seed, status=status,
+                           error=f"{type(err).__name__}: {err}", config=config,
+                           traceback=traceback.format_exc(limit=3), wall_seconds=time.time() - started)
+        return _record(
+            spec, variant.name, device, seed, status="ok", epochs=len(history.epochs),
+            best_epoch=history.best_epoch, train_seconds=history.train_seconds,
+            train_samples_per_s=history.train_samples_per_s,
+            infer_samples_per_s=evaluation.samples_per_s, wall_seconds=time.time() - started,
+            metrics=evaluation.metrics,
+            history=[asdict(e) for e in history.epochs], config=config,
+        )
+
+    def _pretrained_neumf(self, spec: DataSpec, split: Split, seed: int, device: str,
+                          cfg: ModelConfig, pretrained: dict[str, torch.nn.Module]) -> torch.nn.Module:
+        """GMF and MLP of this seed: from memory, from their checkpoint, or trained once now."""
+        parts = {}
+        for name in ("gmf", "mlp"):
+            base_cfg, base_train = variant_configs(spec, VARIANTS[name], self.opts.params)
+            if name not in pretrained:
+                model = seeded_model(name, base_cfg, split, seed, device, base_train.sparse)
+                state = self.store.load_checkpoint(_ckpt(spec, device, seed, name))
+                if state is None:
+                    fit(model, split, base_train, device, seed=seed)
+                    self.store.save_checkpoint(_ckpt(spec, device, seed, name), model.state_dict())
+                else:
+                    model.load_state_dict(state)
+                pretrained[name] = model
+            parts[name] = pretrained[name]
+        feats = split.train.item_features
+        feats_t = None if feats is None else torch.from_numpy(feats)
+        return neumf_from_pretrained(parts["gmf"], parts["mlp"], cfg, split.n_users, split.n_items,
+                                     feats_t).to(device)
+
+    def _baseline(self, spec: DataSpec, split: Split, seed: int, variant: str) -> dict[str, Any]:
+        started = time.time()
+        model = fit_baseline(variant.removeprefix("baseline-"), split.train)
+        evaluation = Evaluator(split, "test", "cpu", k=spec.train.k).evaluate(model)
+        return _record(spec, variant, "cpu", seed, status="ok", epochs=0, best_epoch=0,
+                       train_seconds=0.0, infer_samples_per_s=evaluation.samples_per_s,
+                       wall_seconds=time.time() - started, metrics=evaluation.metrics,
+                       config={"data": _data_config(spec)})
+
+
+def _ckpt(spec: DataSpec, device: str, seed: int, name: str) -> str:
+    return f"{spec.label}-{spec.task}-{device}-seed{seed}-{name}"
+
+
+def _data_config(spec: DataSpec) -> dict[str, Any]:
+    return {"source": spec.source, "task": spec.task, "options": dict(spec.options),
+            "n_eval_negatives": spec.n_eval_negatives}
+
+
+def _one_line(r: dict[str, Any]) -> str:
+    head = f"{r['dataset']}/{r['task']} {r['variant']:<24} {r['device']:<4} seed {r['seed']:<2}"
+    if r["status"] != "ok":
+        return f"{head} {r['status'].upper()}: {r.get('error', '')}"
+    m = "  ".join(f"{k}={v:.4f}" for k, v in r["metrics"].items() if not k.startswith("full_"))
+    speed = f"{r.get('train_samples_per_s', 0) or 0:,.0f} samples/s" if r.get("epochs") else "baseline"
+    return f"{head} {m}  ({r['wall_seconds']:.1f}s, {speed})"

@@ -1,0 +1,148 @@
+"""Statistics over stored trials, all from scipy.stats; only Holm's step-down is written here
+(scipy has no Holm-Bonferroni)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+ALPHA = 0.05
+LOWER_IS_BETTER = {"mae", "rmse"}
+
+
+def mean_ci(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float, float]:
+    """Mean, sample std, and the t-interval of the mean."""
+    values = np.asarray(values, dtype=float)
+    n = len(values)
+    mean = float(values.mean()) if n else math.nan
+    if n < 2:
+        return mean, math.nan, math.nan, math.nan
+    std = float(values.std(ddof=1))
+    if std == 0:
+        return mean, 0.0, mean, mean
+    low, high = stats.t.interval(confidence, n - 1, loc=mean, scale=stats.sem(values))
+    return mean, std, float(low), float(high)
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1); NaN stays NaN."""
+    p = np.asarray(p_values, dtype=float)
+    ok = ~np.isnan(p)
+    out = np.full(len(p), np.nan)
+    m = int(ok.sum())
+    if m == 0:
+        return out.tolist()
+    idx = np.flatnonzero(ok)[np.argsort(p[ok])]
+    adjusted = np.maximum.accumulate((m - np.arange(m)) * p[idx])
+    out[idx] = np.minimum(adjusted, 1.0)
+    return out.tolist()
+
+
+def paired(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """Paired comparison a - b: mean difference, its 95% CI, t-test, Wilcoxon, Cohen's d_z."""
+    diff = np.asarray(a, float) - np.asarray(b, float)
+    n = len(diff)
+    mean, std, low, high = mean_ci(diff)
+    t_p = w_p = math.nan
+    with warnings.catch_warnings():  # near-identical pairs warn about precision; the p is still right
+        warnings.simplefilter("ignore")
+        if n >= 2 and std > 0:
+            t_p = float(stats.ttest_rel(a, b).pvalue)
+        if n >= 2 and np.any(diff != 0):
+            w_p = float(stats.wilcoxon(a, b).pvalue)
+    dz = mean / std if n >= 2 and std and std > 0 else math.nan
+    return {"n": n, "diff": mean, "ci_low": low, "ci_high": high, "t_p": t_p,
+            "wilcoxon_p": w_p, "cohen_dz": dz}
+
+
+def _pivot(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """seeds x variants for one metric; only seeds where every variant has a value (paired)."""
+    table = frame.pivot_table(index="seed", columns="variant", values=metric, aggfunc="first")
+    return table[[v for v in dict.fromkeys(frame["variant"]) if v in table]].dropna()
+
+
+def significance(trials: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """Every pair of variants (baselines included), paired by seed, per data set, device, metric.
+
+    The Holm family is all pairs of one (data set, task, device, metric).
+    """
+    rows = []
+    ok = trials[trials["status"] == "ok"]
+    for (dataset, task, device), group in ok.groupby(["dataset", "task", "device"], sort=False):
+        group = _with_baselines(group, ok, dataset, task)
+        for metric in metrics:
+            if metric not in group or group[metric].isna().all():
+                continue
+            table = _pivot(group, metric)
+            family = []
+            for va, vb in itertools.combinations(table.columns, 2):
+                res = paired(table[va].to_numpy(), table[vb].to_numpy())
+                family.append({"dataset": dataset, "task": task, "device": device, "metric": metric,
+                               "variant_a": va, "variant_b": vb, "n": res["n"],
+                               "mean_a": table[va].mean(), "mean_b": table[vb].mean(), **res})
+            for row, adj in zip(family, holm([r["t_p"] for r in family])):
+                row["holm_p"] = adj
+                row["significant"] = bool(adj < ALPHA) if not math.isnan(adj) else False
+            rows += family
+    columns = ["dataset", "task", "device", "metric", "variant_a", "variant_b", "n", "mean_a", "mean_b",
+               "diff", "ci_low", "ci_high", "t_p", "wilcoxon_p", "holm_p", "cohen_dz", "significant"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _with_baselines(group: pd.DataFrame, ok: pd.DataFrame, dataset: str, task: str) -> pd.DataFrame:
+    """Baselines run once (on the CPU); they join every device's comparison."""
+    if group["variant"].str.startswith("baseline-").any():
+        return group
+    base = ok[(ok["dataset"] == dataset) & (ok["task"] == task) & ok["variant"].str.startswith("baseline-")]
+    return pd.concat([group, base])
+
+
+def friedman(trials: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """Friedman test across the variants (baselines excluded), blocks = seeds."""
+    rows = []
+    ok = trials[(trials["status"] == "ok") & ~trials["variant"].str.startswith("baseline-")]
+    for (dataset, task, device), group in ok.groupby(["dataset", "task", "device"], sort=False):
+        for metric in metrics:
+            if metric not in group or group[metric].isna().all():
+                continue
+            table = _pivot(group, metric)
+            p = stat = math.nan
+            if table.shape[1] >= 3 and table.shape[0] >= 2:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    res = stats.friedmanchisquare(*[table[c].to_numpy() for c in table.columns])
+                stat, p = float(res.statistic), float(res.pvalue)
+            rows.append({"dataset": dataset, "task": task, "device": device, "metric": metric,
+                         "k": table.shape[1], "n": table.shape[0], "statistic": stat, "p": p})
+    return pd.DataFrame(rows)
+
+
+def device_equivalence(trials: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """The same (variant, seed) on CPU and CUDA: paired difference of each metric, and the speed ratio."""
+    rows = []
+    ok = trials[(trials["status"] == "ok") & ~trials["variant"].str.startswith("baseline-")]
+    if ok["device"].nunique() < 2:
+        return pd.DataFrame()
+    for (dataset, task, variant), group in ok.groupby(["dataset", "task", "variant"], sort=False):
+        for metric in [*metrics, "train_samples_per_s"]:
+            table = group.pivot_table(index="seed", columns="device", values=metric, aggfunc="first")
+            if not {"cpu", "cuda"} <= set(table.columns):
+                continue
+            table = table.dropna()
+            if metric == "train_samples_per_s":
+                ratio = table["cuda"] / table["cpu"]
+                rows.append({"dataset": dataset, "task": task, "variant": variant, "metric": "speedup",
+                             "n": len(table), "diff": float(ratio.mean()), "ci_low": math.nan,
+                             "ci_high": math.nan, "t_p": math.nan, "equivalent": ""})
+                continue
+            res = paired(table["cuda"].to_numpy(), table["cpu"].to_numpy())
+            rows.append({"dataset": dataset, "task": task, "variant": variant, "metric": metric,
+                         "n": res["n"], "diff": res["diff"], "ci_low": res["ci_low"],
+                         "ci_high": res["ci_high"], "t_p": res["t_p"],
+                         "equivalent": "yes" if not res["t_p"] < ALPHA else "no"})
+    return pd.DataFrame(rows)

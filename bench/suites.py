@@ -1,0 +1,107 @@
+"""Suites and variants as plain data. Add a suite by adding one ``Suite(...)`` to ``SUITES``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ncf_core import ModelConfig, TrainConfig
+
+
+@dataclass(frozen=True)
+class Variant:
+    """``pretrained`` NeuMF starts from the GMF and MLP of the same seed, fine-tuned with ``optimizer``."""
+
+    name: str
+    model: str
+    pretrained: bool = False
+    optimizer: str = "adam"
+
+
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in (
+        Variant("mf", "mf"),
+        Variant("gmf", "gmf"),
+        Variant("mlp", "mlp"),
+        Variant("neumf", "neumf"),
+        Variant("neumf-pre-adam", "neumf", pretrained=True, optimizer="adam"),
+        Variant("neumf-pre-sgd", "neumf", pretrained=True, optimizer="sgd"),
+    )
+}
+ALL_VARIANTS = tuple(VARIANTS)
+
+
+def paper_model(factors: int, **kw: object) -> ModelConfig:
+    """He et al. 2017: predictive factors f -> GMF size f, MLP tower 4f -> 2f -> f."""
+    return ModelConfig(n_factors=factors, mlp_layers=(4 * factors, 2 * factors, factors), **kw)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """A data set under one protocol. ``source`` is a registered name or a path."""
+
+    source: str
+    task: str
+    model: ModelConfig
+    train: TrainConfig
+    options: tuple[tuple[str, object], ...] = ()  # loader keyword arguments
+    n_eval_negatives: int = 99
+    fallback: str | None = None  # registered set used (and said so) when ``source`` is missing
+
+    @property
+    def label(self) -> str:
+        return self.source.rstrip("/").split("/")[-1]
+
+
+# The seed write-up's protocol on anime: first 100k rows, -1 dropped, rating/10, MSE, 80/20, 10 epochs.
+ANIME_SEED = DataSpec(
+    "anime", "rating", ModelConfig(use_item_features=True),
+    TrainConfig(task="rating", epochs=10, batch_size=256, lr=1e-3),
+    options=(("max_rows", 100_000),), fallback="synthetic",
+)
+
+
+def ncf_ranking(source: str, factors: int = 8, epochs: int = 20, fallback: str | None = None,
+                batch_size: int = 256) -> DataSpec:
+    """The NCF paper's ranking protocol: leave-one-out, 4 negatives, 99 test negatives, @10."""
+    return DataSpec(
+        source, "ranking", paper_model(factors),
+        TrainConfig(task="ranking", epochs=epochs, batch_size=batch_size, lr=1e-3, n_negatives=4, k=10),
+        fallback=fallback,
+    )
+
+
+def synthetic(task: str, n_users: int = 300, n_items: int = 150, epochs: int = 4) -> DataSpec:
+    return DataSpec(
+        "synthetic", task, ModelConfig(n_factors=8, mlp_layers=(32, 16, 8), use_item_features=True),
+        TrainConfig(task=task, epochs=epochs, batch_size=256, lr=3e-3),
+        options=(("n_users", n_users), ("n_items", n_items), ("per_user", 25)),
+        n_eval_negatives=99 if n_items > 120 else n_items // 2,
+    )
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    datasets: tuple[DataSpec, ...]
+    seeds: int
+    variants: tuple[str, ...] = ALL_VARIANTS
+    devices: tuple[str, ...] = ("auto",)  # "auto" = every device present
+    baselines: bool = True
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+SUITES: dict[str, Suite] = {
+    s.name: s
+    for s in (
+        Suite("smoke", "synthetic data, both tasks, 3 seeds, CPU: under a minute; CI runs it",
+              (synthetic("rating"), synthetic("ranking")), seeds=3, devices=("cpu",)),
+        Suite("quick", "real anime (seed protocol) and ml-100k (NCF protocol), 5 seeds, every device",
+              (ANIME_SEED, ncf_ranking("ml-100k", factors=8, epochs=10, fallback="synthetic")), seeds=5),
+        Suite("full", "every data set found, NCF paper settings (64 factors), 10 seeds, every device",
+              (ANIME_SEED,
+               ncf_ranking("ml-100k", factors=64), ncf_ranking("ml-1m", factors=64),
+               ncf_ranking("ml-20m", factors=64, batch_size=1024)), seeds=10),
+    )
+}
