@@ -81,10 +81,15 @@ def spec_for(source: str, suite: Suite) -> DataSpec:
 
 def resolve_datasets(suite: Suite, opts: RunOptions, log: Log) -> list[tuple[DataSpec, Interactions | Split]]:
     """Load each data set once; a missing registered set falls back to synthetic or is skipped."""
-    specs = [spec_for(s, suite) for s in opts.datasets] if opts.datasets else list(suite.datasets)
+    # A set named on the command line must exist; only a suite's own sets fall back to synthetic.
+    specs = ([replace(spec_for(s, suite), fallback=None) for s in opts.datasets] if opts.datasets
+             else list(suite.datasets))
     loaded = []
     for spec in specs:
         if spec.source in DATASETS and not available(spec.source, opts.data_dir):
+            if opts.datasets:
+                raise DataError(Path(opts.data_dir or ".") / (DATASETS[spec.source].folder or ""),
+                                f"data set {spec.source!r} not found")
             if spec.fallback is None:
                 log(f"skipping {spec.source}: not found under {opts.data_dir}")
                 continue
