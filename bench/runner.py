@@ -210,9 +210,10 @@ class Runner:
     def _pretrained_neumf(self, spec: DataSpec, split: Split, seed: int, device: str,
                           cfg: ModelConfig, pretrained: dict[str, torch.nn.Module]) -> torch.nn.Module:
         """GMF and MLP of this seed: from memory, from their checkpoint, or trained once now."""
-        parts = {}
+        parts, cfgs = {}, {}
         for name in ("gmf", "mlp"):
             base_cfg, base_train = variant_configs(spec, VARIANTS[name], self.opts.params)
+            cfgs[name] = base_cfg
             if name not in pretrained:
                 model = seeded_model(name, base_cfg, split, seed, device, base_train.sparse)
                 state = self.store.load_checkpoint(_ckpt(spec, device, seed, name))
@@ -223,10 +224,10 @@ class Runner:
                     model.load_state_dict(state)
                 pretrained[name] = model
             parts[name] = pretrained[name]
-        feats = split.train.item_features
-        feats_t = None if feats is None else torch.from_numpy(feats)
-        return neumf_from_pretrained(parts["gmf"], parts["mlp"], cfg, split.n_users, split.n_items,
-                                     feats_t).to(device)
+        # NeuMF takes the shapes of the GMF and MLP it is built from (they may have been tuned apart).
+        cfg = replace(cfg, n_factors=cfgs["gmf"].n_factors, mlp_layers=cfgs["mlp"].mlp_layers,
+                      use_item_features=cfgs["gmf"].use_item_features or cfgs["mlp"].use_item_features)
+        return pretrained_neumf(parts["gmf"], parts["mlp"], cfg, split).to(device)
 
     def _baseline(self, spec: DataSpec, split: Split, seed: int, variant: str) -> dict[str, Any]:
         started = time.time()
@@ -236,6 +237,12 @@ class Runner:
                        train_seconds=0.0, infer_samples_per_s=evaluation.samples_per_s,
                        wall_seconds=time.time() - started, metrics=evaluation.metrics,
                        config={"data": _data_config(spec)})
+
+
+def pretrained_neumf(gmf: torch.nn.Module, mlp: torch.nn.Module, cfg: ModelConfig, split: Split) -> torch.nn.Module:
+    feats = split.train.item_features
+    feats_t = None if feats is None else torch.from_numpy(feats)
+    return neumf_from_pretrained(gmf, mlp, cfg, split.n_users, split.n_items, feats_t)
 
 
 def _ckpt(spec: DataSpec, device: str, seed: int, name: str) -> str:

@@ -1,9 +1,139 @@
-"""Optuna studies (filled in by the tuning work)."""
+"""``bench speed``: the engine against a reference loop written the usual way, same process.
+
+The reference is what NCF tutorials (and this project's seed write-up) do: a per-sample
+``Dataset`` behind a shuffling ``DataLoader``, default optimizer settings. The engine is
+``ncf_core.train.fit`` itself, timed over whole training epochs (negative sampling included,
+validation excluded). Same model shapes, same batch size, same samples per epoch.
+"""
 
 from __future__ import annotations
 
 import argparse
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tabulate import tabulate
+from torch.utils.data import DataLoader, Dataset
+
+from ncf_core import ModelConfig, TrainConfig
+from ncf_core.data import split_for_seed, synthetic
+from ncf_core.data.splits import Split
+from ncf_core.train import fit, loss_fn, seeded_model
+
+MODELS = ("mf", "gmf", "mlp", "neumf")
+# ML-1M's table sizes (6,040 users, 3,706 items) with fewer rows, so an epoch takes seconds.
+SHAPE = {"n_users": 6040, "n_items": 3706, "per_user": 10}
+
+
+class PairDataset(Dataset):
+    """One (user, item, label) triple per __getitem__: the usual tutorial dataset."""
+
+    def __init__(self, users: torch.Tensor, items: torch.Tensor, labels: torch.Tensor) -> None:
+        self.users, self.items, self.labels = users, items, labels
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def __getitem__(self, idx: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.users[idx], self.items[idx], self.labels[idx]
+
+
+def reference_samples_per_s(model: torch.nn.Module, split: Split, batch_size: int, device: str,
+                            n_negatives: int = 4, max_steps: int = 400) -> float:
+    """The usual loop, over up to ``max_steps`` batches of one epoch (negatives pre-drawn, untimed)."""
+    gen = torch.Generator().manual_seed(0)
+    users = torch.from_numpy(split.train.users)
+    items = torch.from_numpy(split.train.items)
+    neg_users = users.repeat_interleave(n_negatives)
+    neg_items = torch.randint(split.n_items, neg_users.shape, generator=gen)
+    data = PairDataset(torch.cat([users, neg_users]), torch.cat([items, neg_items]),
+                       torch.cat([torch.ones(len(users)), torch.zeros(len(neg_users))]))
+    loader = DataLoader(data, batch_size=batch_size, shuffle=True, generator=gen)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    n = 0
+    _sync(device)
+    start = time.perf_counter()
+    for steps, (u, i, y) in enumerate(loader, 1):
+        u, i, y = u.to(device), i.to(device), y.to(device)
+        optimizer.zero_grad()
+        loss = loss_fn("ranking", model(u, i), y)
+        loss.backward()
+        optimizer.step()
+        n += len(u)
+        if steps >= max_steps:
+            break
+    _sync(device)
+    return n / (time.perf_counter() - start)
+
+
+def engine_samples_per_s(name: str, cfg: ModelConfig, split: Split, batch_size: int, device: str) -> float:
+    model = seeded_model(name, cfg, split, 0, device)
+    train_cfg = TrainConfig(task="ranking", epochs=1, batch_size=batch_size, n_negatives=4)
+    return fit(model, split, train_cfg, device, seed=0).train_samples_per_s
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure(devices: tuple[str, ...], batch_sizes: tuple[int, ...], models: tuple[str, ...] = MODELS,
+            log=print) -> pd.DataFrame:
+    data = synthetic.generate(**SHAPE, seed=0, task="ranking")
+    split = split_for_seed(data, "ranking", 0)
+    cfg = ModelConfig()  # NCF defaults: GMF 8, MLP 64-32-16-8
+    rows = []
+    for device in devices:
+        for name in models:
+            for bs in batch_sizes:
+                # warm-up, then reference and engine back to back (noisy machines: compare ratios)
+                engine_samples_per_s(name, cfg, split, bs, device)
+                ref = reference_samples_per_s(seeded_model(name, cfg, split, 0, device), split, bs, device)
+                eng = engine_samples_per_s(name, cfg, split, bs, device)
+                rows.append({"model": name, "device": device, "batch_size": bs, "mode": "single",
+                             "reference_samples_per_s": ref, "engine_samples_per_s": eng,
+                             "speedup": eng / ref})
+                log(f"{name:6} {device:4} batch {bs:>6}: reference {ref:>12,.0f}  engine {eng:>12,.0f}"
+                    f"  samples/s  ({eng / ref:.2f}x)")
+    return pd.DataFrame(rows)
+
+
+def speed_markdown(frame: pd.DataFrame, machine: str) -> str:
+    table = frame.assign(
+        reference_samples_per_s=frame["reference_samples_per_s"].map("{:,.0f}".format),
+        engine_samples_per_s=frame["engine_samples_per_s"].map("{:,.0f}".format),
+        speedup=frame["speedup"].map("{:.2f}×".format),
+    )
+    return (f"# bench speed\n\nMachine: {machine}. Training samples/s (positives + negatives), "
+            f"ML-1M-sized tables, NCF default shapes.\n\n"
+            + tabulate(table, headers="keys", tablefmt="github", showindex=False) + "\n")
+
+
+def run(args: argparse.Namespace) -> int:
+    from bench.manifest import environment
+
+    devices = tuple(d.strip() for d in args.devices.split(",")) if args.devices else (
+        ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",))
+    batch_sizes = tuple(int(b) for b in args.batch_sizes.split(","))
+    frame = measure(devices, batch_sizes, tuple(args.models.split(",")) if args.models else MODELS)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out / "speed.csv", index=False)
+    env = environment()
+    machine = f"{env['devices']}, {env['cpu_count']} CPUs, torch {env['versions']['torch']}, " \
+              f"{env['torch_threads']} threads"
+    (out / "speed.md").write_text(speed_markdown(frame, machine))
+    print(f"wrote speed.csv and speed.md to {out}")
+    return 0
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    pass
+    p = sub.add_parser("speed", help="engine vs the usual DataLoader loop: training samples/s")
+    p.add_argument("--devices", help="comma-separated: cpu, cuda (default: every device present)")
+    p.add_argument("--batch-sizes", default="256,4096", help="comma-separated (256 should stay)")
+    p.add_argument("--models", help=f"comma-separated subset of {','.join(MODELS)}")
+    p.add_argument("--out", default="results/speed")
+    p.set_defaults(func=run)

@@ -31,6 +31,35 @@ VARIANTS: dict[str, Variant] = {
 ALL_VARIANTS = tuple(VARIANTS)
 
 
+def search_space(trial, variant: Variant, task: str) -> dict[str, dict[str, object]]:
+    """Optuna search space of a variant: ``trial`` is an ``optuna.Trial`` (duck-typed here).
+
+    A pretrained NeuMF keeps the shapes of the GMF and MLP it starts from; it tunes alpha and
+    the fine-tuning step instead.
+    """
+    train: dict[str, object] = {
+        "lr": trial.suggest_float("lr", 1e-4, 3e-2, log=True),
+        "batch_size": trial.suggest_categorical("batch_size", [128, 256, 512, 1024]),
+        "weight_decay": trial.suggest_float("weight_decay", 1e-8, 1e-3, log=True),
+    }
+    model: dict[str, object] = {}
+    if task == "ranking":
+        train["n_negatives"] = trial.suggest_int("n_negatives", 1, 8)
+    if variant.optimizer == "sgd":
+        train["momentum"] = trial.suggest_float("momentum", 0.0, 0.99)
+    if variant.pretrained:
+        model["alpha"] = trial.suggest_float("alpha", 0.0, 1.0)
+        return {"model": model, "train": train}
+    if variant.model in ("mf", "gmf", "neumf"):
+        model["n_factors"] = trial.suggest_categorical("n_factors", [8, 16, 32, 64])
+    if variant.model in ("mlp", "neumf"):
+        depth = trial.suggest_int("mlp_depth", 1, 3)
+        width = trial.suggest_categorical("mlp_width", [32, 64, 128, 256])
+        model["mlp_layers"] = tuple(width // 2**k for k in range(depth + 1))
+        model["dropout"] = trial.suggest_float("dropout", 0.0, 0.5)
+    return {"model": model, "train": train}
+
+
 def paper_model(factors: int, **kw: object) -> ModelConfig:
     """He et al. 2017: predictive factors f -> GMF size f, MLP tower 4f -> 2f -> f."""
     return ModelConfig(n_factors=factors, mlp_layers=(4 * factors, 2 * factors, factors), **kw)

@@ -1,9 +1,179 @@
-"""Optuna studies (filled in by the tuning work)."""
+"""``bench tune``: an Optuna study per (data set, variant) on the validation split.
+
+The objective is the best validation value of one training run (seed 0 split); the test split
+is never read until the study ends, when the best settings are evaluated on it once.
+Any SQLAlchemy URL works as storage, so many workers on many machines can share one study.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+
+from bench.runner import RunOptions, pretrained_neumf, resolve_datasets, variant_configs
+from bench.suites import SUITES, VARIANTS, DataSpec, Variant, search_space
+from ncf_core import DataError
+from ncf_core.config import with_overrides
+from ncf_core.data import Split, split_for_seed
+from ncf_core.evaluate import Evaluator
+from ncf_core.train import Diverged, fit, seeded_model
+
+SEED = 0
+
+
+class Objective:
+    """Train with a trial's settings; report the validation metric every epoch for pruning."""
+
+    def __init__(self, spec: DataSpec, split: Split, variant: Variant, device: str = "cpu") -> None:
+        self.spec, self.split, self.variant, self.device = spec, split, variant, device
+        self._pretrained: dict[str, torch.nn.Module] = {}
+
+    def configs(self, params: dict[str, dict[str, Any]]):
+        model_cfg, train_cfg = variant_configs(self.spec, self.variant, {})
+        return with_overrides(model_cfg, params["model"]), with_overrides(train_cfg, params["train"])
+
+    def build(self, model_cfg) -> torch.nn.Module:
+        if not self.variant.pretrained:
+            return seeded_model(self.variant.model, model_cfg, self.split, SEED, self.device)
+        for name in ("gmf", "mlp"):  # trained once per process with the data set's defaults
+            if name not in self._pretrained:
+                cfg, train = variant_configs(self.spec, VARIANTS[name], {})
+                model = seeded_model(name, cfg, self.split, SEED, self.device)
+                fit(model, self.split, train, self.device, seed=SEED)
+                self._pretrained[name] = model
+        cfg = replace(model_cfg, n_factors=self.spec.model.n_factors, mlp_layers=self.spec.model.mlp_layers)
+        return pretrained_neumf(self._pretrained["gmf"], self._pretrained["mlp"], cfg, self.split).to(self.device)
+
+    def train(self, params: dict[str, dict[str, Any]], on_epoch=None) -> tuple[torch.nn.Module, float]:
+        model_cfg, train_cfg = self.configs(params)
+        model = self.build(model_cfg)
+        history = fit(model, self.split, train_cfg, self.device, seed=SEED, on_epoch=on_epoch)
+        return model, history.best_value
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        params = search_space(trial, self.variant, self.spec.task)
+
+        def report(stats) -> None:
+            trial.report(stats.valid_metric, stats.epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {stats.epoch}")
+
+        trial.set_user_attr("config", json.loads(json.dumps(params, default=list)))
+        _, value = self.train(params, on_epoch=report)
+        if not math.isfinite(value):
+            raise Diverged(f"validation metric is {value}")
+        return value
+
+
+def storage_for(url: str) -> optuna.storages.BaseStorage:
+    """SQLite waits for the lock instead of failing when several workers write at once."""
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
+    return optuna.storages.RDBStorage(url)
+
+
+def best_params(study: optuna.Study, objective: Objective) -> dict[str, dict[str, Any]]:
+    """Re-create the best trial's config through the same search-space function."""
+    fixed = optuna.trial.FixedTrial(study.best_trial.params)
+    return search_space(fixed, objective.variant, objective.spec.task)
+
+
+def tune_markdown(study: optuna.Study, payload: dict[str, Any]) -> str:
+    states = [t.state for t in study.trials]
+    count = {s.name.lower(): states.count(s) for s in optuna.trial.TrialState}
+    lines = [f"# Optuna study `{study.study_name}`", "",
+             f"- data set: {payload['dataset']} ({payload['task']}); variant: {payload['variant']}",
+             f"- objective: validation {payload['metric']} ({study.direction.name.lower()}), split seed {SEED}",
+             f"- trials: {count['complete']} complete, {count['pruned']} pruned, {count['fail']} failed",
+             f"- best validation {payload['metric']}: {payload['best_value']:.5f} (trial {study.best_trial.number})",
+             f"- best settings on the **test** split (evaluated once, after the study): "
+             + ", ".join(f"{k} = {v:.4f}" for k, v in payload["test_metrics"].items()),
+             "", "## Best parameters", "", "```json", json.dumps(study.best_trial.params, indent=2), "```", ""]
+    try:
+        importance = optuna.importance.get_param_importances(study)
+        lines += ["## Parameter importance (fANOVA)", "", "| parameter | importance |", "|---|---|"]
+        lines += [f"| {k} | {v:.3f} |" for k, v in importance.items()]
+    except (RuntimeError, ValueError) as err:
+        lines += [f"Parameter importance not available: {err}"]
+    return "\n".join(lines) + "\n"
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.variant not in VARIANTS:
+        raise DataError("--variant", f"unknown variant {args.variant!r}; known: {list(VARIANTS)}")
+    opts = RunOptions(data_dir=Path(args.data_dir) if args.data_dir else None, datasets=(args.dataset,),
+                      epochs=args.epochs)
+    [(spec, data)] = resolve_datasets(SUITES["quick"], opts, log=print)
+    split = split_for_seed(data, spec.task, SEED, spec.n_eval_negatives)
+    variant = VARIANTS[args.variant]
+    objective = Objective(spec, split, variant, args.device)
+    direction = "maximize" if spec.task == "ranking" else "minimize"
+    name = args.study or f"{spec.label}-{spec.task}-{variant.name}"
+    study = optuna.create_study(
+        study_name=name, storage=storage_for(args.storage), direction=direction, load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=args.sampler_seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
+    )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    started = time.time()
+    study.optimize(objective, n_trials=args.trials, timeout=args.timeout, catch=(Diverged, RuntimeError),
+                   callbacks=[_print_trial])
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        raise DataError(args.storage, f"study {name!r} has no complete trial")
+
+    params = best_params(study, objective)
+    model, _ = objective.train(params)  # the one and only look at the test split
+    test_metrics = Evaluator(split, "test", args.device, k=spec.train.k).evaluate(model).metrics
+    model_cfg, train_cfg = objective.configs(params)
+    own = {"model": {k: v for k, v in asdict(model_cfg).items() if k in params["model"]},
+           "train": {k: v for k, v in asdict(train_cfg).items() if k in params["train"]}}
+    payload = {"dataset": spec.label, "task": spec.task, "variant": variant.name, "study": name,
+               "storage": args.storage, "direction": direction, "metric": objective_metric(spec),
+               "best_value": study.best_value, "best_trial": study.best_trial.number,
+               "test_metrics": test_metrics, "seconds": time.time() - started,
+               "variants": {variant.name: own}}
+    out = Path(args.out or f"results/tune-{name}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "best_params.json").write_text(json.dumps(payload, indent=2, default=list))
+    study.trials_dataframe().to_csv(out / "trials.csv", index=False)
+    (out / "tune.md").write_text(tune_markdown(study, payload))
+    print(f"best validation {payload['metric']} {study.best_value:.5f}; test "
+          + ", ".join(f"{k}={v:.4f}" for k, v in test_metrics.items()))
+    print(f"wrote best_params.json, trials.csv, tune.md to {out}")
+    return 0
+
+
+def objective_metric(spec: DataSpec) -> str:
+    return "rmse" if spec.task == "rating" else f"ndcg@{spec.train.k}"
+
+
+def _print_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    value = "" if trial.value is None else f" value {trial.value:.5f}"
+    print(f"trial {trial.number:>3} {trial.state.name.lower():<8}{value} {trial.params}")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    pass
+    p = sub.add_parser("tune", help="Optuna study of one variant on one data set (validation split only)")
+    p.add_argument("--dataset", required=True, help="registered name or path, as for bench run --datasets")
+    p.add_argument("--variant", required=True, help=f"one of {', '.join(VARIANTS)}")
+    p.add_argument("--data-dir")
+    p.add_argument("--trials", type=int, default=20)
+    p.add_argument("--timeout", type=float, help="seconds for this worker")
+    p.add_argument("--storage", default="sqlite:///results/optuna.db",
+                   help="any SQLAlchemy URL; a shared PostgreSQL URL lets many machines work on one study")
+    p.add_argument("--study", help="study name (default: <dataset>-<task>-<variant>)")
+    p.add_argument("--sampler-seed", type=int, help="TPE seed (give each worker its own)")
+    p.add_argument("--epochs", type=int, help="override the data set's epoch count")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", help="folder for best_params.json, trials.csv, tune.md")
+    p.set_defaults(func=run)
