@@ -29,7 +29,8 @@ def load_params(paths: list[str]) -> dict[str, dict]:
         variants = data.get("variants") if isinstance(data, dict) else None
         if not isinstance(variants, dict):
             raise DataError(path, "expected an object with a 'variants' mapping (bench tune's best_params.json)")
-        merged.update(variants)
+        scope = {k: data[k] for k in ("dataset", "task") if k in data}
+        merged.update({name: {**cfg, **scope} for name, cfg in variants.items()})
     return merged
 
 

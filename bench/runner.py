@@ -109,6 +109,8 @@ def variant_configs(spec: DataSpec, variant: Variant,
     """The spec's configs, tuned overrides for this variant (``--params``), then the variant's own."""
     model, train = spec.model, spec.train
     tuned = params.get(variant.name, {})
+    if tuned.get("dataset", spec.label) != spec.label or tuned.get("task", spec.task) != spec.task:
+        tuned = {}  # tuned for another data set or task
     model = with_overrides(model, tuned.get("model", {}))
     train = with_overrides(train, {k: v for k, v in tuned.get("train", {}).items() if k != "epochs"})
     if variant.pretrained:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import random
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy
 import torch
 
 from bench.runner import RunOptions, pretrained_neumf, resolve_datasets, variant_configs
@@ -75,10 +77,30 @@ class Objective:
 
 def storage_for(url: str) -> optuna.storages.BaseStorage:
     """SQLite waits for the lock instead of failing when several workers write at once."""
+    kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
-    return optuna.storages.RDBStorage(url)
+        kwargs = {"engine_kwargs": {"connect_args": {"timeout": 120}}}
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url, **kwargs)
+        except sqlalchemy.exc.SQLAlchemyError:
+            # Workers started together race to create the schema; the loser finds it made.
+            if attempt == 4:
+                raise
+            time.sleep(0.5 + random.random())
+    raise AssertionError("unreachable")
+
+
+def create_study(name: str, storage: optuna.storages.BaseStorage, **kwargs: Any) -> optuna.Study:
+    for attempt in range(5):
+        try:
+            return optuna.create_study(study_name=name, storage=storage, load_if_exists=True, **kwargs)
+        except sqlalchemy.exc.SQLAlchemyError:
+            if attempt == 4:
+                raise
+            time.sleep(0.5 + random.random())
+    raise AssertionError("unreachable")
 
 
 def best_params(study: optuna.Study, objective: Objective) -> dict[str, dict[str, Any]]:
@@ -95,7 +117,7 @@ def tune_markdown(study: optuna.Study, payload: dict[str, Any]) -> str:
              f"- objective: validation {payload['metric']} ({study.direction.name.lower()}), split seed {SEED}",
              f"- trials: {count['complete']} complete, {count['pruned']} pruned, {count['fail']} failed",
              f"- best validation {payload['metric']}: {payload['best_value']:.5f} (trial {study.best_trial.number})",
-             f"- best settings on the **test** split (evaluated once, after the study): "
+             "- best settings on the **test** split (evaluated once, after the study): "
              + ", ".join(f"{k} = {v:.4f}" for k, v in payload["test_metrics"].items()),
              "", "## Best parameters", "", "```json", json.dumps(study.best_trial.params, indent=2), "```", ""]
     try:
@@ -118,8 +140,8 @@ def run(args: argparse.Namespace) -> int:
     objective = Objective(spec, split, variant, args.device)
     direction = "maximize" if spec.task == "ranking" else "minimize"
     name = args.study or f"{spec.label}-{spec.task}-{variant.name}"
-    study = optuna.create_study(
-        study_name=name, storage=storage_for(args.storage), direction=direction, load_if_exists=True,
+    study = create_study(
+        name, storage_for(args.storage), direction=direction,
         sampler=optuna.samplers.TPESampler(seed=args.sampler_seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
     )

@@ -1,0 +1,69 @@
+"""Optuna studies: pruning, resumable shared storage, best params feeding bench run, no test reads."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+
+from bench.__main__ import main
+from bench.suites import VARIANTS, synthetic
+from bench.tune import Objective
+from ncf_core.data import load, split_for_seed
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_study_prunes_and_best_params_feed_bench_run(tmp_path):
+    db = f"sqlite:///{tmp_path / 'optuna.db'}"
+    out = tmp_path / "tune"
+    assert main(["tune", "--dataset", "synthetic", "--variant", "neumf", "--trials", "12",
+                 "--sampler-seed", "1", "--storage", db, "--out", str(out)]) == 0
+    study = optuna.load_study(study_name="synthetic-rating-neumf", storage=db)
+    states = [t.state for t in study.trials]
+    assert len(states) == 12 and optuna.trial.TrialState.PRUNED in states
+    best = json.loads((out / "best_params.json").read_text())
+    assert best["variants"]["neumf"]["train"]["lr"] == pytest.approx(study.best_params["lr"])
+    assert {"rmse", "mae", "r2"} <= set(best["test_metrics"])
+    assert "importance" in (out / "tune.md").read_text()
+    run = tmp_path / "run"
+    assert main(["run", "--suite", "smoke", "--variants", "neumf", "--seeds", "1", "--epochs", "1",
+                 "--params", str(out / "best_params.json"), "--out", str(run)]) == 0
+    records = [json.loads(x) for x in (run / "trials.jsonl").read_text().splitlines()]
+    rating = next(r for r in records if r["variant"] == "neumf" and r["task"] == "rating")
+    ranking = next(r for r in records if r["variant"] == "neumf" and r["task"] == "ranking")
+    assert rating["config"]["train"]["lr"] == pytest.approx(study.best_params["lr"])
+    assert ranking["config"]["train"]["lr"] != pytest.approx(study.best_params["lr"])  # tuned for rating only
+
+
+def test_two_workers_share_one_sqlite_study(tmp_path):
+    db = f"sqlite:///{tmp_path / 'shared.db'}"
+    cmd = [sys.executable, "-m", "bench", "tune", "--dataset", "synthetic", "--variant", "gmf",
+           "--trials", "4", "--epochs", "2", "--storage", db, "--study", "shared"]
+    workers = [subprocess.Popen([*cmd, "--sampler-seed", str(s), "--out", str(tmp_path / f"w{s}")],
+                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for s in (1, 2)]
+    outputs = [w.communicate(timeout=300)[0].decode() for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    numbers = [t.number for t in optuna.load_study(study_name="shared", storage=db).trials]
+    assert sorted(numbers) == list(range(8))
+
+
+@pytest.mark.parametrize("variant", ["gmf", "neumf-pre-sgd"])
+def test_objective_never_reads_the_test_split(variant):
+    spec = synthetic("rating")
+    data = load("synthetic", task="rating", **dict(spec.options))
+    split = split_for_seed(data, "rating", 0)
+    test = split.test
+    poisoned = dataclasses.replace(split, test=dataclasses.replace(
+        test, target=np.full_like(test.target, np.nan), items=np.full_like(test.items, 10**9)))
+    spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, epochs=2))
+    trial = optuna.trial.FixedTrial({"lr": 3e-3, "batch_size": 256, "weight_decay": 1e-6, "n_factors": 8,
+                                     "momentum": 0.5, "alpha": 0.3})
+    clean = Objective(spec, split, VARIANTS[variant])(trial)
+    assert Objective(spec, poisoned, VARIANTS[variant])(trial) == clean
