@@ -130,7 +130,32 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def benchmark_table(args: argparse.Namespace) -> int:
+    """pytest-benchmark JSON -> markdown: forward samples/s per device and the GPU/CPU speed-up."""
+    import json
+
+    data = json.loads(Path(args.json).read_text())
+    rows = {}
+    for b in data["benchmarks"]:
+        info = b["extra_info"]
+        key = (info["model"], info["batch"])
+        rows.setdefault(key, {})[info["device"]] = info["batch"] / b["stats"]["median"]
+    table = [[m, f"{n:,}", f"{d.get('cpu', float('nan')):,.0f}", f"{d.get('cuda', float('nan')):,.0f}",
+              f"{d['cuda'] / d['cpu']:.1f}×" if {"cpu", "cuda"} <= set(d) else "—"]
+             for (m, n), d in sorted(rows.items())]
+    text = (f"# Forward pass, samples/s (median)\n\nMachine: {data['machine_info'].get('cpu', {}).get('brand_raw', '')}"
+            f"\n\n" + tabulate(table, headers=["model", "batch", "CPU", "CUDA", "GPU/CPU"], tablefmt="github")
+            + "\n")
+    Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    t = sub.add_parser("benchtable", help="markdown table of GPU/CPU speed-ups from pytest-benchmark JSON")
+    t.add_argument("json")
+    t.add_argument("--out", default="results/benchmark.md")
+    t.set_defaults(func=benchmark_table)
     p = sub.add_parser("speed", help="engine vs the usual DataLoader loop: training samples/s")
     p.add_argument("--devices", help="comma-separated: cpu, cuda (default: every device present)")
     p.add_argument("--batch-sizes", default="256,4096", help="comma-separated (256 should stay)")
