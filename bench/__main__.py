@@ -8,7 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from ncf_core import DataError
+from ncf_core import DataError, ModelConfig, TrainConfig
+from ncf_core.config import with_overrides
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -29,6 +30,12 @@ def load_params(paths: list[str]) -> dict[str, dict]:
         variants = data.get("variants") if isinstance(data, dict) else None
         if not isinstance(variants, dict):
             raise DataError(path, "expected an object with a 'variants' mapping (bench tune's best_params.json)")
+        for name, cfg in variants.items():
+            try:
+                with_overrides(ModelConfig(), cfg.get("model", {}))
+                with_overrides(TrainConfig(), cfg.get("train", {}))
+            except (ValueError, TypeError) as e:
+                raise DataError(path, f"variant {name!r}: {e}") from None
         scope = {k: data[k] for k in ("dataset", "task") if k in data}
         merged.update({name: {**cfg, **scope} for name, cfg in variants.items()})
     return merged

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ncf_core import ModelConfig, TrainConfig
 
@@ -118,7 +118,6 @@ class Suite:
     variants: tuple[str, ...] = ALL_VARIANTS
     devices: tuple[str, ...] = ("auto",)  # "auto" = every device present
     baselines: bool = True
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 SUITES: dict[str, Suite] = {

@@ -43,8 +43,7 @@ def fit_baseline(name: str, train: Interactions) -> nn.Module:
     if name == "mean":
         return TableModel(torch.zeros(train.n_users), _logit(np.full(train.n_items, mu)))
     if name == "user-item-mean":
-        # An additive predictor in probability space, so the whole sum goes into the item table
-        # per user would not fit; precompute logit(clip(u + i - mu)) lazily instead.
+        # Additive in probability space, so it cannot be split into per-user and per-item logits.
         return UserItemMean(
             torch.from_numpy(_means(train, train.users, train.n_users, mu)).float(),
             torch.from_numpy(_means(train, train.items, train.n_items, mu)).float(), mu)

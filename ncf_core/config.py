@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 TASKS = ("rating", "ranking")
@@ -58,20 +58,10 @@ class TrainConfig:
             raise ValueError("epochs, batch_size and lr must be positive")
 
 
-def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
-    """Build a config from a dict, rejecting unknown keys (a typo must not pass silently)."""
-    names = {f.name for f in fields(cls)}
-    unknown = set(data) - names
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
-
-
 def with_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
-    """``dataclasses.replace`` restricted to the config's own fields."""
-    own = {f.name for f in fields(cfg)}
-    return replace(cfg, **{k: v for k, v in overrides.items() if k in own})
+    """``dataclasses.replace`` that rejects unknown fields: a typo must not pass silently."""
+    unknown = set(overrides) - {f.name for f in fields(cfg)}
+    if unknown:
+        raise ValueError(f"unknown {type(cfg).__name__} fields: {sorted(unknown)}")
+    return replace(cfg, **{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
 
-
-def to_dict(cfg: Any) -> dict[str, Any]:
-    return asdict(cfg)

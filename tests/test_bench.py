@@ -137,3 +137,11 @@ def test_a_diverging_trial_is_recorded_and_the_suite_goes_on(tmp_path, capsys):
     assert "diverged" in set(gmf["status"])  # the ranking one; a saturated sigmoid may stay finite
     assert (trials[trials["variant"] == "mf"]["status"] == "ok").all()
     assert "diverged" in (out / "summary.md").read_text()
+
+
+def test_params_file_with_unknown_field_is_rejected(tmp_path, capsys):
+    params = tmp_path / "best_params.json"
+    params.write_text(json.dumps({"variants": {"gmf": {"train": {"learning_rate": 0.1}}}}))
+    assert main(["run", *TINY, "--params", str(params), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "best_params.json: variant 'gmf': unknown TrainConfig fields: ['learning_rate']" in err
