@@ -161,7 +161,7 @@ def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, friedman: pd.DataFr
         if group["variant"].str.startswith("baseline-").all():
             continue
         names = metrics_of(group, task)
-        group = stats._with_baselines(group, frame[frame["status"] == "ok"], dataset, task)
+        group = stats.with_baselines(group, frame[frame["status"] == "ok"], dataset, task)
         table, best = metric_table(group, names)
         primary = names[1] if task == "rating" else names[0]  # RMSE for rating, HR@10 for ranking
         s = sig[(sig["dataset"] == dataset) & (sig["task"] == task) & (sig["device"] == device)]

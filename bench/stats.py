@@ -74,7 +74,7 @@ def significance(trials: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     rows = []
     ok = trials[trials["status"] == "ok"]
     for (dataset, task, device), group in ok.groupby(["dataset", "task", "device"], sort=False):
-        group = _with_baselines(group, ok, dataset, task)
+        group = with_baselines(group, ok, dataset, task)
         for metric in metrics:
             if metric not in group or group[metric].isna().all():
                 continue
@@ -94,7 +94,7 @@ def significance(trials: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def _with_baselines(group: pd.DataFrame, ok: pd.DataFrame, dataset: str, task: str) -> pd.DataFrame:
+def with_baselines(group: pd.DataFrame, ok: pd.DataFrame, dataset: str, task: str) -> pd.DataFrame:
     """Baselines run once (on the CPU); they join every device's comparison."""
     if group["variant"].str.startswith("baseline-").any():
         return group
