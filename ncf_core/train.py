@@ -21,6 +21,8 @@ from ncf_core.data.negatives import NegativeSampler
 from ncf_core.data.splits import Split
 from ncf_core.evaluate import Evaluator
 from ncf_core.models import build
+from ncf_core.optim import make_optimizer
+from ncf_core.stacked import stack, unstack
 
 
 class Diverged(RuntimeError):
@@ -79,35 +81,95 @@ def seeded_model(name: str, cfg: ModelConfig, split: Split, seed: int,
     return model.to(device)
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> list[torch.optim.Optimizer]:
-    """Sparse embedding gradients get SparseAdam / sparse SGD; the rest a fused or foreach step."""
-    sparse = [p for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse
-              for p in m.parameters()]
-    sparse_ids = {id(p) for p in sparse}
-    dense = [p for p in model.parameters() if id(p) not in sparse_ids]
-    # One fused kernel for every dense parameter: on a 2-core CPU ~1.3x the foreach step at batch 256.
-    fast = {"fused": True} if device.type in ("cuda", "cpu") else {"foreach": True}
-    opts: list[torch.optim.Optimizer] = []
-    if cfg.optimizer == "adam":
-        opts.append(torch.optim.Adam(dense, lr=cfg.lr, weight_decay=cfg.weight_decay, **fast))
-        if sparse:
-            opts.append(torch.optim.SparseAdam(sparse, lr=cfg.lr))
-    else:
-        opts.append(torch.optim.SGD(dense + sparse, lr=cfg.lr, momentum=cfg.momentum,
-                                    weight_decay=cfg.weight_decay if not sparse else 0.0))
-    return opts
-
-
 def loss_fn(task: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Rating: MSE of sigmoid(logit) against rating/max (the seed's target). Ranking: BCE."""
+    """Rating: MSE of sigmoid(logit) against rating/max (the seed's target). Ranking: BCE.
+
+    The mean runs over the last axis only: one loss per model when seeds are stacked.
+    """
     if task == "rating":
-        return F.mse_loss(torch.sigmoid(logits), target)
-    return F.binary_cross_entropy_with_logits(logits, target)
+        return F.mse_loss(torch.sigmoid(logits), target, reduction="none").mean(-1)
+    return F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(-1)
 
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+class _SeedData:
+    """One seed's training pairs on the device and the generator that fixes its order and negatives.
+
+    ``fit`` and ``fit_stacked`` draw epochs from here in the same order, so a seed sees the same
+    batches whether it trains alone or stacked with others.
+    """
+
+    def __init__(self, split: Split, cfg: TrainConfig, device: torch.device, seed: int) -> None:
+        self.cfg, self.gen = cfg, device_generator(device, seed)
+        train = split.train
+        self.users = torch.from_numpy(train.users).to(device)
+        self.items = torch.from_numpy(train.items).to(device)
+        self.target = torch.from_numpy(train.target).to(device)
+        self.sampler = None
+        if cfg.task == "ranking":
+            self.target = torch.ones_like(self.target)
+            self.sampler = NegativeSampler(self.users * train.n_items + self.items, train.n_items)
+
+    def __len__(self) -> int:
+        return len(self.users) * (1 + (self.cfg.n_negatives if self.sampler is not None else 0))
+
+    def epoch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """This epoch's (users, items, targets): negatives drawn in one call, then shuffled."""
+        u, i, y = self.users, self.items, self.target
+        if self.sampler is not None:
+            neg_users = u.repeat_interleave(self.cfg.n_negatives)
+            neg_items = self.sampler.sample(neg_users, self.gen)
+            u, i = torch.cat([u, neg_users]), torch.cat([i, neg_items])
+            y = torch.cat([y, torch.zeros_like(neg_users, dtype=y.dtype)])
+        order = torch.randperm(len(u), generator=self.gen, device=u.device)
+        return u[order], i[order], y[order]
+
+
+class _Selector:
+    """Best-validation-epoch bookkeeping of one model: history, best weights, patience."""
+
+    def __init__(self, model: nn.Module, metric: str, cfg: TrainConfig) -> None:
+        self.model, self.cfg = model, cfg
+        self.history = History(metric=metric, higher_is_better=cfg.task == "ranking")
+        self.best_state = copy.deepcopy(model.state_dict())
+        self.bad_epochs = 0
+
+    def record(self, stats: EpochStats) -> bool:
+        """Keep ``stats``; False once patience has run out."""
+        if self.history.improved(stats.valid_metric):
+            self.history.best_epoch = stats.epoch
+            self.best_state = copy.deepcopy(self.model.state_dict())
+            self.bad_epochs = 0
+        else:
+            self.bad_epochs += 1
+        self.history.epochs.append(stats)
+        return self.cfg.patience is None or self.bad_epochs < self.cfg.patience
+
+    def finish(self) -> History:
+        self.model.load_state_dict(self.best_state)
+        return self.history
+
+
+def _train_steps(model: nn.Module, optimizers: list[torch.optim.Optimizer], cfg: TrainConfig,
+                 u: torch.Tensor, i: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One epoch of steps over pre-shuffled pairs (last axis); the summed loss per model."""
+    model.train()
+    n = u.shape[-1]
+    total = torch.zeros(u.shape[:-1], device=u.device)
+    for lo in range(0, n, cfg.batch_size):
+        hi = lo + cfg.batch_size
+        losses = loss_fn(cfg.task, model(u[..., lo:hi], i[..., lo:hi]), y[..., lo:hi])
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        for opt in optimizers:
+            opt.step()
+        total += losses.detach() * (min(hi, n) - lo)
+    return total
 
 
 def fit(
@@ -121,60 +183,69 @@ def fit(
 ) -> History:
     """Train ``model`` on ``split.train``, select the best epoch on ``split.valid``."""
     device = torch.device(device)
-    gen = device_generator(device, seed)
-    train = split.train
-    users = torch.from_numpy(train.users).to(device)
-    items = torch.from_numpy(train.items).to(device)
-    target = torch.from_numpy(train.target).to(device)
-    sampler = None
-    if cfg.task == "ranking":
-        target = torch.ones_like(target)
-        sampler = NegativeSampler(users * train.n_items + items, train.n_items)
+    data = _SeedData(split, cfg, device, seed)
     evaluator = Evaluator(split, "valid", device, k=cfg.k)
     optimizers = make_optimizer(model, cfg, device)
-    history = History(metric=evaluator.selection_metric, higher_is_better=cfg.task == "ranking")
-    best_state = copy.deepcopy(model.state_dict())
-    bad_epochs = 0
-
+    selector = _Selector(model, evaluator.selection_metric, cfg)
     for epoch in range(1, cfg.epochs + 1):
         _sync(device)
         start = time.perf_counter()
-        model.train()
-        u, i, y = users, items, target
-        if sampler is not None:
-            neg_users = users.repeat_interleave(cfg.n_negatives)
-            neg_items = sampler.sample(neg_users, gen)
-            u, i = torch.cat([users, neg_users]), torch.cat([items, neg_items])
-            y = torch.cat([target, torch.zeros_like(neg_users, dtype=target.dtype)])
-        order = torch.randperm(len(u), generator=gen, device=device)
-        u, i, y = u[order], i[order], y[order]
-        total = torch.zeros((), device=device)
-        for lo in range(0, len(u), cfg.batch_size):
-            hi = lo + cfg.batch_size
-            loss = loss_fn(cfg.task, model(u[lo:hi], i[lo:hi]), y[lo:hi])
-            for opt in optimizers:
-                opt.zero_grad(set_to_none=True)
-            loss.backward()
-            for opt in optimizers:
-                opt.step()
-            total += loss.detach() * (min(hi, len(u)) - lo)
+        total = _train_steps(model, optimizers, cfg, *data.epoch())
         _sync(device)
         seconds = time.perf_counter() - start
-        train_loss = float(total) / len(u)
+        train_loss = float(total) / len(data)
         if not math.isfinite(train_loss):
             raise Diverged(f"loss is {train_loss} at epoch {epoch}")
-        valid_loss, valid_metric = evaluator.loss_and_metric(model)
-        stats = EpochStats(epoch, train_loss, valid_loss, valid_metric, seconds, len(u))
-        if history.improved(valid_metric):
-            history.best_epoch = epoch
-            best_state = copy.deepcopy(model.state_dict())
-            bad_epochs = 0
-        else:
-            bad_epochs += 1
-        history.epochs.append(stats)
+        stats = EpochStats(epoch, train_loss, *evaluator.loss_and_metric(model), seconds, len(data))
+        go_on = selector.record(stats)
         if on_epoch is not None:
             on_epoch(stats)
-        if cfg.patience is not None and bad_epochs >= cfg.patience:
+        if not go_on:
             break
-    model.load_state_dict(best_state)
-    return history
+    return selector.finish()
+
+
+def fit_stacked(
+    models: list[nn.Module],
+    splits: list[Split],
+    cfg: TrainConfig,
+    device: torch.device | str = "cpu",
+    *,
+    seeds: list[int],
+) -> list[History | Diverged]:
+    """Train one model per seed as one stacked model: the same batches, weights and selection as
+    ``fit`` on each seed alone, with one forward and backward per step for all of them.
+
+    A seed that diverges or runs out of patience stops being recorded (its weights keep moving
+    but are reset to its best epoch at the end); the others go on.
+    """
+    device = torch.device(device)
+    data = [_SeedData(split, cfg, device, seed) for split, seed in zip(splits, seeds)]
+    if len({len(d) for d in data}) != 1:
+        raise ValueError("stacked seeds need training sets of one size")
+    stacked = stack(models)
+    evaluators = [Evaluator(split, "valid", device, k=cfg.k) for split in splits]
+    selectors = [_Selector(m, e.selection_metric, cfg) for m, e in zip(models, evaluators)]
+    optimizers = make_optimizer(stacked, cfg, device)
+    outcome: list[History | Diverged | None] = [None] * len(models)
+    for epoch in range(1, cfg.epochs + 1):
+        _sync(device)
+        start = time.perf_counter()
+        u, i, y = (torch.stack(parts) for parts in zip(*(d.epoch() for d in data)))
+        total = _train_steps(stacked, optimizers, cfg, u, i, y).tolist()
+        _sync(device)
+        seconds = time.perf_counter() - start
+        for s, (model, evaluator, selector) in enumerate(zip(models, evaluators, selectors)):
+            if outcome[s] is not None:
+                continue
+            train_loss = total[s] / len(data[s])
+            if not math.isfinite(train_loss):
+                outcome[s] = Diverged(f"loss is {train_loss} at epoch {epoch}")
+                continue
+            model.load_state_dict(unstack(stacked, s))
+            stats = EpochStats(epoch, train_loss, *evaluator.loss_and_metric(model), seconds, len(data[s]))
+            if not selector.record(stats):
+                outcome[s] = selector.history
+        if all(o is not None for o in outcome):
+            break
+    return [o if isinstance(o, Diverged) else sel.finish() for o, sel in zip(outcome, selectors)]

@@ -1,0 +1,124 @@
+"""Seed stacking: S models trained as one must be S models trained alone, seed by seed."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from ncf_core import ModelConfig, TrainConfig
+from ncf_core.data import split_for_seed, synthetic
+from ncf_core.evaluate import Evaluator
+from ncf_core.models import MODELS
+from ncf_core.optim import LazyAdam
+from ncf_core.stacked import stack, unstack
+from ncf_core.train import Diverged, fit, fit_stacked, seeded_model
+
+CFG = ModelConfig(n_factors=4, mlp_layers=(16, 8), use_item_features=True)
+SEEDS = [3, 4, 5]
+
+
+@pytest.fixture(scope="module")
+def data():
+    return {task: synthetic.generate(120, 80, 15, seed=3, task=task) for task in ("rating", "ranking")}
+
+
+def _splits(data, task):
+    return [split_for_seed(data[task], task, s, n_eval_negatives=20) for s in SEEDS]
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_stacked_forward_and_unstack_match_each_model(name, tiny_rating):
+    models = [seeded_model(name, CFG, tiny_rating, s) for s in SEEDS]
+    stacked = stack(models)
+    users = torch.randint(tiny_rating.n_users, (len(SEEDS), 50))
+    items = torch.randint(tiny_rating.n_items, (len(SEEDS), 50))
+    expected = torch.stack([m(u, i) for m, u, i in zip(models, users, items)])
+    torch.testing.assert_close(stacked(users, items), expected, rtol=1e-5, atol=1e-6)
+    for s, model in enumerate(models):
+        state = unstack(stacked, s)
+        assert state.keys() == model.state_dict().keys()
+        for key, value in model.state_dict().items():
+            assert torch.equal(state[key], value), key
+
+
+@pytest.mark.parametrize("task", ["rating", "ranking"])
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("name", ["mf", "neumf"])
+def test_stacked_training_equals_training_each_seed_alone(name, task, sparse, data):
+    """Same batches, negatives and steps per seed: only float rounding of bmm vs mm may differ."""
+    splits = _splits(data, task)
+    cfg = TrainConfig(task=task, epochs=3, batch_size=64, lr=0.01, sparse=sparse)
+    alone = [seeded_model(name, CFG, sp, s, sparse=sparse) for sp, s in zip(splits, SEEDS)]
+    histories = [fit(m, sp, cfg, seed=s) for m, sp, s in zip(alone, splits, SEEDS)]
+    together = [seeded_model(name, CFG, sp, s, sparse=sparse) for sp, s in zip(splits, SEEDS)]
+    stacked_histories = fit_stacked(together, splits, cfg, seeds=SEEDS)
+    for h1, h2 in zip(histories, stacked_histories):
+        assert h1.best_epoch == h2.best_epoch
+        for e1, e2 in zip(h1.epochs, h2.epochs, strict=True):
+            assert e2.train_loss == pytest.approx(e1.train_loss, rel=1e-4)
+            assert e2.valid_metric == pytest.approx(e1.valid_metric, rel=1e-3, abs=1e-4)
+    for m1, m2, sp in zip(alone, together, splits):
+        for (k, a), b in zip(m1.state_dict().items(), m2.state_dict().values()):
+            torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-4, msg=k)
+        t1 = Evaluator(sp, "test", "cpu", k=10).evaluate(m1, full=False).metrics
+        t2 = Evaluator(sp, "test", "cpu", k=10).evaluate(m2, full=False).metrics
+        assert t2 == pytest.approx(t1, rel=1e-3, abs=1e-4)
+    # the seeds differ from each other: stacking did not train one model three times
+    assert len({round(h.epochs[-1].train_loss, 6) for h in stacked_histories}) == len(SEEDS)
+
+
+def test_a_diverging_seed_leaves_the_others_alone(data):
+    splits = _splits(data, "rating")
+    cfg = TrainConfig(task="rating", epochs=2, batch_size=64)
+    models = [seeded_model("mlp", CFG, sp, s) for sp, s in zip(splits, SEEDS)]
+    alone = seeded_model("mlp", CFG, splits[0], SEEDS[0])
+    with torch.no_grad():
+        models[1].out.weight.fill_(float("nan"))
+    out = fit_stacked(models, splits, cfg, seeds=SEEDS)
+    assert isinstance(out[1], Diverged)
+    expected = fit(alone, splits[0], cfg, seed=SEEDS[0])
+    assert [e.train_loss for e in out[0].epochs] == pytest.approx([e.train_loss for e in expected.epochs],
+                                                                  rel=1e-5)
+    assert all(torch.isfinite(p).all() for p in models[2].parameters())
+
+
+def test_patience_runs_out_per_seed(data):
+    splits = _splits(data, "rating")
+    # a large step: each seed stops improving at its own epoch (3, 5 and 4 here)
+    cfg = TrainConfig(task="rating", epochs=12, batch_size=64, lr=0.1, patience=2)
+    alone = [fit(seeded_model("gmf", CFG, sp, s), sp, cfg, seed=s) for sp, s in zip(splits, SEEDS)]
+    models = [seeded_model("gmf", CFG, sp, s) for sp, s in zip(splits, SEEDS)]
+    together = fit_stacked(models, splits, cfg, seeds=SEEDS)
+    assert [len(h.epochs) for h in together] == [len(h.epochs) for h in alone]
+    assert len({len(h.epochs) for h in together}) > 1 and max(len(h.epochs) for h in together) < 12
+
+
+def test_stacking_needs_training_sets_of_one_size(data, tiny_rating):
+    splits = [tiny_rating, dataclasses.replace(tiny_rating, train=tiny_rating.train.subset(slice(0, 100)))]
+    models = [seeded_model("gmf", CFG, sp, 0) for sp in splits]
+    with pytest.raises(ValueError, match="one size"):
+        fit_stacked(models, splits, TrainConfig(epochs=1), seeds=[0, 1])
+
+
+def test_lazy_adam_is_sparse_adam():
+    """Same update as torch's SparseAdam, duplicate ids in a batch and shared-id tables included."""
+    torch.manual_seed(0)
+    tables = [torch.nn.Embedding(30, 4, sparse=True) for _ in range(2)]
+    copies = [torch.nn.Embedding(30, 4, sparse=True) for _ in range(2)]
+    for t, c in zip(tables, copies):
+        c.load_state_dict(t.state_dict())
+    start = tables[0].weight.detach().clone()
+    ours = LazyAdam([tables[0].weight, tables[1].weight], lr=0.01)
+    ref = torch.optim.SparseAdam([copies[0].weight, copies[1].weight], lr=0.01)
+    seen = torch.zeros(30, dtype=torch.bool)
+    for step in range(6):
+        ids = torch.randint(25, (25,))  # duplicates on purpose; both tables share the ids; 25..29 never
+        seen[ids] = True
+        for opt, (a, b) in ((ours, tables), (ref, copies)):
+            opt.zero_grad()
+            ((a(ids) ** 2).sum() + (b(ids).sin() * (step + 1)).sum()).backward()
+            opt.step()
+    for t, c in zip(tables, copies):
+        torch.testing.assert_close(t.weight, c.weight, rtol=1e-6, atol=1e-7)
+    assert torch.equal(tables[0].weight[~seen], start[~seen])  # lazy: rows never in a batch never move
+    assert not torch.equal(tables[0].weight[seen], start[seen])
