@@ -54,12 +54,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         datasets=_csv(args.datasets) if args.datasets else None,
         variants=_csv(args.variants) if args.variants else None,
         seeds=args.seeds, devices=_csv(args.devices) if args.devices else None,
-        epochs=args.epochs, params=load_params(args.params or []),
+        epochs=args.epochs, params=load_params(args.params or []), stack=not args.no_stack,
     )
     runner = Runner(suite, opts, out, log=lambda m: print(m, file=sys.stderr))
     started = time.time()
     records = runner.run()
     write_manifest(out, suite=suite, options=opts, seeds=runner.seeds, devices=runner.devices,
+                   seed_stacking=runner.stacking_note(),
                    variants=runner.variants, last_run={"started": started, "seconds": time.time() - started,
                                                        "trials_run": len(records)})
     paths = write_report(out)
@@ -117,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--devices", help="comma-separated: cpu, cuda, auto")
     run.add_argument("--epochs", type=int, help="override every data set's epoch count")
     run.add_argument("--params", nargs="+", help="best_params.json files from bench tune")
+    run.add_argument("--no-stack", action="store_true",
+                     help="train each seed alone instead of a variant's seeds as one stacked model")
     run.add_argument("--out", help="run folder (default results/<suite>-<UTC time>); reruns resume it")
     run.set_defaults(func=cmd_run)
 

@@ -25,9 +25,10 @@ from ncf_core.data import DATASETS, Split, available, load, resolve_path, split_
 from ncf_core.data.interactions import Interactions
 from ncf_core.evaluate import Evaluator
 from ncf_core.models import neumf_from_pretrained
-from ncf_core.train import Diverged, fit, seeded_model
+from ncf_core.train import Diverged, History, fit, fit_stacked, seeded_model
 
 Log = Callable[[str], None]
+Pretrained = dict[tuple[str, int], torch.nn.Module]  # (gmf | mlp, seed) -> trained model
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class RunOptions:
     devices: tuple[str, ...] | None = None
     epochs: int | None = None
     params: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    stack: bool = True  # train a variant's seeds as one stacked model where the data set allows
 
 
 def present_devices() -> tuple[str, ...]:
@@ -134,6 +136,18 @@ class Runner:
         self.seeds = list(range(opts.seeds if opts.seeds is not None else suite.seeds))
         self.devices = resolve_devices(opts.devices or suite.devices)
 
+    def stacking_note(self) -> dict[str, str]:
+        """Per data set, how its seeds were trained (written to the manifest)."""
+        out = {}
+        for spec in self.suite.datasets:
+            if not (self.opts.stack and spec.stack_seeds):
+                out[spec.label] = "one seed at a time" + ("" if self.opts.stack else " (--no-stack)")
+            else:
+                out[spec.label] = ("the pending seeds of each variant and device as one stacked model "
+                                   "(ncf_core.train.fit_stacked: same batches, negatives and selection per "
+                                   "seed as alone; samples/s per trial are per seed, wall clock shared)")
+        return out
+
     def plan(self, specs: list[tuple[DataSpec, Any]]) -> list[dict[str, Any]]:
         trials = []
         for spec, _ in specs:
@@ -156,13 +170,15 @@ class Runner:
         bar = tqdm(total=len(plan), initial=len(plan) - len(pending), unit="trial", dynamic_ncols=True)
         try:
             for spec, data in specs:
-                for seed in self.seeds:
-                    mine = [t for t in plan if (t["dataset"], t["task"], t["seed"]) == (spec.label, spec.task, seed)
-                            and trial_key(t) in pending]
-                    if not mine:
-                        continue
-                    split = split_for_seed(data, spec.task, seed, spec.n_eval_negatives)
-                    for record in self._run_seed(spec, split, seed, mine):
+                mine = [t for t in plan if (t["dataset"], t["task"]) == (spec.label, spec.task)
+                        and trial_key(t) in pending]
+                seeds = sorted({t["seed"] for t in mine})
+                # Stacked: every pending seed of a variant trains as one model. Else one seed at a time,
+                # so that only one seed's split is in memory.
+                groups = [seeds] if self.opts.stack and spec.stack_seeds else [[s] for s in seeds]
+                for group in (g for g in groups if g):
+                    splits = {s: split_for_seed(data, spec.task, s, spec.n_eval_negatives) for s in group}
+                    for record in self._run_group(spec, splits, [t for t in mine if t["seed"] in group]):
                         self.store.append(record)
                         results.append(record)
                         bar.update()
@@ -171,65 +187,97 @@ class Runner:
             bar.close()
         return results
 
-    def _run_seed(self, spec: DataSpec, split: Split, seed: int, trials: list[dict[str, Any]]):
+    def _run_group(self, spec: DataSpec, splits: dict[int, Split], trials: list[dict[str, Any]]):
         for device in self.devices:
-            pretrained: dict[str, torch.nn.Module] = {}
-            for t in (t for t in trials if t["device"] == device and t["variant"] in VARIANTS):
-                yield self._trial(spec, split, seed, device, VARIANTS[t["variant"]], pretrained)
+            pretrained: Pretrained = {}
+            for name in self.variants:
+                seeds = [t["seed"] for t in trials if (t["device"], t["variant"]) == (device, name)]
+                if seeds:
+                    yield from self._trials(spec, splits, seeds, device, VARIANTS[name], pretrained)
         for t in (t for t in trials if t["variant"].startswith("baseline-")):
-            yield self._baseline(spec, split, seed, t["variant"])
+            yield self._baseline(spec, splits[t["seed"]], t["seed"], t["variant"])
 
-    def _trial(self, spec: DataSpec, split: Split, seed: int, device: str, variant: Variant,
-               pretrained: dict[str, torch.nn.Module]) -> dict[str, Any]:
+    def _trials(self, spec: DataSpec, splits: dict[int, Split], seeds: list[int], device: str,
+                variant: Variant, pretrained: Pretrained) -> list[dict[str, Any]]:
+        """One variant on one device for ``seeds``: trained together, one record per seed."""
         model_cfg, train_cfg = variant_configs(spec, variant, self.opts.params)
         config = {"model": asdict(model_cfg), "train": asdict(train_cfg), "data": _data_config(spec),
                   "variant": asdict(variant)}
         started = time.time()
         try:
             if variant.pretrained:
-                model = self._pretrained_neumf(spec, split, seed, device, model_cfg, pretrained)
+                models = self._pretrained_neumfs(spec, splits, seeds, device, model_cfg, pretrained)
             else:
-                model = seeded_model(variant.model, model_cfg, split, seed, device, train_cfg.sparse)
-            history = fit(model, split, train_cfg, device, seed=seed)
-            if variant.name in ("gmf", "mlp"):
-                pretrained[variant.name] = model
-                self.store.save_checkpoint(_ckpt(spec, device, seed, variant.name), model.state_dict())
-            evaluation = Evaluator(split, "test", device, k=train_cfg.k).evaluate(model)
+                models = [seeded_model(variant.model, model_cfg, splits[s], s, device, train_cfg.sparse)
+                          for s in seeds]
+            outcomes, stacked = self._fit(models, [splits[s] for s in seeds], train_cfg, device, seeds)
         except Exception as err:  # recorded as failed; the suite goes on
-            status = "diverged" if isinstance(err, Diverged) else "failed"
-            return _record(spec, variant.name, device, seed, status=status,
-                           error=f"{type(err).__name__}: {err}", config=config,
-                           traceback=traceback.format_exc(limit=3), wall_seconds=time.time() - started)
-        return _record(
-            spec, variant.name, device, seed, status="ok", epochs=len(history.epochs),
-            best_epoch=history.best_epoch, train_seconds=history.train_seconds,
-            train_samples_per_s=history.train_samples_per_s,
-            infer_samples_per_s=evaluation.samples_per_s, wall_seconds=time.time() - started,
-            metrics=evaluation.metrics,
-            history=[asdict(e) for e in history.epochs], config=config,
-        )
+            return [_failed(spec, variant.name, device, s, err, config, started) for s in seeds]
+        records = []
+        config = {**config, "engine": {"stacked_seeds": stacked}}
+        for seed, model, outcome in zip(seeds, models, outcomes):
+            if isinstance(outcome, Exception):
+                records.append(_failed(spec, variant.name, device, seed, outcome, config, started))
+                continue
+            if variant.name in ("gmf", "mlp"):
+                pretrained[(variant.name, seed)] = model
+                self.store.save_checkpoint(_ckpt(spec, device, seed, variant.name), model.state_dict())
+            try:
+                evaluation = Evaluator(splits[seed], "test", device, k=train_cfg.k).evaluate(model)
+            except Exception as err:
+                records.append(_failed(spec, variant.name, device, seed, err, config, started))
+                continue
+            records.append(_record(
+                spec, variant.name, device, seed, status="ok", epochs=len(outcome.epochs),
+                best_epoch=outcome.best_epoch, train_seconds=outcome.train_seconds,
+                train_samples_per_s=outcome.train_samples_per_s, stacked_seeds=stacked,
+                infer_samples_per_s=evaluation.samples_per_s, wall_seconds=time.time() - started,
+                metrics=evaluation.metrics, history=[asdict(e) for e in outcome.epochs], config=config,
+            ))
+        return records
 
-    def _pretrained_neumf(self, spec: DataSpec, split: Split, seed: int, device: str,
-                          cfg: ModelConfig, pretrained: dict[str, torch.nn.Module]) -> torch.nn.Module:
-        """GMF and MLP of this seed: from memory, from their checkpoint, or trained once now."""
-        parts, cfgs = {}, {}
+    def _fit(self, models: list[torch.nn.Module], splits: list[Split], cfg: TrainConfig, device: str,
+             seeds: list[int]) -> tuple[list[History | Exception], int]:
+        """Stacked when there are several seeds with training sets of one size; else one by one."""
+        if len(models) > 1 and len({len(sp.train) for sp in splits}) == 1:
+            return list(fit_stacked(models, splits, cfg, device, seeds=seeds)), len(models)
+        outcomes: list[History | Exception] = []
+        for model, split, seed in zip(models, splits, seeds):
+            try:
+                outcomes.append(fit(model, split, cfg, device, seed=seed))
+            except Diverged as err:
+                outcomes.append(err)
+        return outcomes, 1
+
+    def _pretrained_neumfs(self, spec: DataSpec, splits: dict[int, Split], seeds: list[int], device: str,
+                           cfg: ModelConfig, pretrained: Pretrained) -> list[torch.nn.Module]:
+        """NeuMF per seed from that seed's GMF and MLP: from memory, from checkpoints, or trained now."""
+        cfgs = {}
         for name in ("gmf", "mlp"):
             base_cfg, base_train = variant_configs(spec, VARIANTS[name], self.opts.params)
             cfgs[name] = base_cfg
-            if name not in pretrained:
-                model = seeded_model(name, base_cfg, split, seed, device, base_train.sparse)
+            missing = []
+            for seed in (s for s in seeds if (name, s) not in pretrained):
+                model = seeded_model(name, base_cfg, splits[seed], seed, device, base_train.sparse)
                 state = self.store.load_checkpoint(_ckpt(spec, device, seed, name))
                 if state is None:
-                    fit(model, split, base_train, device, seed=seed)
-                    self.store.save_checkpoint(_ckpt(spec, device, seed, name), model.state_dict())
+                    missing.append((seed, model))
                 else:
                     model.load_state_dict(state)
-                pretrained[name] = model
-            parts[name] = pretrained[name]
+                    pretrained[(name, seed)] = model
+            if missing:
+                outcomes, _ = self._fit([m for _, m in missing], [splits[s] for s, _ in missing], base_train,
+                                        device, [s for s, _ in missing])
+                for (seed, model), outcome in zip(missing, outcomes):
+                    if isinstance(outcome, Exception):
+                        raise RuntimeError(f"pretraining {name} for seed {seed}: {outcome}")
+                    self.store.save_checkpoint(_ckpt(spec, device, seed, name), model.state_dict())
+                    pretrained[(name, seed)] = model
         # NeuMF takes the shapes of the GMF and MLP it is built from (they may have been tuned apart).
         cfg = replace(cfg, n_factors=cfgs["gmf"].n_factors, mlp_layers=cfgs["mlp"].mlp_layers,
                       use_item_features=cfgs["gmf"].use_item_features or cfgs["mlp"].use_item_features)
-        return pretrained_neumf(parts["gmf"], parts["mlp"], cfg, split).to(device)
+        return [pretrained_neumf(pretrained[("gmf", s)], pretrained[("mlp", s)], cfg, splits[s]).to(device)
+                for s in seeds]
 
     def _baseline(self, spec: DataSpec, split: Split, seed: int, variant: str) -> dict[str, Any]:
         started = time.time()
@@ -247,6 +295,14 @@ def pretrained_neumf(gmf: torch.nn.Module, mlp: torch.nn.Module, cfg: ModelConfi
     return neumf_from_pretrained(gmf, mlp, cfg, split.n_users, split.n_items, feats_t)
 
 
+def _failed(spec: DataSpec, variant: str, device: str, seed: int, err: Exception, config: dict[str, Any],
+            started: float) -> dict[str, Any]:
+    status = "diverged" if isinstance(err, Diverged) else "failed"
+    trace = "".join(traceback.format_exception(err, limit=3))
+    return _record(spec, variant, device, seed, status=status, error=f"{type(err).__name__}: {err}",
+                   config=config, traceback=trace, wall_seconds=time.time() - started)
+
+
 def _ckpt(spec: DataSpec, device: str, seed: int, name: str) -> str:
     return f"{spec.label}-{spec.task}-{device}-seed{seed}-{name}"
 
@@ -262,4 +318,6 @@ def _one_line(r: dict[str, Any]) -> str:
         return f"{head} {r['status'].upper()}: {r.get('error', '')}"
     m = "  ".join(f"{k}={v:.4f}" for k, v in r["metrics"].items() if not k.startswith("full_"))
     speed = f"{r.get('train_samples_per_s', 0) or 0:,.0f} samples/s" if r.get("epochs") else "baseline"
+    if (r.get("stacked_seeds") or 1) > 1:
+        speed += f" per seed, {r['stacked_seeds']} stacked"
     return f"{head} {m}  ({r['wall_seconds']:.1f}s, {speed})"

@@ -45,6 +45,22 @@ def test_smoke_writes_every_output(smoke_run):
     assert record["config"]["train"]["epochs"] == 2 and "model" in record["config"]
 
 
+def test_stacked_run_matches_one_seed_at_a_time(smoke_run, tmp_path):
+    """The suite stacks its seeds by default; each trial must be what training it alone gives."""
+    manifest = json.loads((smoke_run / "manifest.json").read_text())
+    assert "stacked" in manifest["seed_stacking"]["synthetic"]
+    out = tmp_path / "alone"
+    assert main(["run", *TINY, "--no-stack", "--out", str(out)]) == 0
+    stacked = pd.read_csv(smoke_run / "trials.csv").set_index(["task", "variant", "seed"]).sort_index()
+    alone = pd.read_csv(out / "trials.csv").set_index(["task", "variant", "seed"]).sort_index()
+    learned = ~stacked.index.get_level_values("variant").str.startswith("baseline-")
+    assert (stacked.loc[learned, "stacked_seeds"] == 3).all()
+    assert (alone["stacked_seeds"].fillna(1) == 1).all()
+    for metric in ("rmse", "r2", "hr@10", "ndcg@10", "full_recall@10"):
+        np.testing.assert_allclose(stacked[metric], alone[metric], rtol=1e-3, atol=1e-4, err_msg=metric)
+    assert "one seed at a time (--no-stack)" in (out / "manifest.json").read_text()
+
+
 def test_pretrained_variants_start_from_the_seeds_gmf_and_mlp(smoke_run):
     ckpts = sorted(p.name for p in (smoke_run / "checkpoints").iterdir())
     assert "synthetic-rating-cpu-seed0-gmf.pt" in ckpts and "synthetic-ranking-cpu-seed2-mlp.pt" in ckpts
