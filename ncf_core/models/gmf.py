@@ -18,8 +18,5 @@ class GMF(nn.Module):
         self.item = ItemTower(n_items, cfg.n_factors, features, sparse)
         self.out = linear(cfg.n_factors, 1)
 
-    def hidden(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return self.user(users) * self.item(items)
-
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return self.out(self.hidden(users, items)).squeeze(-1)
+        return self.out(self.user(users) * self.item(items)).squeeze(-1)

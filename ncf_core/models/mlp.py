@@ -29,8 +29,5 @@ class MLP(nn.Module):
         self.tower = tower(cfg.mlp_layers, cfg.dropout)
         self.out = linear(cfg.mlp_layers[-1], 1)  # no ReLU on the output: it is a logit
 
-    def hidden(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return self.tower(torch.cat([self.user(users), self.item(items)], dim=-1))
-
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return self.out(self.hidden(users, items)).squeeze(-1)
+        return self.out(self.tower(torch.cat([self.user(users), self.item(items)], dim=-1))).squeeze(-1)

@@ -1,4 +1,10 @@
-"""NeuMF: a GMF and an MLP branch with separate embeddings, fused in one output layer."""
+"""NeuMF: a GMF and an MLP branch with separate embeddings, fused in one output layer.
+
+The two branches' embeddings are stored side by side: one user table holds each user's GMF
+factors, then its MLP factors, and likewise for items. The parameters, their initialisation and
+their (element-wise) Adam updates are those of four separate tables; a step does half the lookups
+and half the embedding-gradient work, which on a CPU is a large part of a NeuMF step.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +12,24 @@ import torch
 from torch import nn
 
 from ncf_core.config import ModelConfig
-from ncf_core.models.base import linear
-from ncf_core.models.gmf import GMF
-from ncf_core.models.mlp import MLP
+from ncf_core.models.base import ItemTower, embedding, linear
+from ncf_core.models.mlp import tower
 
 
 class NeuMF(nn.Module):
     def __init__(self, n_users: int, n_items: int, cfg: ModelConfig,
                  item_features: torch.Tensor | None = None, sparse: bool = False) -> None:
         super().__init__()
-        # The branches' own output layers are unused here; only their hidden parts are.
-        self.gmf = GMF(n_users, n_items, cfg, item_features, sparse)
-        self.mlp = MLP(n_users, n_items, cfg, item_features, sparse)
-        del self.gmf.out, self.mlp.out
+        features = item_features if cfg.use_item_features else None
+        self.n_factors = cfg.n_factors  # columns [:n_factors] are GMF's, the rest the MLP's
+        width = cfg.n_factors + cfg.mlp_layers[0] // 2
+        self.user = embedding(n_users, width, sparse)
+        self.item = ItemTower(n_items, width, features, sparse)
+        self.tower = tower(cfg.mlp_layers, cfg.dropout)
         self.out = linear(cfg.n_factors + cfg.mlp_layers[-1], 1)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        h = torch.cat([self.gmf.hidden(users, items), self.mlp.hidden(users, items)], dim=-1)
-        return self.out(h).squeeze(-1)
+        u, i, f = self.user(users), self.item(items), self.n_factors
+        gmf = u[..., :f] * i[..., :f]
+        mlp = self.tower(torch.cat([u[..., f:], i[..., f:]], dim=-1))
+        return self.out(torch.cat([gmf, mlp], dim=-1)).squeeze(-1)

@@ -20,10 +20,16 @@ def neumf_from_pretrained(gmf: GMF, mlp: MLP, cfg: ModelConfig, n_users: int, n_
                           item_features: torch.Tensor | None = None,
                           sparse: bool = False) -> NeuMF:
     model = NeuMF(n_users, n_items, cfg, item_features, sparse).to(gmf.out.weight.device)
-    gmf_state = {k: v for k, v in gmf.state_dict().items() if not k.startswith("out.")}
-    mlp_state = {k: v for k, v in mlp.state_dict().items() if not k.startswith("out.")}
-    model.gmf.load_state_dict(gmf_state)
-    model.mlp.load_state_dict(mlp_state)
+    f = cfg.n_factors
+    model.user.weight[:, :f] = gmf.user.weight
+    model.user.weight[:, f:] = mlp.user.weight
+    model.item.embedding.weight[:, :f] = gmf.item.embedding.weight
+    model.item.embedding.weight[:, f:] = mlp.item.embedding.weight
+    if model.item.project is not None:  # a branch trained without features contributes none
+        for rows, branch in ((slice(None, f), gmf), (slice(f, None), mlp)):
+            project = branch.item.project
+            model.item.project.weight[rows] = 0.0 if project is None else project.weight
+    model.tower.load_state_dict(mlp.tower.state_dict())
     a = cfg.alpha
     model.out.weight.copy_(torch.cat([a * gmf.out.weight, (1 - a) * mlp.out.weight], dim=1))
     model.out.bias.copy_(a * gmf.out.bias + (1 - a) * mlp.out.bias)
