@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from ncf_core import ModelConfig, TrainConfig
 from ncf_core.data import split_for_seed, synthetic
 from ncf_core.data.splits import Split
-from ncf_core.train import fit, loss_fn, seeded_model
+from ncf_core.train import fit, fit_stacked, loss_fn, seeded_model
 
 MODELS = ("mf", "gmf", "mlp", "neumf")
 # ML-1M's table sizes (6,040 users, 3,706 items) with fewer rows, so an epoch takes seconds.
@@ -69,10 +69,16 @@ def reference_samples_per_s(model: torch.nn.Module, split: Split, batch_size: in
     return n / (time.perf_counter() - start)
 
 
-def engine_samples_per_s(name: str, cfg: ModelConfig, split: Split, batch_size: int, device: str) -> float:
-    model = seeded_model(name, cfg, split, 0, device)
-    train_cfg = TrainConfig(task="ranking", epochs=1, batch_size=batch_size, n_negatives=4)
-    return fit(model, split, train_cfg, device, seed=0).train_samples_per_s
+def engine_samples_per_s(name: str, cfg: ModelConfig, splits: list[Split], batch_size: int, device: str,
+                         sparse: bool = False) -> float:
+    """One training epoch of ``fit`` (one split) or ``fit_stacked`` (one model per split), all seeds counted."""
+    seeds = list(range(len(splits)))
+    models = [seeded_model(name, cfg, sp, s, device, sparse) for sp, s in zip(splits, seeds)]
+    train_cfg = TrainConfig(task="ranking", epochs=1, batch_size=batch_size, n_negatives=4, sparse=sparse)
+    if len(models) == 1:
+        return fit(models[0], splits[0], train_cfg, device, seed=0).train_samples_per_s
+    histories = fit_stacked(models, splits, train_cfg, device, seeds=seeds)
+    return sum(h.train_samples_per_s for h in histories)
 
 
 def _sync(device: str) -> None:
@@ -80,24 +86,29 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+MODES = {"single": 1, "stacked10": 10}
+GRADS = {"dense": False, "sparse": True}  # sparse: embedding rows in the batch only, lazy Adam
+
+
 def measure(devices: tuple[str, ...], batch_sizes: tuple[int, ...], models: tuple[str, ...] = MODELS,
-            log=print) -> pd.DataFrame:
+            modes: tuple[str, ...] = tuple(MODES), log=print) -> pd.DataFrame:
     data = synthetic.generate(**SHAPE, seed=0, task="ranking")
-    split = split_for_seed(data, "ranking", 0)
+    splits = [split_for_seed(data, "ranking", s) for s in range(max(MODES[m] for m in modes))]
     cfg = ModelConfig()  # NCF defaults: GMF 8, MLP 64-32-16-8
     rows = []
     for device in devices:
         for name in models:
+            engine_samples_per_s(name, cfg, splits[:1], batch_sizes[0], device)  # warm-up
             for bs in batch_sizes:
-                # warm-up, then reference and engine back to back (noisy machines: compare ratios)
-                engine_samples_per_s(name, cfg, split, bs, device)
-                ref = reference_samples_per_s(seeded_model(name, cfg, split, 0, device), split, bs, device)
-                eng = engine_samples_per_s(name, cfg, split, bs, device)
-                rows.append({"model": name, "device": device, "batch_size": bs, "mode": "single",
-                             "reference_samples_per_s": ref, "engine_samples_per_s": eng,
-                             "speedup": eng / ref})
-                log(f"{name:6} {device:4} batch {bs:>6}: reference {ref:>12,.0f}  engine {eng:>12,.0f}"
-                    f"  samples/s  ({eng / ref:.2f}x)")
+                # reference and engine back to back (noisy machines: compare ratios)
+                ref = reference_samples_per_s(seeded_model(name, cfg, splits[0], 0, device), splits[0], bs, device)
+                for mode, (grads, sparse) in ((m, g) for m in modes for g in GRADS.items()):
+                    eng = engine_samples_per_s(name, cfg, splits[:MODES[mode]], bs, device, sparse)
+                    rows.append({"model": name, "device": device, "batch_size": bs, "mode": mode,
+                                 "embedding_grads": grads, "reference_samples_per_s": ref,
+                                 "engine_samples_per_s": eng, "speedup": eng / ref})
+                    log(f"{name:6} {device:4} batch {bs:>6} {mode:9} {grads:6}: reference {ref:>11,.0f}"
+                        f"  engine {eng:>12,.0f} samples/s  ({eng / ref:.2f}x)")
     return pd.DataFrame(rows)
 
 
@@ -107,8 +118,11 @@ def speed_markdown(frame: pd.DataFrame, machine: str) -> str:
         engine_samples_per_s=frame["engine_samples_per_s"].map("{:,.0f}".format),
         speedup=frame["speedup"].map("{:.2f}×".format),
     )
-    return (f"# bench speed\n\nMachine: {machine}. Training samples/s (positives + negatives), "
-            f"ML-1M-sized tables, NCF default shapes.\n\n"
+    return (f"# bench speed\n\nMachine: {machine}.\n\nTraining samples/s (positives + negatives) on "
+            f"ML-1M-sized tables with the NCF default shapes, one epoch. `stacked10`: 10 seeds trained as one "
+            f"stacked model, samples/s of all seeds together; the reference trains one model at a time, so "
+            f"its rate is the same for both modes. `sparse`: embedding gradients of the batch's rows only, "
+            f"with lazy Adam (a different optimizer from the paper's dense Adam); `dense` is the paper's.\n\n"
             + tabulate(table, headers="keys", tablefmt="github", showindex=False) + "\n")
 
 
@@ -118,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
     devices = tuple(d.strip() for d in args.devices.split(",")) if args.devices else (
         ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",))
     batch_sizes = tuple(int(b) for b in args.batch_sizes.split(","))
-    frame = measure(devices, batch_sizes, tuple(args.models.split(",")) if args.models else MODELS)
+    frame = measure(devices, batch_sizes, tuple(args.models.split(",")) if args.models else MODELS,
+                    tuple(args.modes.split(",")))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out / "speed.csv", index=False)
@@ -160,5 +175,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--devices", help="comma-separated: cpu, cuda (default: every device present)")
     p.add_argument("--batch-sizes", default="256,4096", help="comma-separated (256 should stay)")
     p.add_argument("--models", help=f"comma-separated subset of {','.join(MODELS)}")
+    p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {','.join(MODES)}")
     p.add_argument("--out", default="results/speed")
     p.set_defaults(func=run)

@@ -80,33 +80,48 @@ class LazyAdam(torch.optim.Optimizer):
 class FusedAdam(torch.optim.Adam):
     """``torch.optim.Adam(fused=True)`` minus its per-step Python bookkeeping.
 
-    At batch 256 the fused kernel itself takes a fraction of ``Adam.step``; the rest is Python
-    regrouping the same tensors every step (~0.25 ms of a 1.5 ms NeuMF step on a 2-core CPU).
-    After the first step has created the state, this calls the same kernel on cached lists: the
-    update is bit for bit torch's (``tests/test_stacked.py`` checks it).
+    At batch 256 the fused kernel is a fraction of ``Adam.step``; the rest is Python regrouping
+    the same tensors every step. Once the first step has created the state, this calls the same
+    kernel on cached lists with one step counter for all parameters, and ``zero_grad`` just drops
+    the gradients. The update is torch's, bit for bit (``tests/test_stacked.py``).
     """
 
     def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.0) -> None:  # noqa: ANN001
         super().__init__(params, lr=lr, weight_decay=weight_decay, fused=True)
-        self._cached: tuple[list[torch.Tensor], ...] | None = None
+        self._params = [p for group in self.param_groups for p in group["params"]]
+        self._lists: tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] | None = None
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        if not set_to_none:
+            return super().zero_grad(set_to_none=False)
+        for p in self._params:
+            p.grad = None
+        return None
 
     @torch.no_grad()
     def step(self, closure=None):  # noqa: ANN001 - torch's Optimizer signature
-        params = [p for group in self.param_groups for p in group["params"]]
-        grads = [p.grad for p in params]
-        if self._cached is None or any(g is None for g in grads) or len(self.param_groups) != 1:
+        grads = [p.grad for p in self._params]
+        if self._lists is None or any(g is None for g in grads):
             super().step()
-            self._cached = ([self.state[p]["exp_avg"] for p in params], [self.state[p]["exp_avg_sq"] for p in params],
-                            [self.state[p]["step"] for p in params]) if all(g is not None for g in grads) else None
+            self._lists = self._shared_state() if all(g is not None for g in grads) else None
             return None
         group = self.param_groups[0]
-        exp_avgs, exp_avg_sqs, steps = self._cached
-        beta1, beta2 = group["betas"]
-        torch._foreach_add_(steps, 1)
-        torch._fused_adam_(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, lr=group["lr"],
-                           beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"],
-                           maximize=False)
+        exp_avgs, exp_avg_sqs, steps = self._lists
+        steps[0].add_(1)  # the same tensor for every parameter
+        torch._fused_adam_(self._params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, lr=group["lr"],
+                           beta1=group["betas"][0], beta2=group["betas"][1], weight_decay=group["weight_decay"],
+                           eps=group["eps"], maximize=False)
         return None
+
+    def _shared_state(self) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] | None:
+        """Cached state lists, once every parameter has stepped equally often in one group."""
+        states = [self.state[p] for p in self._params]
+        if len(self.param_groups) != 1 or len({float(s["step"]) for s in states}) != 1:
+            return None
+        step = states[0]["step"]
+        for s in states:
+            s["step"] = step
+        return [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], [step] * len(states)
 
 
 def make_optimizer(model: nn.Module, cfg, device: torch.device) -> list[torch.optim.Optimizer]:  # noqa: ANN001

@@ -168,7 +168,7 @@ def _train_steps(model: nn.Module, optimizers: list[torch.optim.Optimizer], cfg:
         losses.sum().backward()
         for opt in optimizers:
             opt.step()
-        total += losses.detach() * (min(hi, n) - lo)
+        total.add_(losses.detach(), alpha=min(hi, n) - lo)
     return total
 
 

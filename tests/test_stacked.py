@@ -9,7 +9,7 @@ from ncf_core import ModelConfig, TrainConfig
 from ncf_core.data import split_for_seed, synthetic
 from ncf_core.evaluate import Evaluator
 from ncf_core.models import MODELS
-from ncf_core.optim import LazyAdam
+from ncf_core.optim import FusedAdam, LazyAdam
 from ncf_core.stacked import stack, unstack
 from ncf_core.train import Diverged, fit, fit_stacked, seeded_model
 
@@ -136,3 +136,20 @@ def test_lazy_adam_leaves_rows_outside_the_batch_alone():
     moved = (tables[0].weight != start).any(1)
     assert not moved[25:].any() and moved[:25].sum() >= 20
     assert (opt.state[tables[0].weight]["exp_avg"][25:] == 0).all()
+
+
+def test_fused_adam_is_torch_adam_bit_for_bit():
+    torch.manual_seed(0)
+    ours, ref = (torch.nn.Sequential(torch.nn.Embedding(20, 6), torch.nn.Linear(6, 1)) for _ in range(2))
+    ref.load_state_dict(ours.state_dict())
+    opts = FusedAdam(ours.parameters(), lr=0.01, weight_decay=1e-3), \
+        torch.optim.Adam(ref.parameters(), lr=0.01, weight_decay=1e-3, fused=True)
+    for _ in range(5):
+        ids = torch.randint(20, (16,))
+        for opt, model in zip(opts, (ours, ref)):
+            opt.zero_grad()
+            model(ids).pow(2).sum().backward()
+            opt.step()
+    for a, b in zip(ours.parameters(), ref.parameters()):
+        assert torch.equal(a, b)
+    assert float(opts[0].state[next(ours.parameters())]["step"]) == 5
