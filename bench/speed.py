@@ -70,15 +70,21 @@ def reference_samples_per_s(model: torch.nn.Module, split: Split, batch_size: in
 
 
 def engine_samples_per_s(name: str, cfg: ModelConfig, splits: list[Split], batch_size: int, device: str,
-                         sparse: bool = False) -> float:
-    """One training epoch of ``fit`` (one split) or ``fit_stacked`` (one model per split), all seeds counted."""
+                         **engine: bool) -> float:
+    """A training epoch of ``fit`` (one split) or ``fit_stacked`` (one model per split), all seeds counted.
+
+    ``engine`` are ``TrainConfig`` switches (sparse, compile, amp). Compiled engines train two
+    epochs and report the second, so that compilation is not counted.
+    """
     seeds = list(range(len(splits)))
-    models = [seeded_model(name, cfg, sp, s, device, sparse) for sp, s in zip(splits, seeds)]
-    train_cfg = TrainConfig(task="ranking", epochs=1, batch_size=batch_size, n_negatives=4, sparse=sparse)
+    models = [seeded_model(name, cfg, sp, s, device, engine.get("sparse", False)) for sp, s in zip(splits, seeds)]
+    train_cfg = TrainConfig(task="ranking", epochs=2 if engine.get("compile") else 1, batch_size=batch_size,
+                            n_negatives=4, **engine)
     if len(models) == 1:
-        return fit(models[0], splits[0], train_cfg, device, seed=0).train_samples_per_s
-    histories = fit_stacked(models, splits, train_cfg, device, seeds=seeds)
-    return sum(h.train_samples_per_s for h in histories)
+        histories = [fit(models[0], splits[0], train_cfg, device, seed=0)]
+    else:
+        histories = fit_stacked(models, splits, train_cfg, device, seeds=seeds)
+    return sum(h.epochs[-1].samples / h.epochs[-1].seconds for h in histories)
 
 
 def _sync(device: str) -> None:
@@ -87,27 +93,35 @@ def _sync(device: str) -> None:
 
 
 MODES = {"single": 1, "stacked10": 10}
-GRADS = {"dense": False, "sparse": True}  # sparse: embedding rows in the batch only, lazy Adam
+# Engine switches (TrainConfig fields). dense: the paper's Adam; sparse: only the batch's embedding
+# rows, lazy Adam; graphs: torch.compile with CUDA graphs; bf16: autocast. The last two on CUDA only.
+ENGINES: dict[str, dict[str, bool]] = {
+    "dense": {}, "sparse": {"sparse": True},
+    "graphs": {"compile": True}, "graphs-bf16": {"compile": True, "amp": True},
+}
+CUDA_ONLY = ("graphs", "graphs-bf16")
 
 
 def measure(devices: tuple[str, ...], batch_sizes: tuple[int, ...], models: tuple[str, ...] = MODELS,
-            modes: tuple[str, ...] = tuple(MODES), log=print) -> pd.DataFrame:
-    data = synthetic.generate(**SHAPE, seed=0, task="ranking")
+            modes: tuple[str, ...] = tuple(MODES), log=print, shape: dict[str, int] = SHAPE) -> pd.DataFrame:
+    data = synthetic.generate(**shape, seed=0, task="ranking")
     splits = [split_for_seed(data, "ranking", s) for s in range(max(MODES[m] for m in modes))]
     cfg = ModelConfig()  # NCF defaults: GMF 8, MLP 64-32-16-8
     rows = []
     for device in devices:
+        engines = [e for e in ENGINES if device == "cuda" or e not in CUDA_ONLY]
         for name in models:
             engine_samples_per_s(name, cfg, splits[:1], batch_sizes[0], device)  # warm-up
             for bs in batch_sizes:
                 # reference and engine back to back (noisy machines: compare ratios)
                 ref = reference_samples_per_s(seeded_model(name, cfg, splits[0], 0, device), splits[0], bs, device)
-                for mode, (grads, sparse) in ((m, g) for m in modes for g in GRADS.items()):
-                    eng = engine_samples_per_s(name, cfg, splits[:MODES[mode]], bs, device, sparse)
+                for mode, engine in ((m, e) for m in modes for e in engines):
+                    eng = engine_samples_per_s(name, cfg, splits[:MODES[mode]], bs, device, **ENGINES[engine])
                     rows.append({"model": name, "device": device, "batch_size": bs, "mode": mode,
-                                 "embedding_grads": grads, "reference_samples_per_s": ref,
-                                 "engine_samples_per_s": eng, "speedup": eng / ref})
-                    log(f"{name:6} {device:4} batch {bs:>6} {mode:9} {grads:6}: reference {ref:>11,.0f}"
+                                 "engine": engine, "reference_samples_per_s": ref,
+                                 "engine_samples_per_s": eng, "speedup": eng / ref,
+                                 "engine_steps_per_s": eng / bs / MODES[mode]})
+                    log(f"{name:6} {device:4} batch {bs:>6} {mode:9} {engine:11}: reference {ref:>11,.0f}"
                         f"  engine {eng:>12,.0f} samples/s  ({eng / ref:.2f}x)")
     return pd.DataFrame(rows)
 
@@ -117,12 +131,14 @@ def speed_markdown(frame: pd.DataFrame, machine: str) -> str:
         reference_samples_per_s=frame["reference_samples_per_s"].map("{:,.0f}".format),
         engine_samples_per_s=frame["engine_samples_per_s"].map("{:,.0f}".format),
         speedup=frame["speedup"].map("{:.2f}×".format),
+        engine_steps_per_s=frame["engine_steps_per_s"].map("{:,.0f}".format),
     )
     return (f"# bench speed\n\nMachine: {machine}.\n\nTraining samples/s (positives + negatives) on "
             f"ML-1M-sized tables with the NCF default shapes, one epoch. `stacked10`: 10 seeds trained as one "
             f"stacked model, samples/s of all seeds together; the reference trains one model at a time, so "
-            f"its rate is the same for both modes. `sparse`: embedding gradients of the batch's rows only, "
-            f"with lazy Adam (a different optimizer from the paper's dense Adam); `dense` is the paper's.\n\n"
+            f"its rate is the same for both modes. Engines: `dense` is the paper's Adam; `sparse` updates only "
+            f"the batch's embedding rows, with lazy Adam (a different optimizer); `graphs` compiles the step "
+            f"with CUDA graphs, `graphs-bf16` adds bf16 autocast (CUDA only).\n\n"
             + tabulate(table, headers="keys", tablefmt="github", showindex=False) + "\n")
 
 

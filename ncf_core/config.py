@@ -47,13 +47,17 @@ class TrainConfig:
     n_negatives: int = 4
     k: int = 10
     patience: int | None = None  # early stopping on the validation metric; None = all epochs
-    sparse: bool = False  # sparse embedding gradients (SparseAdam / sparse SGD): faster on CPU
+    sparse: bool = False  # embedding gradients of the batch's rows only, with lazy Adam (ncf_core.optim)
+    compile: bool = False  # torch.compile the training forward/backward; on CUDA with CUDA graphs
+    amp: bool = False  # bf16 autocast in the training forward (meant for CUDA)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, not {self.task!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {self.optimizer!r}")
+        if self.compile and self.sparse:
+            raise ValueError("compile needs dense embedding gradients (sparse=False)")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("epochs, batch_size and lr must be positive")
 

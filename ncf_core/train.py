@@ -160,9 +160,15 @@ def _train_steps(model: nn.Module, optimizers: list[torch.optim.Optimizer], cfg:
     model.train()
     n = u.shape[-1]
     total = torch.zeros(u.shape[:-1], device=u.device)
+    graphs = cfg.compile and u.device.type == "cuda"
+    autocast = torch.autocast(u.device.type, dtype=torch.bfloat16, enabled=cfg.amp)
     for lo in range(0, n, cfg.batch_size):
         hi = lo + cfg.batch_size
-        losses = loss_fn(cfg.task, model(u[..., lo:hi], i[..., lo:hi]), y[..., lo:hi])
+        if graphs:
+            torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs are dead
+        with autocast:
+            logits = model(u[..., lo:hi], i[..., lo:hi])
+        losses = loss_fn(cfg.task, logits.float(), y[..., lo:hi])
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
         losses.sum().backward()
@@ -170,6 +176,14 @@ def _train_steps(model: nn.Module, optimizers: list[torch.optim.Optimizer], cfg:
             opt.step()
         total.add_(losses.detach(), alpha=min(hi, n) - lo)
     return total
+
+
+def _for_steps(model: nn.Module, cfg: TrainConfig, device: torch.device) -> nn.Module:
+    """The module the training steps call: compiled on request (CUDA graphs on CUDA, where a small
+    batch is otherwise bound by kernel launches). Evaluation keeps calling the eager ``model``."""
+    if not cfg.compile:
+        return model
+    return torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else None)
 
 
 def fit(
@@ -187,10 +201,11 @@ def fit(
     evaluator = Evaluator(split, "valid", device, k=cfg.k)
     optimizers = make_optimizer(model, cfg, device)
     selector = _Selector(model, evaluator.selection_metric, cfg)
+    step_model = _for_steps(model, cfg, device)
     for epoch in range(1, cfg.epochs + 1):
         _sync(device)
         start = time.perf_counter()
-        total = _train_steps(model, optimizers, cfg, *data.epoch())
+        total = _train_steps(step_model, optimizers, cfg, *data.epoch())
         _sync(device)
         seconds = time.perf_counter() - start
         train_loss = float(total) / len(data)
@@ -227,12 +242,13 @@ def fit_stacked(
     evaluators = [Evaluator(split, "valid", device, k=cfg.k) for split in splits]
     selectors = [_Selector(m, e.selection_metric, cfg) for m, e in zip(models, evaluators)]
     optimizers = make_optimizer(stacked, cfg, device)
+    step_model = _for_steps(stacked, cfg, device)
     outcome: list[History | Diverged | None] = [None] * len(models)
     for epoch in range(1, cfg.epochs + 1):
         _sync(device)
         start = time.perf_counter()
         u, i, y = (torch.stack(parts) for parts in zip(*(d.epoch() for d in data)))
-        total = _train_steps(stacked, optimizers, cfg, u, i, y).tolist()
+        total = _train_steps(step_model, optimizers, cfg, u, i, y).tolist()
         _sync(device)
         seconds = time.perf_counter() - start
         for s, (model, evaluator, selector) in enumerate(zip(models, evaluators, selectors)):

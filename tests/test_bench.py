@@ -161,3 +161,19 @@ def test_params_file_with_unknown_field_is_rejected(tmp_path, capsys):
     assert main(["run", *TINY, "--params", str(params), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "best_params.json: variant 'gmf': unknown TrainConfig fields: ['learning_rate']" in err
+
+
+def test_bench_speed_table(tmp_path):
+    from bench.speed import measure, speed_markdown
+
+    frame = measure(("cpu",), (512,), ("gmf",), log=lambda _: None,
+                    shape={"n_users": 200, "n_items": 120, "per_user": 10})
+    assert list(frame.columns[:7]) == ["model", "device", "batch_size", "mode", "engine",
+                                       "reference_samples_per_s", "engine_samples_per_s"]
+    assert set(zip(frame["mode"], frame["engine"])) == {(m, e) for m in ("single", "stacked10")
+                                                         for e in ("dense", "sparse")}
+    assert (frame["engine_samples_per_s"] > 0).all()
+    np.testing.assert_allclose(frame["speedup"], frame["engine_samples_per_s"] / frame["reference_samples_per_s"])
+    stacked = frame[frame["mode"] == "stacked10"]
+    np.testing.assert_allclose(stacked["engine_steps_per_s"], stacked["engine_samples_per_s"] / 512 / 10)
+    assert "stacked10" in speed_markdown(frame, "test machine")

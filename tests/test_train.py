@@ -1,4 +1,5 @@
 import dataclasses
+import shutil
 
 import pytest
 import torch
@@ -77,3 +78,28 @@ def test_config_is_frozen_and_validated():
         TrainConfig(optimizer="lbfgs")
     with pytest.raises(ValueError):
         ModelConfig(mlp_layers=(15, 8))
+    with pytest.raises(ValueError, match="compile"):
+        TrainConfig(compile=True, sparse=True)
+
+
+@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
+                    reason="torch.compile on CPU needs a C++ compiler")
+@pytest.mark.parametrize("name", ["gmf", "neumf"])
+def test_compiled_training_matches_eager(name, tiny_ranking):
+    """torch.compile changes how a step runs, not what it computes."""
+    cfg = TrainConfig(task="ranking", epochs=2, batch_size=100)
+    h_eager = fit(seeded_model(name, CFG, tiny_ranking, 1), tiny_ranking, cfg, seed=1)
+    h_comp = fit(seeded_model(name, CFG, tiny_ranking, 1), tiny_ranking, dataclasses.replace(cfg, compile=True),
+                 seed=1)
+    for a, b in zip(h_eager.epochs, h_comp.epochs, strict=True):
+        assert b.train_loss == pytest.approx(a.train_loss, rel=1e-4)
+        assert b.valid_metric == pytest.approx(a.valid_metric, rel=1e-3, abs=1e-4)
+
+
+def test_bf16_autocast_still_learns(tiny_rating):
+    cfg = TrainConfig(task="rating", epochs=4, batch_size=64, lr=0.01)
+    h32 = fit(seeded_model("mlp", CFG, tiny_rating, 0), tiny_rating, cfg, seed=0)
+    h16 = fit(seeded_model("mlp", CFG, tiny_rating, 0), tiny_rating, dataclasses.replace(cfg, amp=True), seed=0)
+    assert h16.epochs[-1].train_loss < h16.epochs[0].train_loss
+    assert h16.epochs[-1].train_loss != h32.epochs[-1].train_loss  # bf16 did run
+    assert h16.best_value == pytest.approx(h32.best_value, rel=0.05)
