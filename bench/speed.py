@@ -20,7 +20,9 @@ from torch.utils.data import DataLoader, Dataset
 from ncf_core import ModelConfig, TrainConfig
 from ncf_core.data import split_for_seed, synthetic
 from ncf_core.data.splits import Split
-from ncf_core.train import fit, fit_stacked, loss_fn, seeded_model
+from ncf_core.models import build
+from ncf_core.optim import make_optimizer
+from ncf_core.train import device_generator, fit, fit_stacked, loss_fn, seeded_model, step_module, train_steps
 
 MODELS = ("mf", "gmf", "mlp", "neumf")
 # ML-1M's table sizes (6,040 users, 3,706 items) with fewer rows, so an epoch takes seconds.
@@ -126,12 +128,57 @@ def measure(devices: tuple[str, ...], batch_sizes: tuple[int, ...], models: tupl
     return pd.DataFrame(rows)
 
 
+# The NVIDIA NCF benchmark's regime: NeuMF at 64 factors, MLP 256-256-128-64, MovieLens-20M tables,
+# batch 2^20. Samples/s of the engine's training steps on pairs already on the device; no reference
+# loop (a per-sample DataLoader at this batch size says nothing new).
+LARGE = {"n_users": 138_493, "n_items": 26_744, "batch_size": 1 << 20}
+LARGE_MODEL = ModelConfig(n_factors=64, mlp_layers=(256, 256, 128, 64))
+
+
+def large_batch_samples_per_s(device: str, steps: int, **engine: bool) -> float:
+    dev = torch.device(device)
+    cfg = TrainConfig(task="ranking", batch_size=LARGE["batch_size"], **engine)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = build("neumf", LARGE_MODEL, LARGE["n_users"], LARGE["n_items"]).to(dev)
+    gen = device_generator(dev, 0)
+    n = (steps + 2) * cfg.batch_size
+    u = torch.randint(LARGE["n_users"], (n,), generator=gen, device=dev)
+    i = torch.randint(LARGE["n_items"], (n,), generator=gen, device=dev)
+    y = torch.randint(2, (n,), generator=gen, device=dev).float()
+    optimizers, forward = make_optimizer(model, cfg, dev), step_module(model, cfg, dev)
+    warm = 2 * cfg.batch_size  # two warm-up steps (and compilation)
+    train_steps(forward, optimizers, cfg, u[:warm], i[:warm], y[:warm])
+    _sync(device)
+    start = time.perf_counter()
+    train_steps(forward, optimizers, cfg, u[warm:], i[warm:], y[warm:])
+    _sync(device)
+    return (n - warm) / (time.perf_counter() - start)
+
+
+def measure_large(devices: tuple[str, ...], log=print) -> pd.DataFrame:
+    rows = []
+    for device in devices:
+        for engine in (e for e in ENGINES if e != "sparse" and (device == "cuda" or e not in CUDA_ONLY)):
+            eng = large_batch_samples_per_s(device, 20 if device == "cuda" else 2, **ENGINES[engine])
+            rows.append({"model": "neumf-ml20m-64f", "device": device, "batch_size": LARGE["batch_size"],
+                         "mode": "single", "engine": engine, "reference_samples_per_s": float("nan"),
+                         "engine_samples_per_s": eng, "speedup": float("nan"),
+                         "engine_steps_per_s": eng / LARGE["batch_size"]})
+            log(f"neumf-ml20m-64f {device:4} batch {LARGE['batch_size']:>8} {engine:11}: "
+                f"engine {eng:>14,.0f} samples/s")
+    return pd.DataFrame(rows)
+
+
 def speed_markdown(frame: pd.DataFrame, machine: str) -> str:
+    def fmt(pattern: str):
+        return lambda x: "—" if pd.isna(x) else pattern.format(x)
+
     table = frame.assign(
-        reference_samples_per_s=frame["reference_samples_per_s"].map("{:,.0f}".format),
-        engine_samples_per_s=frame["engine_samples_per_s"].map("{:,.0f}".format),
-        speedup=frame["speedup"].map("{:.2f}×".format),
-        engine_steps_per_s=frame["engine_steps_per_s"].map("{:,.0f}".format),
+        reference_samples_per_s=frame["reference_samples_per_s"].map(fmt("{:,.0f}")),
+        engine_samples_per_s=frame["engine_samples_per_s"].map(fmt("{:,.0f}")),
+        speedup=frame["speedup"].map(fmt("{:.2f}×")),
+        engine_steps_per_s=frame["engine_steps_per_s"].map(fmt("{:,.0f}")),
     )
     return (f"# bench speed\n\nMachine: {machine}.\n\nTraining samples/s (positives + negatives) on "
             f"ML-1M-sized tables with the NCF default shapes, one epoch. `stacked10`: 10 seeds trained as one "
@@ -150,6 +197,8 @@ def run(args: argparse.Namespace) -> int:
     batch_sizes = tuple(int(b) for b in args.batch_sizes.split(","))
     frame = measure(devices, batch_sizes, tuple(args.models.split(",")) if args.models else MODELS,
                     tuple(args.modes.split(",")))
+    if args.large:
+        frame = pd.concat([frame, measure_large(devices)], ignore_index=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out / "speed.csv", index=False)
@@ -192,5 +241,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-sizes", default="256,4096", help="comma-separated (256 should stay)")
     p.add_argument("--models", help=f"comma-separated subset of {','.join(MODELS)}")
     p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {','.join(MODES)}")
+    p.add_argument("--large", action="store_true",
+                   help="also NeuMF at ML-20M shapes, 64 factors, batch 2^20 (a GPU measurement; slow on a CPU)")
     p.add_argument("--out", default="results/speed")
     p.set_defaults(func=run)

@@ -154,7 +154,7 @@ class _Selector:
         return self.history
 
 
-def _train_steps(model: nn.Module, optimizers: list[torch.optim.Optimizer], cfg: TrainConfig,
+def train_steps(model: nn.Module, optimizers: list[torch.optim.Optimizer], cfg: TrainConfig,
                  u: torch.Tensor, i: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """One epoch of steps over pre-shuffled pairs (last axis); the summed loss per model."""
     model.train()
@@ -178,7 +178,7 @@ def _train_steps(model: nn.Module, optimizers: list[torch.optim.Optimizer], cfg:
     return total
 
 
-def _for_steps(model: nn.Module, cfg: TrainConfig, device: torch.device) -> nn.Module:
+def step_module(model: nn.Module, cfg: TrainConfig, device: torch.device) -> nn.Module:
     """The module the training steps call: compiled on request (CUDA graphs on CUDA, where a small
     batch is otherwise bound by kernel launches). Evaluation keeps calling the eager ``model``."""
     if not cfg.compile:
@@ -201,11 +201,11 @@ def fit(
     evaluator = Evaluator(split, "valid", device, k=cfg.k)
     optimizers = make_optimizer(model, cfg, device)
     selector = _Selector(model, evaluator.selection_metric, cfg)
-    step_model = _for_steps(model, cfg, device)
+    step_model = step_module(model, cfg, device)
     for epoch in range(1, cfg.epochs + 1):
         _sync(device)
         start = time.perf_counter()
-        total = _train_steps(step_model, optimizers, cfg, *data.epoch())
+        total = train_steps(step_model, optimizers, cfg, *data.epoch())
         _sync(device)
         seconds = time.perf_counter() - start
         train_loss = float(total) / len(data)
@@ -242,13 +242,13 @@ def fit_stacked(
     evaluators = [Evaluator(split, "valid", device, k=cfg.k) for split in splits]
     selectors = [_Selector(m, e.selection_metric, cfg) for m, e in zip(models, evaluators)]
     optimizers = make_optimizer(stacked, cfg, device)
-    step_model = _for_steps(stacked, cfg, device)
+    step_model = step_module(stacked, cfg, device)
     outcome: list[History | Diverged | None] = [None] * len(models)
     for epoch in range(1, cfg.epochs + 1):
         _sync(device)
         start = time.perf_counter()
         u, i, y = (torch.stack(parts) for parts in zip(*(d.epoch() for d in data)))
-        total = _train_steps(step_model, optimizers, cfg, u, i, y).tolist()
+        total = train_steps(step_model, optimizers, cfg, u, i, y).tolist()
         _sync(device)
         seconds = time.perf_counter() - start
         for s, (model, evaluator, selector) in enumerate(zip(models, evaluators, selectors)):

@@ -177,3 +177,14 @@ def test_bench_speed_table(tmp_path):
     stacked = frame[frame["mode"] == "stacked10"]
     np.testing.assert_allclose(stacked["engine_steps_per_s"], stacked["engine_samples_per_s"] / 512 / 10)
     assert "stacked10" in speed_markdown(frame, "test machine")
+
+
+def test_large_batch_measurement_runs(monkeypatch):
+    from bench import speed
+    from ncf_core import ModelConfig
+
+    monkeypatch.setattr(speed, "LARGE", {"n_users": 50, "n_items": 40, "batch_size": 64})
+    monkeypatch.setattr(speed, "LARGE_MODEL", ModelConfig(n_factors=4, mlp_layers=(8, 4)))
+    frame = speed.measure_large(("cpu",), log=lambda _: None)
+    assert list(frame["engine"]) == ["dense"] and (frame["engine_samples_per_s"] > 0).all()
+    assert frame["reference_samples_per_s"].isna().all()
