@@ -104,7 +104,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bench.suites import SUITES
+    from bench.suites import SUITES, VARIANTS
 
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -131,11 +131,31 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("--data-dir")
     lst.set_defaults(func=cmd_list)
 
-    from bench import speed, tune
+    tune = sub.add_parser("tune", help="Optuna study of one variant on one data set (validation split only)")
+    tune.add_argument("--dataset", required=True, help="registered name or path, as for bench run --datasets")
+    tune.add_argument("--variant", required=True, help=f"one of {', '.join(VARIANTS)}")
+    tune.add_argument("--data-dir")
+    tune.add_argument("--trials", type=int, default=20)
+    tune.add_argument("--timeout", type=float, help="seconds for this worker")
+    tune.add_argument("--storage", default="sqlite:///results/optuna.db",
+                      help="any SQLAlchemy URL; a shared PostgreSQL URL lets many machines work on one study")
+    tune.add_argument("--study", help="study name (default: <dataset>-<task>-<variant>)")
+    tune.add_argument("--sampler-seed", type=int, help="TPE seed (give each worker its own)")
+    tune.add_argument("--epochs", type=int, help="override the data set's epoch count")
+    tune.add_argument("--device", default="cpu")
+    tune.add_argument("--out", help="folder for best_params.json, trials.csv, tune.md")
+    tune.set_defaults(func=cmd_tune)
 
-    tune.add_parser(sub)
+    from bench import speed
+
     speed.add_parser(sub)
     return parser
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from bench import tune  # optuna is imported only by the command that needs it
+
+    return tune.run(args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import platform
@@ -23,9 +24,15 @@ def _git_commit() -> str | None:
         return None
 
 
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def environment() -> dict[str, Any]:
     import numpy
-    import optuna
     import pandas
     import scipy
 
@@ -36,7 +43,7 @@ def environment() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "versions": {"torch": torch.__version__, "numpy": numpy.__version__, "pandas": pandas.__version__,
-                     "scipy": scipy.__version__, "optuna": optuna.__version__},
+                     "scipy": scipy.__version__, "optuna": _version("optuna")},
         "devices": devices,
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),

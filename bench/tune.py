@@ -182,20 +182,3 @@ def objective_metric(spec: DataSpec) -> str:
 def _print_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     value = "" if trial.value is None else f" value {trial.value:.5f}"
     print(f"trial {trial.number:>3} {trial.state.name.lower():<8}{value} {trial.params}")
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("tune", help="Optuna study of one variant on one data set (validation split only)")
-    p.add_argument("--dataset", required=True, help="registered name or path, as for bench run --datasets")
-    p.add_argument("--variant", required=True, help=f"one of {', '.join(VARIANTS)}")
-    p.add_argument("--data-dir")
-    p.add_argument("--trials", type=int, default=20)
-    p.add_argument("--timeout", type=float, help="seconds for this worker")
-    p.add_argument("--storage", default="sqlite:///results/optuna.db",
-                   help="any SQLAlchemy URL; a shared PostgreSQL URL lets many machines work on one study")
-    p.add_argument("--study", help="study name (default: <dataset>-<task>-<variant>)")
-    p.add_argument("--sampler-seed", type=int, help="TPE seed (give each worker its own)")
-    p.add_argument("--epochs", type=int, help="override the data set's epoch count")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--out", help="folder for best_params.json, trials.csv, tune.md")
-    p.set_defaults(func=run)
