@@ -24,6 +24,16 @@ def _git_commit() -> str | None:
         return None
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _version(package: str) -> str | None:
     try:
         return importlib.metadata.version(package)
@@ -36,7 +46,7 @@ def environment() -> dict[str, Any]:
     import pandas
     import scipy
 
-    devices = {"cpu": platform.processor() or platform.machine()}
+    devices = {"cpu": _cpu_name()}
     if torch.cuda.is_available():
         devices["cuda"] = torch.cuda.get_device_name(0)
     return {

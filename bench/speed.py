@@ -203,8 +203,8 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out / "speed.csv", index=False)
     env = environment()
-    machine = f"{env['devices']}, {env['cpu_count']} CPUs, torch {env['versions']['torch']}, " \
-              f"{env['torch_threads']} threads"
+    machine = ", ".join(f"{k}: {v}" for k, v in env["devices"].items()) + \
+        f", {env['cpu_count']} CPUs, torch {env['versions']['torch']}, {env['torch_threads']} threads"
     (out / "speed.md").write_text(speed_markdown(frame, machine))
     print(f"wrote speed.csv and speed.md to {out}")
     return 0
