@@ -2,6 +2,7 @@
 
 ``fit`` trains in place, keeps the weights of the best validation epoch, and reports each
 epoch to ``on_epoch`` (early stopping and Optuna pruning hook in there by raising).
+``fit_stacked`` does the same for several seeds at once, as one stacked model.
 """
 
 from __future__ import annotations
@@ -155,8 +156,9 @@ class _Selector:
 
 
 def train_steps(model: nn.Module, optimizers: list[torch.optim.Optimizer], cfg: TrainConfig,
-                 u: torch.Tensor, i: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """One epoch of steps over pre-shuffled pairs (last axis); the summed loss per model."""
+                u: torch.Tensor, i: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The engine's inner loop: steps over pre-shuffled pairs (last axis, a leading seed axis when
+    stacked); returns the summed loss per model."""
     model.train()
     n = u.shape[-1]
     total = torch.zeros(u.shape[:-1], device=u.device)
