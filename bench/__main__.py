@@ -59,8 +59,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     runner = Runner(suite, opts, out, log=lambda m: print(m, file=sys.stderr))
     started = time.time()
     records = runner.run()
+    stacking = runner.stacking_note()
     write_manifest(out, suite=suite, options=opts, seeds=runner.seeds, devices=runner.devices,
-                   seed_stacking=runner.stacking_note(),
+                   **({"seed_stacking": stacking} if stacking else {}),
                    variants=runner.variants, last_run={"started": started, "seconds": time.time() - started,
                                                        "trials_run": len(records)})
     paths = write_report(out)

@@ -6,6 +6,7 @@ initialisation and data order for every variant, so comparisons are paired by se
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from collections.abc import Callable
@@ -135,18 +136,27 @@ class Runner:
             raise DataError("--variants", f"unknown variants {unknown}; known: {list(VARIANTS)}")
         self.seeds = list(range(opts.seeds if opts.seeds is not None else suite.seeds))
         self.devices = resolve_devices(opts.devices or suite.devices)
+        self.stacked_groups: dict[str, list[int]] = {}  # data set -> sizes of its seed groups
 
     def stacking_note(self) -> dict[str, str]:
         """Per data set, how its seeds were trained (written to the manifest)."""
-        out = {}
-        for spec in self.suite.datasets:
-            if not (self.opts.stack and spec.stack_seeds):
-                out[spec.label] = "one seed at a time" + ("" if self.opts.stack else " (--no-stack)")
-            else:
-                out[spec.label] = ("the pending seeds of each variant and device as one stacked model "
-                                   "(ncf_core.train.fit_stacked: same batches, negatives and selection per "
-                                   "seed as alone; samples/s per trial are per seed, wall clock shared)")
-        return out
+        if not self.opts.stack:
+            return {label: "one seed at a time (--no-stack)" for label in self.stacked_groups}
+        return {label: (f"seeds in stacked groups of {sorted(set(sizes), reverse=True)} per variant and device "
+                        "(ncf_core.train.fit_stacked: same batches, negatives and selection per seed as alone; "
+                        "samples/s per trial are per seed, over the shared wall clock)")
+                for label, sizes in self.stacked_groups.items()}
+
+    def seed_groups(self, spec: DataSpec, data: Interactions | Split, seeds: list[int]) -> list[list[int]]:
+        """All pending seeds as one stacked group, or as many as fit a quarter of the smallest memory
+        among the run's devices (an epoch's pairs cost ~64 bytes a seed: ids, target, their shuffled
+        and stacked copies). Without stacking, one seed at a time, so one split is in memory."""
+        if not self.opts.stack:
+            return [[s] for s in seeds]
+        rows = len(data.train) if isinstance(data, Split) else len(data)
+        pairs = rows * (1 + spec.train.n_negatives if spec.task == "ranking" else 1)
+        size = int(max(1, min(len(seeds), memory_budget(self.devices) // (64 * pairs))))
+        return [seeds[k:k + size] for k in range(0, len(seeds), size)]
 
     def plan(self, specs: list[tuple[DataSpec, Any]]) -> list[dict[str, Any]]:
         trials = []
@@ -172,11 +182,10 @@ class Runner:
             for spec, data in specs:
                 mine = [t for t in plan if (t["dataset"], t["task"]) == (spec.label, spec.task)
                         and trial_key(t) in pending]
-                seeds = sorted({t["seed"] for t in mine})
-                # Stacked: every pending seed of a variant trains as one model. Else one seed at a time,
-                # so that only one seed's split is in memory.
-                groups = [seeds] if self.opts.stack and spec.stack_seeds else [[s] for s in seeds]
-                for group in (g for g in groups if g):
+                groups = self.seed_groups(spec, data, sorted({t["seed"] for t in mine}))
+                if groups:
+                    self.stacked_groups[spec.label] = [len(g) for g in groups]
+                for group in groups:
                     splits = {s: split_for_seed(data, spec.task, s, spec.n_eval_negatives) for s in group}
                     for record in self._run_group(spec, splits, [t for t in mine if t["seed"] in group]):
                         self.store.append(record)
@@ -293,6 +302,14 @@ def pretrained_neumf(gmf: torch.nn.Module, mlp: torch.nn.Module, cfg: ModelConfi
     feats = split.train.item_features
     feats_t = None if feats is None else torch.from_numpy(feats)
     return neumf_from_pretrained(gmf, mlp, cfg, split.n_users, split.n_items, feats_t)
+
+
+def memory_budget(devices: tuple[str, ...]) -> int:
+    """A quarter of the smallest memory among ``devices`` (host RAM, GPU memory), in bytes."""
+    sizes = [os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")]
+    if "cuda" in devices:
+        sizes.append(torch.cuda.get_device_properties(0).total_memory)
+    return min(sizes) // 4
 
 
 def _failed(spec: DataSpec, variant: str, device: str, seed: int, err: Exception, config: dict[str, Any],

@@ -76,7 +76,6 @@ class DataSpec:
     options: tuple[tuple[str, object], ...] = ()  # loader keyword arguments
     n_eval_negatives: int = 99
     fallback: str | None = None  # registered set used (and said so) when ``source`` is missing
-    stack_seeds: bool = True  # all seeds of a variant as one stacked model (memory: seeds x epoch)
 
     @property
     def label(self) -> str:
@@ -92,12 +91,12 @@ ANIME_SEED = DataSpec(
 
 
 def ncf_ranking(source: str, factors: int = 8, epochs: int = 20, fallback: str | None = None,
-                batch_size: int = 256, stack_seeds: bool = True) -> DataSpec:
+                batch_size: int = 256) -> DataSpec:
     """The NCF paper's ranking protocol: leave-one-out, 4 negatives, 99 test negatives, @10."""
     return DataSpec(
         source, "ranking", paper_model(factors),
         TrainConfig(task="ranking", epochs=epochs, batch_size=batch_size, lr=1e-3, n_negatives=4, k=10),
-        fallback=fallback, stack_seeds=stack_seeds,
+        fallback=fallback,
     )
 
 
@@ -131,7 +130,6 @@ SUITES: dict[str, Suite] = {
         Suite("full", "every data set found, NCF paper settings (64 factors), 10 seeds, every device",
               (ANIME_SEED,
                ncf_ranking("ml-100k", factors=64), ncf_ranking("ml-1m", factors=64),
-               # 10 stacked ML-20M epochs (100 M pairs each, 20 bytes a pair, twice over) would need ~40 GB
-               ncf_ranking("ml-20m", factors=64, batch_size=1024, stack_seeds=False)), seeds=10),
+               ncf_ranking("ml-20m", factors=64, batch_size=1024)), seeds=10),
     )
 }

@@ -61,6 +61,23 @@ def test_stacked_run_matches_one_seed_at_a_time(smoke_run, tmp_path):
     assert "one seed at a time (--no-stack)" in (out / "manifest.json").read_text()
 
 
+def test_seeds_stack_in_groups_that_fit_memory(monkeypatch, tmp_path):
+    from bench import runner as runner_mod
+    from bench.suites import SUITES, synthetic
+    from ncf_core.data import load
+
+    spec = synthetic("ranking")
+    data = load("synthetic", task="ranking", **dict(spec.options))
+    pairs = len(data) * (1 + spec.train.n_negatives)
+    run = runner_mod.Runner(SUITES["smoke"], runner_mod.RunOptions(), tmp_path)
+    seeds = list(range(10))
+    assert run.seed_groups(spec, data, seeds) == [seeds]
+    monkeypatch.setattr(runner_mod, "memory_budget", lambda devices: 64 * pairs * 4)
+    assert run.seed_groups(spec, data, seeds) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    monkeypatch.setattr(runner_mod, "memory_budget", lambda devices: 1)
+    assert run.seed_groups(spec, data, seeds) == [[s] for s in seeds]
+
+
 def test_pretrained_variants_start_from_the_seeds_gmf_and_mlp(smoke_run):
     ckpts = sorted(p.name for p in (smoke_run / "checkpoints").iterdir())
     assert "synthetic-rating-cpu-seed0-gmf.pt" in ckpts and "synthetic-ranking-cpu-seed2-mlp.pt" in ckpts
