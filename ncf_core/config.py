@@ -58,6 +58,8 @@ class TrainConfig:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {self.optimizer!r}")
         if self.compile and self.sparse:
             raise ValueError("compile needs dense embedding gradients (sparse=False)")
+        if self.sparse and self.optimizer == "sgd" and self.weight_decay:
+            raise ValueError("SGD with sparse embedding gradients takes no weight_decay")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("epochs, batch_size and lr must be positive")
 

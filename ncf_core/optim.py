@@ -144,5 +144,5 @@ def make_optimizer(model: nn.Module, cfg, device: torch.device) -> list[torch.op
             opts.append(LazyAdam(sparse, lr=cfg.lr, weight_decay=cfg.weight_decay))
     else:
         opts.append(torch.optim.SGD(dense + sparse, lr=cfg.lr, momentum=cfg.momentum,
-                                    weight_decay=cfg.weight_decay if not sparse else 0.0))
+                                    weight_decay=cfg.weight_decay))  # TrainConfig rejects it with sparse
     return opts

@@ -80,6 +80,8 @@ def test_config_is_frozen_and_validated():
         ModelConfig(mlp_layers=(15, 8))
     with pytest.raises(ValueError, match="compile"):
         TrainConfig(compile=True, sparse=True)
+    with pytest.raises(ValueError, match="weight_decay"):
+        TrainConfig(sparse=True, optimizer="sgd", weight_decay=1e-4)
 
 
 @pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
