@@ -114,10 +114,13 @@ def variant_configs(spec: DataSpec, variant: Variant,
     tuned = params.get(variant.name, {})
     if tuned.get("dataset", spec.label) != spec.label or tuned.get("task", spec.task) != spec.task:
         tuned = {}  # tuned for another data set or task
-    model = with_overrides(model, tuned.get("model", {}))
-    train = with_overrides(train, {k: v for k, v in tuned.get("train", {}).items() if k != "epochs"})
-    if variant.pretrained:
-        train = replace(train, optimizer=variant.optimizer)
+    try:
+        model = with_overrides(model, tuned.get("model", {}))
+        train = with_overrides(train, {k: v for k, v in tuned.get("train", {}).items() if k != "epochs"})
+        if variant.pretrained:
+            train = replace(train, optimizer=variant.optimizer)
+    except ValueError as err:
+        raise DataError("--params", f"{variant.name} on {spec.label}: {err}") from None
     return model, train
 
 
