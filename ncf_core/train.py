@@ -7,10 +7,11 @@ epoch to ``on_epoch`` (early stopping and Optuna pruning hook in there by raisin
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -188,6 +189,15 @@ def step_module(model: nn.Module, cfg: TrainConfig, device: torch.device) -> nn.
     return torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else None)
 
 
+@contextlib.contextmanager
+def _global_rng(device: torch.device, seed: int) -> Iterator[None]:
+    """Dropout draws from torch's global generator: seed it for this run, restore it afterwards,
+    so that a trial's numbers do not depend on what ran before it in the process."""
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
 def fit(
     model: nn.Module,
     split: Split,
@@ -204,21 +214,22 @@ def fit(
     optimizers = make_optimizer(model, cfg, device)
     selector = _Selector(model, evaluator.selection_metric, cfg)
     step_model = step_module(model, cfg, device)
-    for epoch in range(1, cfg.epochs + 1):
-        _sync(device)
-        start = time.perf_counter()
-        total = train_steps(step_model, optimizers, cfg, *data.epoch())
-        _sync(device)
-        seconds = time.perf_counter() - start
-        train_loss = float(total) / len(data)
-        if not math.isfinite(train_loss):
-            raise Diverged(f"loss is {train_loss} at epoch {epoch}")
-        stats = EpochStats(epoch, train_loss, *evaluator.loss_and_metric(model), seconds, len(data))
-        go_on = selector.record(stats)
-        if on_epoch is not None:
-            on_epoch(stats)
-        if not go_on:
-            break
+    with _global_rng(device, seed):  # dropout masks
+        for epoch in range(1, cfg.epochs + 1):
+            _sync(device)
+            start = time.perf_counter()
+            total = train_steps(step_model, optimizers, cfg, *data.epoch())
+            _sync(device)
+            seconds = time.perf_counter() - start
+            train_loss = float(total) / len(data)
+            if not math.isfinite(train_loss):
+                raise Diverged(f"loss is {train_loss} at epoch {epoch}")
+            stats = EpochStats(epoch, train_loss, *evaluator.loss_and_metric(model), seconds, len(data))
+            go_on = selector.record(stats)
+            if on_epoch is not None:
+                on_epoch(stats)
+            if not go_on:
+                break
     return selector.finish()
 
 
@@ -246,24 +257,25 @@ def fit_stacked(
     optimizers = make_optimizer(stacked, cfg, device)
     step_model = step_module(stacked, cfg, device)
     outcome: list[History | Diverged | None] = [None] * len(models)
-    for epoch in range(1, cfg.epochs + 1):
-        _sync(device)
-        start = time.perf_counter()
-        u, i, y = (torch.stack(parts) for parts in zip(*(d.epoch() for d in data)))
-        total = train_steps(step_model, optimizers, cfg, u, i, y).tolist()
-        _sync(device)
-        seconds = time.perf_counter() - start
-        for s, (model, evaluator, selector) in enumerate(zip(models, evaluators, selectors)):
-            if outcome[s] is not None:
-                continue
-            train_loss = total[s] / len(data[s])
-            if not math.isfinite(train_loss):
-                outcome[s] = Diverged(f"loss is {train_loss} at epoch {epoch}")
-                continue
-            model.load_state_dict(unstack(stacked, s))
-            stats = EpochStats(epoch, train_loss, *evaluator.loss_and_metric(model), seconds, len(data[s]))
-            if not selector.record(stats):
-                outcome[s] = selector.history
-        if all(o is not None for o in outcome):
-            break
+    with _global_rng(device, seeds[0]):  # dropout masks
+        for epoch in range(1, cfg.epochs + 1):
+            _sync(device)
+            start = time.perf_counter()
+            u, i, y = (torch.stack(parts) for parts in zip(*(d.epoch() for d in data)))
+            total = train_steps(step_model, optimizers, cfg, u, i, y).tolist()
+            _sync(device)
+            seconds = time.perf_counter() - start
+            for s, (model, evaluator, selector) in enumerate(zip(models, evaluators, selectors)):
+                if outcome[s] is not None:
+                    continue
+                train_loss = total[s] / len(data[s])
+                if not math.isfinite(train_loss):
+                    outcome[s] = Diverged(f"loss is {train_loss} at epoch {epoch}")
+                    continue
+                model.load_state_dict(unstack(stacked, s))
+                stats = EpochStats(epoch, train_loss, *evaluator.loss_and_metric(model), seconds, len(data[s]))
+                if not selector.record(stats):
+                    outcome[s] = selector.history
+            if all(o is not None for o in outcome):
+                break
     return [o if isinstance(o, Diverged) else sel.finish() for o, sel in zip(outcome, selectors)]

@@ -26,6 +26,20 @@ def test_same_seed_same_numbers_on_cpu(task, tiny_rating, tiny_ranking):
     assert [e.train_loss for e in h1.epochs] != [e.train_loss for e in h3.epochs]
 
 
+def test_dropout_runs_repeat_whatever_ran_before(tiny_rating):
+    """Dropout masks come from torch's global generator; a run must not depend on its state."""
+    cfg_m = dataclasses.replace(CFG, dropout=0.3)
+    runs = []
+    for _ in range(2):
+        torch.rand(1000)  # someone else used the global generator in between
+        model = seeded_model("mlp", cfg_m, tiny_rating, 5)
+        runs.append([e.train_loss for e in fit(model, tiny_rating, TrainConfig(epochs=2), seed=5).epochs])
+    assert runs[0] == runs[1]
+    before = torch.random.get_rng_state()
+    fit(seeded_model("mlp", cfg_m, tiny_rating, 5), tiny_rating, TrainConfig(epochs=1), seed=5)
+    assert torch.equal(torch.random.get_rng_state(), before)  # and it is left as it was
+
+
 def test_callback_sees_every_epoch_and_can_stop_training(tiny_rating):
     seen = []
 
