@@ -220,7 +220,10 @@ def benchmark_table(args: argparse.Namespace) -> int:
         info = b["extra_info"]
         key = (info["model"], info["batch"])
         rows.setdefault(key, {})[info["device"]] = info["batch"] / b["stats"]["median"]
-    table = [[m, f"{n:,}", f"{d.get('cpu', float('nan')):,.0f}", f"{d.get('cuda', float('nan')):,.0f}",
+    def rate(d: dict[str, float], device: str) -> str:
+        return f"{d[device]:,.0f}" if device in d else "—"
+
+    table = [[m, f"{n:,}", rate(d, "cpu"), rate(d, "cuda"),
               f"{d['cuda'] / d['cpu']:.1f}×" if {"cpu", "cuda"} <= set(d) else "—"]
              for (m, n), d in sorted(rows.items())]
     text = (f"# Forward pass, samples/s (median)\n\nMachine: {data['machine_info'].get('cpu', {}).get('brand_raw', '')}"
