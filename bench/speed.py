@@ -118,16 +118,23 @@ def measure(devices: tuple[str, ...], batch_sizes: tuple[int, ...], models: tupl
         for name in models:
             engine_samples_per_s(name, cfg, splits[:1], batch_sizes[0], device)  # warm-up
             for bs in batch_sizes:
-                # reference and engine back to back (noisy machines: compare ratios)
-                ref = reference_samples_per_s(seeded_model(name, cfg, splits[0], 0, device), splits[0], bs, device)
-                for mode, engine in ((m, e) for m in modes for e in engines):
-                    eng = engine_samples_per_s(name, cfg, splits[:MODES[mode]], bs, device, **ENGINES[engine])
+                # The reference runs before and after the engines and counts as the mean of the two:
+                # on a noisy machine the ratio then compares like with like.
+                before = reference_samples_per_s(seeded_model(name, cfg, splits[0], 0, device), splits[0], bs,
+                                                 device)
+                measured = [(mode, engine, engine_samples_per_s(name, cfg, splits[:MODES[mode]], bs, device,
+                                                                **ENGINES[engine]))
+                            for mode in modes for engine in engines]
+                after = reference_samples_per_s(seeded_model(name, cfg, splits[0], 0, device), splits[0], bs, device)
+                ref = (before + after) / 2
+                for mode, engine, eng in measured:
                     rows.append({"model": name, "device": device, "batch_size": bs, "mode": mode,
                                  "engine": engine, "reference_samples_per_s": ref,
                                  "engine_samples_per_s": eng, "speedup": eng / ref,
                                  "engine_steps_per_s": eng / bs / MODES[mode]})
                     log(f"{name:6} {device:4} batch {bs:>6} {mode:9} {engine:11}: reference {ref:>11,.0f}"
-                        f"  engine {eng:>12,.0f} samples/s  ({eng / ref:.2f}x)")
+                        f" ({before:,.0f} before, {after:,.0f} after)  engine {eng:>12,.0f} samples/s"
+                        f"  ({eng / ref:.2f}x)")
     return pd.DataFrame(rows)
 
 
@@ -186,8 +193,9 @@ def speed_markdown(frame: pd.DataFrame, machine: str) -> str:
     return (f"# bench speed\n\nMachine: {machine}.\n\nTraining samples/s (positives + negatives) on "
             f"ML-1M-sized tables with the NCF default shapes, one epoch. `stacked10`: 10 seeds trained as one "
             f"stacked model, samples/s of all seeds together; the reference trains one model at a time, so "
-            f"its rate is the same for both modes. Engines: `dense` is the paper's Adam; `sparse` updates only "
-            f"the batch's embedding rows, with lazy Adam (a different optimizer); `graphs` compiles the step "
+            f"its rate (the mean of a run before and one after the engines) is the same for both modes. "
+            f"Engines: `dense` is the paper's Adam; `sparse` updates only the batch's embedding rows, "
+            f"with lazy Adam (a different optimizer); `graphs` compiles the step "
             f"with CUDA graphs, `graphs-bf16` adds bf16 autocast (CUDA only).\n\n"
             + tabulate(table, headers="keys", tablefmt="github", showindex=False) + "\n")
 
