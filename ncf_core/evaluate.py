@@ -95,30 +95,34 @@ class Evaluator:
         return time.perf_counter()
 
     def _full_ranking(self, model: nn.Module, chunk: int = 1024) -> dict[str, torch.Tensor]:
-        """Rank every item not seen in training (train and validation positives masked)."""
+        """Rank every item not seen in training (train and validation positives masked), per user."""
         split, n_items = self.split, self.split.n_items
-        seen = torch.from_numpy(np.concatenate([split.train.keys(), split.valid.keys()]))
-        seen = seen.to(self.device)
-        users = torch.unique(self.users)
+        seen = np.unique(np.concatenate([split.train.keys(), split.valid.keys()]))
+        seen_keys = torch.from_numpy(seen).to(self.device)
+        held_keys = torch.sort(self.users * n_items + self.items).values
+        users = torch.unique(self.users)  # sorted: a chunk's keys are one slice of the sorted keys
+        row_of = torch.full((split.n_users,), -1, dtype=torch.long, device=self.device)
         all_items = torch.arange(n_items, device=self.device)
-        held = self.users * n_items + self.items
         parts: dict[str, list[torch.Tensor]] = {}
         for lo in range(0, len(users), chunk):
             u = users[lo:lo + chunk]
-            scores = score(model, u[:, None].expand(-1, n_items), all_items.expand(len(u), -1))
-            base = u[:, None] * n_items
-            row_of = torch.full((int(u.max()) + 1,), -1, device=self.device, dtype=torch.long)
             row_of[u] = torch.arange(len(u), device=self.device)
-            in_chunk = (seen // n_items >= u.min()) & (seen // n_items <= u.max())
-            s = seen[in_chunk]
-            rows = row_of[s // n_items]
-            s, rows = s[rows >= 0], rows[rows >= 0]
-            scores[rows, s - base[rows, 0]] = float("-inf")
+            scores = score(model, u[:, None].expand(-1, n_items), all_items.expand(len(u), -1))
+            scores[_cells(seen_keys, u, row_of, n_items)] = float("-inf")
             relevant = torch.zeros_like(scores, dtype=torch.bool)
-            h = held[(held // n_items >= u.min()) & (held // n_items <= u.max())]
-            hrows = row_of[h // n_items]
-            h, hrows = h[hrows >= 0], hrows[hrows >= 0]
-            relevant[hrows, h - base[hrows, 0]] = True
+            relevant[_cells(held_keys, u, row_of, n_items)] = True
+            row_of[u] = -1
             for name, v in metrics.full_ranking(scores, relevant, self.k).items():
                 parts.setdefault(name, []).append(v)
         return {name: torch.cat(v) for name, v in parts.items()}
+
+
+def _cells(sorted_keys: torch.Tensor, users: torch.Tensor, row_of: torch.Tensor,
+           n_items: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, item) cells, in a chunk of sorted ``users``, of sorted ``user * n_items + item`` keys."""
+    bounds = torch.stack([users[0] * n_items, (users[-1] + 1) * n_items])
+    lo, hi = torch.searchsorted(sorted_keys, bounds).tolist()
+    keys = sorted_keys[lo:hi]
+    rows = row_of[keys // n_items]  # -1: a user in the id range but not in the chunk
+    keep = rows >= 0
+    return rows[keep], (keys % n_items)[keep]

@@ -43,3 +43,33 @@ def test_full_ranking_by_hand():
     assert out["full_recall@2"].tolist() == [0.5, 0.0]
     idcg = 1 + 1 / math.log2(3)
     assert out["full_ndcg@2"].tolist() == pytest.approx([(1 / math.log2(3)) / idcg, 0.0])
+
+
+@pytest.mark.parametrize("chunk", [7, 1024])
+def test_full_ranking_evaluation_matches_brute_force(chunk, tiny_ranking):
+    """Evaluator's chunked, masked full ranking against a per-user loop over every item."""
+    import numpy as np
+
+    from ncf_core import ModelConfig
+    from ncf_core.evaluate import Evaluator, score
+    from ncf_core.train import seeded_model
+
+    split, k = tiny_ranking, 5
+    model = seeded_model("gmf", ModelConfig(n_factors=4), split, 3)
+    with torch.no_grad():  # spread the scores: no ties among the top k
+        model.user.weight.normal_(generator=torch.Generator().manual_seed(0))
+    got = Evaluator(split, "test", "cpu", k=k)._full_ranking(model, chunk=chunk)
+    users = np.unique(split.test.users)
+    all_scores = score(model, torch.arange(split.n_users)[:, None].expand(-1, split.n_items),
+                       torch.arange(split.n_items).expand(split.n_users, -1)).numpy()
+    seen = {(u, i) for part in (split.train, split.valid) for u, i in zip(part.users, part.items)}
+    for row, u in enumerate(users):
+        held = set(split.test.items[split.test.users == u])
+        ranked = [i for i in np.argsort(-all_scores[u], kind="stable") if (u, i) not in seen][:k]
+        gains = [1.0 if i in held else 0.0 for i in ranked]
+        dcg = sum(g / math.log2(pos + 2) for pos, g in enumerate(gains))
+        idcg = sum(1 / math.log2(pos + 2) for pos in range(min(len(held), k)))
+        assert got[f"full_hr@{k}"][row] == float(any(gains))
+        assert got[f"full_recall@{k}"][row] == pytest.approx(sum(gains) / len(held))
+        assert got[f"full_ndcg@{k}"][row] == pytest.approx(dcg / idcg)
+    assert 0 < float(got[f"full_hr@{k}"].mean()) < 1  # the check is not trivially all-miss or all-hit
