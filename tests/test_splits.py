@@ -1,6 +1,8 @@
 import numpy as np
+import pytest
+from scipy import stats
 
-from ncf_core.data import split_for_seed, synthetic
+from ncf_core.data import negatives, split_for_seed, synthetic
 from ncf_core.data.interactions import Interactions
 from ncf_core.data.splits import leave_one_out
 
@@ -19,7 +21,9 @@ def test_leave_one_out_holds_latest_and_never_leaks():
     assert len(split.train) + len(split.valid) + len(split.test) == len(data)
 
 
-def test_eval_negatives_are_never_positives():
+@pytest.mark.parametrize("exhaustive_cells", [negatives.EXHAUSTIVE_CELLS, 0])  # 0: by rejection
+def test_eval_negatives_are_never_positives(exhaustive_cells, monkeypatch):
+    monkeypatch.setattr(negatives, "EXHAUSTIVE_CELLS", exhaustive_cells)
     data = synthetic.generate(150, 60, 20, seed=2, task="ranking")
     split = split_for_seed(data, "ranking", seed=0, n_eval_negatives=30)
     positives = set(data.keys())
@@ -51,3 +55,25 @@ def test_single_interaction_users_stay_in_train():
     d = Interactions.from_codes([0, 1, 1], [0, 0, 1], [1, 1, 1], timestamps=[5, 1, 2])
     train, test = leave_one_out(d, np.random.default_rng(0))
     assert train.users.tolist() == [0, 1] and test.items.tolist() == [1]
+
+
+@pytest.mark.parametrize("sampler", [negatives._exhaustive, negatives._by_rejection])
+def test_eval_negatives_are_uniform_over_the_non_positives(sampler):
+    n_items, positives = 20, np.array([0, 3, 4, 9, 17])  # user 0's positives
+    users = np.zeros(6000, dtype=np.int64)
+    out = sampler(users, positives, n_items, 3, np.random.default_rng(0), 1024)
+    assert not np.isin(out, positives).any()
+    assert (np.sort(out, axis=1)[:, 1:] != np.sort(out, axis=1)[:, :-1]).all()  # distinct per row
+    counts = np.bincount(out.ravel(), minlength=n_items)[np.setdiff1d(np.arange(n_items), positives)]
+    assert stats.chisquare(counts).pvalue > 1e-3
+
+
+def test_rejection_falls_back_for_users_with_almost_every_item():
+    n_items = 300
+    dense = 0 * n_items + np.arange(5, n_items)  # user 0 leaves only items 0..4
+    sparse = 1 * n_items + np.arange(3)
+    users = np.array([0, 1, 0, 1])
+    out = negatives._by_rejection(users, np.concatenate([dense, sparse]), n_items, 5,
+                                  np.random.default_rng(1), 1024)
+    assert sorted(out[0]) == sorted(out[2]) == [0, 1, 2, 3, 4]
+    assert not np.isin(out[[1, 3]], [0, 1, 2]).any()

@@ -5,6 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+# Below this many (user, item) cells the exhaustive draw is cheap (ML-1M: 22 M), and keeping it
+# keeps the test negatives of earlier runs; above it (ML-20M: 3.7 G) rejection sampling is used.
+EXHAUSTIVE_CELLS = 100_000_000
+
 
 def sample_eval_negatives(
     users: np.ndarray,
@@ -16,12 +20,20 @@ def sample_eval_negatives(
 ) -> np.ndarray:
     """``n_negatives`` distinct items per user, none of them among the user's positives.
 
-    Exact uniform sampling without replacement: random keys, positives pushed to +inf, take the
-    smallest. ``positive_keys`` are ``user * n_items + item`` of every known positive.
+    Exact uniform sampling without replacement. ``positive_keys`` are ``user * n_items + item``
+    of every known positive.
     """
     users = np.asarray(users, dtype=np.int64)
-    out = np.empty((len(users), n_negatives), dtype=np.int64)
     pos_sorted = np.unique(positive_keys)
+    if len(users) * n_items <= EXHAUSTIVE_CELLS:
+        return _exhaustive(users, pos_sorted, n_items, n_negatives, rng, chunk)
+    return _by_rejection(users, pos_sorted, n_items, n_negatives, rng, chunk)
+
+
+def _exhaustive(users: np.ndarray, pos_sorted: np.ndarray, n_items: int, n_negatives: int,
+                rng: np.random.Generator, chunk: int) -> np.ndarray:
+    """A random key for every item, positives pushed to +inf, the smallest taken."""
+    out = np.empty((len(users), n_negatives), dtype=np.int64)
     for start in range(0, len(users), chunk):
         u = users[start : start + chunk]
         keys = rng.random((len(u), n_items))
@@ -34,6 +46,33 @@ def sample_eval_negatives(
         if (n_free < n_negatives).any():
             raise ValueError(f"a user has fewer than {n_negatives} non-positive items")
         out[start : start + chunk] = np.argpartition(keys, n_negatives - 1, axis=1)[:, :n_negatives]
+    return out
+
+
+def _by_rejection(users: np.ndarray, pos_sorted: np.ndarray, n_items: int, n_negatives: int,
+                  rng: np.random.Generator, chunk: int) -> np.ndarray:
+    """Uniform draws with replacement; positives and repeats are dropped and the first
+    ``n_negatives`` survivors of each row kept: a uniform subset without replacement. Rows left
+    short (users with very many positives) are drawn again exhaustively."""
+    out = np.empty((len(users), n_negatives), dtype=np.int64)
+    width = 2 * n_negatives + 32
+    for start in range(0, len(users), chunk):
+        u = users[start : start + chunk]
+        cand = rng.integers(0, n_items, size=(len(u), width))
+        keys = u[:, None] * n_items + cand
+        at = np.searchsorted(pos_sorted, keys).clip(max=max(len(pos_sorted) - 1, 0))
+        ok = pos_sorted[at] != keys if len(pos_sorted) else np.ones_like(keys, dtype=bool)
+        order = np.argsort(cand, axis=1, kind="stable")  # equal items: earliest draw first
+        ranked = np.take_along_axis(cand, order, axis=1)
+        repeat = np.zeros_like(ok)
+        np.put_along_axis(repeat, order[:, 1:], ranked[:, 1:] == ranked[:, :-1], axis=1)
+        ok &= ~repeat
+        first = np.argsort(~ok, axis=1, kind="stable")[:, :n_negatives]
+        out[start : start + chunk] = np.take_along_axis(cand, first, axis=1)
+        short = ok.sum(axis=1) < n_negatives
+        if short.any():
+            rows = np.flatnonzero(short)
+            out[start + rows] = _exhaustive(u[rows], pos_sorted, n_items, n_negatives, rng, chunk)
     return out
 
 
