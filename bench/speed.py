@@ -188,7 +188,7 @@ def speed_markdown(frame: pd.DataFrame, machine: str) -> str:
         reference_samples_per_s=frame["reference_samples_per_s"].map(fmt("{:,.0f}")),
         engine_samples_per_s=frame["engine_samples_per_s"].map(fmt("{:,.0f}")),
         speedup=frame["speedup"].map(fmt("{:.2f}×")),
-        engine_steps_per_s=frame["engine_steps_per_s"].map(fmt("{:,.0f}")),
+        engine_steps_per_s=frame["engine_steps_per_s"].map(lambda x: f"{x:,.0f}" if x >= 10 else f"{x:.3g}"),
     )
     return (f"# bench speed\n\nMachine: {machine}.\n\nTraining samples/s (positives + negatives) on "
             f"ML-1M-sized tables with the NCF default shapes, one epoch. `stacked10`: 10 seeds trained as one "
