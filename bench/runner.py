@@ -41,7 +41,7 @@ class RunOptions:
     devices: tuple[str, ...] | None = None
     epochs: int | None = None
     params: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
-    stack: bool = True  # train a variant's seeds as one stacked model where the data set allows
+    stack: bool = True  # train a variant's seeds as one stacked model, in groups that fit memory
 
 
 def present_devices() -> tuple[str, ...]:
@@ -309,7 +309,10 @@ def pretrained_neumf(gmf: torch.nn.Module, mlp: torch.nn.Module, cfg: ModelConfi
 
 def memory_budget(devices: tuple[str, ...]) -> int:
     """A quarter of the smallest memory among ``devices`` (host RAM, GPU memory), in bytes."""
-    sizes = [os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")]
+    try:
+        sizes = [os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")]
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): assume a modest 16 GiB
+        sizes = [16 << 30]
     if "cuda" in devices:
         sizes.append(torch.cuda.get_device_properties(0).total_memory)
     return min(sizes) // 4
