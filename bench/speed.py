@@ -22,7 +22,17 @@ from ncf_core.data import split_for_seed, synthetic
 from ncf_core.data.splits import Split
 from ncf_core.models import build
 from ncf_core.optim import make_optimizer
-from ncf_core.train import device_generator, fit, fit_stacked, loss_fn, seeded_model, step_module, train_steps
+from ncf_core.train import (
+    device_generator,
+    fit,
+    fit_stacked,
+    loss_fn,
+    seeded_global_rng,
+    seeded_model,
+    step_module,
+    sync,
+    train_steps,
+)
 
 MODELS = ("mf", "gmf", "mlp", "neumf")
 # ML-1M's table sizes (6,040 users, 3,706 items) with fewer rows, so an epoch takes seconds.
@@ -60,7 +70,7 @@ def reference_samples_per_s(model: torch.nn.Module, split: Split, batch_size: in
     n, start = 0, 0.0
     for steps, (u, i, y) in enumerate(loader):
         if steps == warmup:
-            _sync(device)
+            sync(device)
             n, start = 0, time.perf_counter()
         u, i, y = u.to(device), i.to(device), y.to(device)
         optimizer.zero_grad()
@@ -70,7 +80,7 @@ def reference_samples_per_s(model: torch.nn.Module, split: Split, batch_size: in
         n += len(u)
         if steps + 1 >= max_steps:
             break
-    _sync(device)
+    sync(device)
     return n / (time.perf_counter() - start)
 
 
@@ -90,11 +100,6 @@ def engine_samples_per_s(name: str, cfg: ModelConfig, splits: list[Split], batch
     else:
         histories = fit_stacked(models, splits, train_cfg, device, seeds=seeds)
     return sum(h.epochs[-1].samples / h.epochs[-1].seconds for h in histories)
-
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 MODES = {"single": 1, "stacked10": 10}
@@ -148,8 +153,7 @@ LARGE_MODEL = ModelConfig(n_factors=64, mlp_layers=(256, 256, 128, 64))
 def large_batch_samples_per_s(device: str, steps: int, **engine: bool) -> float:
     dev = torch.device(device)
     cfg = TrainConfig(task="ranking", batch_size=LARGE["batch_size"], **engine)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+    with seeded_global_rng(0):
         model = build("neumf", LARGE_MODEL, LARGE["n_users"], LARGE["n_items"]).to(dev)
     gen = device_generator(dev, 0)
     n = (steps + 2) * cfg.batch_size
@@ -159,10 +163,10 @@ def large_batch_samples_per_s(device: str, steps: int, **engine: bool) -> float:
     optimizers, forward = make_optimizer(model, cfg, dev), step_module(model, cfg, dev)
     warm = 2 * cfg.batch_size  # two warm-up steps (and compilation)
     train_steps(forward, optimizers, cfg, u[:warm], i[:warm], y[:warm])
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     train_steps(forward, optimizers, cfg, u[warm:], i[warm:], y[warm:])
-    _sync(device)
+    sync(device)
     return (n - warm) / (time.perf_counter() - start)
 
 

@@ -72,13 +72,22 @@ def device_generator(device: torch.device | str, seed: int) -> torch.Generator:
     return gen
 
 
+@contextlib.contextmanager
+def seeded_global_rng(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
+    """Seed torch's global generator (initialisation, dropout) for a block, then restore it, so
+    that what a block draws does not depend on what ran before it in the process."""
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
 def seeded_model(name: str, cfg: ModelConfig, split: Split, seed: int,
                  device: torch.device | str = "cpu", sparse: bool = False) -> nn.Module:
     """Initialise on the CPU from ``seed`` so every device starts from the same weights."""
     feats = split.train.item_features
     feats_t = None if feats is None else torch.from_numpy(feats)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded_global_rng(seed):
         model = build(name, cfg, split.n_users, split.n_items, feats_t, sparse)
     return model.to(device)
 
@@ -93,7 +102,9 @@ def loss_fn(task: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
     return F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(-1)
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device | str) -> None:
+    """Wait for the device, so that a timer measures finished work."""
+    device = torch.device(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -189,15 +200,6 @@ def step_module(model: nn.Module, cfg: TrainConfig, device: torch.device) -> nn.
     return torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else None)
 
 
-@contextlib.contextmanager
-def _global_rng(device: torch.device, seed: int) -> Iterator[None]:
-    """Dropout draws from torch's global generator: seed it for this run, restore it afterwards,
-    so that a trial's numbers do not depend on what ran before it in the process."""
-    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        yield
-
-
 def fit(
     model: nn.Module,
     split: Split,
@@ -214,12 +216,12 @@ def fit(
     optimizers = make_optimizer(model, cfg, device)
     selector = _Selector(model, evaluator.selection_metric, cfg)
     step_model = step_module(model, cfg, device)
-    with _global_rng(device, seed):  # dropout masks
+    with seeded_global_rng(seed, device):  # dropout masks
         for epoch in range(1, cfg.epochs + 1):
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
             total = train_steps(step_model, optimizers, cfg, *data.epoch())
-            _sync(device)
+            sync(device)
             seconds = time.perf_counter() - start
             train_loss = float(total) / len(data)
             if not math.isfinite(train_loss):
@@ -257,13 +259,13 @@ def fit_stacked(
     optimizers = make_optimizer(stacked, cfg, device)
     step_model = step_module(stacked, cfg, device)
     outcome: list[History | Diverged | None] = [None] * len(models)
-    with _global_rng(device, seeds[0]):  # dropout masks
+    with seeded_global_rng(seeds[0], device):  # dropout masks
         for epoch in range(1, cfg.epochs + 1):
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
             u, i, y = (torch.stack(parts) for parts in zip(*(d.epoch() for d in data)))
             total = train_steps(step_model, optimizers, cfg, u, i, y).tolist()
-            _sync(device)
+            sync(device)
             seconds = time.perf_counter() - start
             for s, (model, evaluator, selector) in enumerate(zip(models, evaluators, selectors)):
                 if outcome[s] is not None:
