@@ -121,7 +121,9 @@ def measure(devices: tuple[str, ...], batch_sizes: tuple[int, ...], models: tupl
     for device in devices:
         engines = [e for e in ENGINES if device == "cuda" or e not in CUDA_ONLY]
         for name in models:
-            engine_samples_per_s(name, cfg, splits[:1], batch_sizes[0], device)  # warm-up
+            for engine in engines:  # warm-up: first-call costs (allocator, numba's kernel load, compilation)
+                if engine not in CUDA_ONLY:
+                    engine_samples_per_s(name, cfg, splits[:1], batch_sizes[0], device, **ENGINES[engine])
             for bs in batch_sizes:
                 # The reference runs before and after the engines and counts as the mean of the two:
                 # on a noisy machine the ratio then compares like with like.

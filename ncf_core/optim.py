@@ -10,9 +10,11 @@ is opt-in and recorded in every trial's config.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
+from ncf_core import rowadam
 from ncf_core.config import TrainConfig
 
 
@@ -20,14 +22,16 @@ class LazyAdam(torch.optim.Optimizer):
     """``torch.optim.Adam``'s update applied only to the rows in the batch (lazy Adam).
 
     Rows absent from a batch keep their weights and moments, as in ``torch.optim.SparseAdam``;
-    the update itself is Adam's fused kernel run on the gathered rows, so with every row in every
-    batch this is exactly dense Adam (``tests/test_stacked.py``). ``weight_decay`` is an L2 term on
-    the batch's rows only.
+    the update itself is Adam's arithmetic on the batch's rows, so with every row in every batch this
+    is dense Adam (``tests/test_stacked.py``). ``weight_decay`` is an L2 term on the batch's rows only.
+    CPU tables take one compiled pass (``ncf_core.rowadam``); other devices gather the rows, run
+    torch's fused kernel on them and scatter them back.
     """
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),  # noqa: ANN001
                  eps: float = 1e-8, weight_decay: float = 0.0) -> None:
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
+        self._slots: dict[torch.Tensor, np.ndarray] = {}  # rowadam's scratch, one per CPU table
 
     @torch.no_grad()
     def step(self, closure=None):  # noqa: ANN001 - torch's Optimizer signature
@@ -44,6 +48,9 @@ class LazyAdam(torch.optim.Optimizer):
                     state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
                     state["exp_avg"] = torch.zeros_like(p)
                     state["exp_avg_sq"] = torch.zeros_like(p)
+                if rowadam.usable(p):
+                    self._step_rows_on_cpu(p, group)
+                    continue
                 r, g = self._rows_and_grad(p.grad, seen)
                 params.append(p)
                 rows.append(r)
@@ -64,6 +71,15 @@ class LazyAdam(torch.optim.Optimizer):
                 self.state[p]["exp_avg"].index_copy_(0, r, mr)
                 self.state[p]["exp_avg_sq"].index_copy_(0, r, vr)
         return None
+
+    def _step_rows_on_cpu(self, p: torch.Tensor, group: dict) -> None:
+        state = self.state[p]
+        state["step"] += 1
+        if p not in self._slots:
+            self._slots[p] = np.full(len(p), -1, dtype=np.int32)
+        rowadam.lazy_adam_rows_(p, state["exp_avg"], state["exp_avg_sq"], self._slots[p], p.grad,
+                                float(state["step"]), group["lr"], group["betas"], group["eps"],
+                                group["weight_decay"])
 
     @staticmethod
     def _rows_and_grad(grad: torch.Tensor, seen: list) -> tuple[torch.Tensor, torch.Tensor]:

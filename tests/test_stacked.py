@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 import torch
 
-from ncf_core import ModelConfig, TrainConfig
+from ncf_core import ModelConfig, TrainConfig, rowadam
 from ncf_core.data import split_for_seed, synthetic
 from ncf_core.evaluate import Evaluator
 from ncf_core.models import MODELS
@@ -136,6 +136,36 @@ def test_lazy_adam_leaves_rows_outside_the_batch_alone():
     moved = (tables[0].weight != start).any(1)
     assert not moved[25:].any() and moved[:25].sum() >= 20
     assert (opt.state[tables[0].weight]["exp_avg"][25:] == 0).all()
+
+
+def _lazy_run(steps=5):
+    """Two tables that share ids (as MF's embedding and bias do), duplicates in every batch."""
+    torch.manual_seed(1)
+    tables = [torch.nn.Embedding(500, 12, sparse=True), torch.nn.Embedding(500, 1, sparse=True)]
+    opt = LazyAdam([t.weight for t in tables], lr=0.05, weight_decay=1e-2)
+    for step in range(steps):
+        ids = torch.randint(400, (1500,))  # ~ 3 repeats per row; rows 400..499 never seen
+        opt.zero_grad()
+        _step_pair(tables, ids, step)
+        opt.step()
+    return tables, opt
+
+
+def test_cpu_row_kernel_is_the_torch_path_of_lazy_adam(monkeypatch):
+    pytest.importorskip("numba")
+    kernel_tables, kernel_opt = _lazy_run()
+    assert kernel_opt._slots, "the CPU kernel did not run"
+    for slot in kernel_opt._slots.values():
+        assert (slot == -1).all()  # scratch left as found, or the next step would mix rows up
+    monkeypatch.setattr(rowadam, "AVAILABLE", False)
+    torch_tables, torch_opt = _lazy_run()
+    assert not torch_opt._slots
+    for a, b in zip(kernel_tables, torch_tables):
+        torch.testing.assert_close(a.weight, b.weight, rtol=1e-5, atol=1e-7)
+        for key in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(kernel_opt.state[a.weight][key], torch_opt.state[b.weight][key],
+                                       rtol=1e-5, atol=1e-7)
+        assert (a.weight[400:] == b.weight[400:]).all()
 
 
 def test_fused_adam_is_torch_adam_bit_for_bit():
