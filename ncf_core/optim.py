@@ -18,7 +18,21 @@ from ncf_core import rowadam
 from ncf_core.config import TrainConfig
 
 
-class LazyAdam(torch.optim.Optimizer):
+class _Unhooked:
+    """No profiler label and no step hooks around ``step``: torch wraps every optimizer's ``step``
+    in a ``record_function``, which costs about 50 us a call inside a CPU training loop, as much as
+    the update of a small model's dense parameters."""
+
+    def _patch_step_function(self) -> None:  # torch's Optimizer.__init__ calls it to wrap ``step``
+        self._zero_grad_profile_name = f"Optimizer.zero_grad#{type(self).__name__}.zero_grad"
+
+    def register_step_pre_hook(self, hook):  # noqa: ANN001, ANN201
+        raise TypeError(f"{type(self).__name__} runs no step hooks")
+
+    register_step_post_hook = register_step_pre_hook
+
+
+class LazyAdam(_Unhooked, torch.optim.Optimizer):
     """``torch.optim.Adam``'s update applied only to the rows in the batch (lazy Adam).
 
     Rows absent from a batch keep their weights and moments, as in ``torch.optim.SparseAdam``;
@@ -32,6 +46,14 @@ class LazyAdam(torch.optim.Optimizer):
                  eps: float = 1e-8, weight_decay: float = 0.0) -> None:
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
         self._slots: dict[torch.Tensor, np.ndarray] = {}  # rowadam's scratch, one per CPU table
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        if not set_to_none:
+            return super().zero_grad(set_to_none=False)
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.grad = None
+        return None
 
     @torch.no_grad()
     def step(self, closure=None):  # noqa: ANN001 - torch's Optimizer signature
@@ -96,7 +118,7 @@ class LazyAdam(torch.optim.Optimizer):
         return rows, values.new_zeros((len(rows), *values.shape[1:])).index_add_(0, inverse, values)
 
 
-class FusedAdam(torch.optim.Adam):
+class FusedAdam(_Unhooked, torch.optim.Adam):
     """``torch.optim.Adam(fused=True)`` minus its per-step Python bookkeeping.
 
     At batch 256 the fused kernel is a fraction of ``Adam.step``; the rest is Python regrouping
