@@ -53,7 +53,7 @@ def environment() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "versions": {"torch": torch.__version__, "numpy": numpy.__version__, "pandas": pandas.__version__,
-                     "scipy": scipy.__version__, "optuna": _version("optuna")},
+                     "scipy": scipy.__version__, "optuna": _version("optuna"), "numba": _version("numba")},
         "devices": devices,
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),

@@ -221,7 +221,8 @@ def run(args: argparse.Namespace) -> int:
     frame.to_csv(out / "speed.csv", index=False)
     env = environment()
     machine = ", ".join(f"{k}: {v}" for k, v in env["devices"].items()) + \
-        f", {env['cpu_count']} CPUs, torch {env['versions']['torch']}, {env['torch_threads']} threads"
+        f", {env['cpu_count']} CPUs, torch {env['versions']['torch']}, numba {env['versions']['numba'] or 'absent'}" \
+        f", {env['torch_threads']} threads"
     (out / "speed.md").write_text(speed_markdown(frame, machine))
     print(f"wrote speed.csv and speed.md to {out}")
     return 0
