@@ -5,7 +5,7 @@ gradient rows, three gathers, the fused update, three scatters), each touching t
 thousand random rows of tables that do not fit in cache. Here one pass sums the duplicate ids'
 gradients (a per-table slot array instead of a sort) and a second updates each distinct row in
 place, weights and moments together, in parallel over rows. The arithmetic is that of
-``torch._fused_adam_``. Without numba (it is optional at run time) ``LazyAdam`` keeps
+``torch._fused_adam_``. Where numba cannot be imported (the GPU image has none) ``LazyAdam`` keeps
 its torch path.
 """
 
@@ -91,5 +91,6 @@ def lazy_adam_rows_(param: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torc
 
 
 def usable(param: torch.Tensor) -> bool:
+    """Whether ``param``'s current gradient can take this kernel (else: LazyAdam's torch path)."""
     return AVAILABLE and param.device.type == "cpu" and param.dtype == torch.float32 and param.dim() == 2 \
         and param.grad is not None and param.grad.is_sparse and param.is_contiguous()
