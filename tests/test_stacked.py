@@ -142,30 +142,32 @@ def _lazy_run(steps=5):
     """Two tables that share ids (as MF's embedding and bias do), duplicates in every batch."""
     torch.manual_seed(1)
     tables = [torch.nn.Embedding(500, 12, sparse=True), torch.nn.Embedding(500, 1, sparse=True)]
+    start = [t.weight.detach().clone() for t in tables]
     opt = LazyAdam([t.weight for t in tables], lr=0.05, weight_decay=1e-2)
     for step in range(steps):
         ids = torch.randint(400, (1500,))  # ~ 3 repeats per row; rows 400..499 never seen
         opt.zero_grad()
         _step_pair(tables, ids, step)
         opt.step()
-    return tables, opt
+    return tables, opt, start
 
 
 def test_cpu_row_kernel_is_the_torch_path_of_lazy_adam(monkeypatch):
     pytest.importorskip("numba")
-    kernel_tables, kernel_opt = _lazy_run()
+    kernel_tables, kernel_opt, start = _lazy_run()
     assert kernel_opt._slots, "the CPU kernel did not run"
     for slot in kernel_opt._slots.values():
         assert (slot == -1).all()  # scratch left as found, or the next step would mix rows up
     monkeypatch.setattr(rowadam, "AVAILABLE", False)
-    torch_tables, torch_opt = _lazy_run()
+    torch_tables, torch_opt, _ = _lazy_run()
     assert not torch_opt._slots
-    for a, b in zip(kernel_tables, torch_tables):
+    for a, b, a0 in zip(kernel_tables, torch_tables, start):
         torch.testing.assert_close(a.weight, b.weight, rtol=1e-5, atol=1e-7)
         for key in ("exp_avg", "exp_avg_sq"):
             torch.testing.assert_close(kernel_opt.state[a.weight][key], torch_opt.state[b.weight][key],
                                        rtol=1e-5, atol=1e-7)
-        assert (a.weight[400:] == b.weight[400:]).all()
+        assert torch.equal(a.weight[400:], a0[400:]) and not torch.equal(a.weight[:400], a0[:400])
+        assert (kernel_opt.state[a.weight]["exp_avg_sq"][400:] == 0).all()
 
 
 def test_fused_adam_is_torch_adam_bit_for_bit():
