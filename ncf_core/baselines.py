@@ -12,8 +12,6 @@ from torch import nn
 
 from ncf_core.data.interactions import Interactions
 
-BASELINES = {"rating": ("mean", "user-item-mean"), "ranking": ("popularity",)}
-
 
 def _logit(p: np.ndarray) -> torch.Tensor:
     p = np.clip(p, 1e-4, 1 - 1e-4)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-TASKS = ("rating", "ranking")
+from ncf_core.tasks import TASKS
+
 OPTIMIZERS = ("adam", "sgd")
 
 
@@ -53,7 +54,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, not {self.task!r}")
+            raise ValueError(f"task must be one of {tuple(TASKS)}, not {self.task!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {self.optimizer!r}")
         if self.compile and self.sparse:

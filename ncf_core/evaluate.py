@@ -12,6 +12,7 @@ from torch.nn import functional as F
 
 from ncf_core import metrics
 from ncf_core.data.splits import Split
+from ncf_core.tasks import task_of
 
 
 @torch.no_grad()
@@ -55,7 +56,7 @@ class Evaluator:
             neg = torch.from_numpy(negatives).to(self.device)
             self.cand_items = torch.cat([self.items[:, None], neg], dim=1)
             self.cand_users = self.users[:, None].expand_as(self.cand_items)
-        self.selection_metric = "rmse" if self.task == "rating" else f"ndcg@{k}"
+        self.selection_metric = task_of(self.task).selection_metric(k)
 
     def loss_and_metric(self, model: nn.Module) -> tuple[float, float]:
         """Validation loss (same loss as training) and the model-selection metric."""
@@ -67,7 +68,7 @@ class Evaluator:
         labels = torch.zeros_like(logits)
         labels[:, 0] = 1.0
         loss = float(F.binary_cross_entropy_with_logits(logits, labels))
-        return loss, float(metrics.sampled_ranking(logits, self.k)[f"ndcg@{self.k}"].mean())
+        return loss, float(metrics.sampled_ranking(logits, self.k)[self.selection_metric].mean())
 
     def evaluate(self, model: nn.Module, full: bool = True) -> Evaluation:
         """Metrics on this part; the timing covers scoring the evaluation pairs only."""

@@ -25,8 +25,9 @@ def rating_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]
 
 def sampled_ranking(scores: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
     """HR@k and NDCG@k per row of a (rows, 1 + negatives) score matrix, positive in column 0."""
+    scores = _no_nan(scores)
     pos = scores[:, :1]
-    rank = (scores[:, 1:] >= pos).sum(dim=1)  # 0 = positive ranked first
+    rank = (scores[:, 1:] >= pos).sum(dim=1)  # 0 = positive ranked first; ties go against it
     hit = rank < k
     ndcg = torch.where(hit, 1.0 / torch.log2(rank.double() + 2.0), torch.zeros((), dtype=torch.double))
     return {f"hr@{k}": hit.double(), f"ndcg@{k}": ndcg}
@@ -36,16 +37,34 @@ def full_ranking(scores: torch.Tensor, relevant: torch.Tensor, k: int) -> dict[s
     """HR@k, NDCG@k, Recall@k per user, ranking every item.
 
     ``scores`` (users, items) must already hold -inf at items seen in training; ``relevant``
-    is a boolean (users, items) matrix of held-out positives.
+    is a boolean (users, items) matrix of held-out positives. Ties go against the model: a
+    relevant item is placed after every other item of equal score (after the earlier relevant
+    ones among themselves), so a constant scorer gets 0, as in ``sampled_ranking``.
     """
-    top = torch.topk(scores, k, dim=1).indices
-    gains = relevant.gather(1, top).double()
+    scores = _no_nan(scores)
+    rows, cols = relevant.nonzero(as_tuple=True)
+    own = scores[rows, cols]
+    row_scores = scores[rows]
+    ahead = ((row_scores >= own[:, None]) & ~relevant[rows]).sum(dim=1)  # irrelevant, score >= own
+    rel_scores = torch.where(relevant[rows], row_scores, torch.full_like(row_scores, float("-inf")))
+    ahead += (rel_scores > own[:, None]).sum(dim=1)  # relevant with a higher score
+    ahead += ((rel_scores == own[:, None]) & (torch.arange(scores.shape[1], device=scores.device)
+                                               < cols[:, None])).sum(dim=1)  # tied relevant, earlier
+    hit = ahead < k
+    gain = torch.where(hit, 1.0 / torch.log2(ahead.double() + 2.0), torch.zeros((), dtype=torch.double))
+    n_users = scores.shape[0]
+    hits = torch.zeros(n_users, dtype=torch.double, device=scores.device).index_add_(0, rows, hit.double())
+    dcg = torch.zeros(n_users, dtype=torch.double, device=scores.device).index_add_(0, rows, gain)
     discounts = 1.0 / torch.log2(torch.arange(2, k + 2, device=scores.device, dtype=torch.double))
     n_rel = relevant.sum(dim=1).double()
     ideal = torch.cumsum(discounts, 0)[(n_rel.clamp(1, k) - 1).long()]
-    hits = gains.sum(dim=1)
     return {
         f"full_hr@{k}": (hits > 0).double(),
-        f"full_ndcg@{k}": (gains * discounts).sum(dim=1) / ideal,
+        f"full_ndcg@{k}": dcg / ideal,
         f"full_recall@{k}": hits / n_rel.clamp(min=1),
     }
+
+
+def _no_nan(scores: torch.Tensor) -> torch.Tensor:
+    """A NaN score ranks last (it would otherwise compare false with everything and rank first)."""
+    return torch.nan_to_num(scores, nan=float("-inf")) if scores.isnan().any() else scores

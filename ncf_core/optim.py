@@ -129,8 +129,24 @@ class FusedAdam(_Unhooked, torch.optim.Adam):
 
     def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.0) -> None:  # noqa: ANN001
         super().__init__(params, lr=lr, weight_decay=weight_decay, fused=True)
+        # The cached step takes no grad_scale/found_inf: GradScaler must unscale before step, as for
+        # any optimizer that does not declare this (torch's fused Adam does).
+        self._step_supports_amp_scaling = False
+        self._forget_cache()
+
+    def _forget_cache(self) -> None:
+        """The cache points at the current parameters and state tensors: rebuilt after any change."""
         self._params = [p for group in self.param_groups for p in group["params"]]
         self._lists: tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] | None = None
+
+    def add_param_group(self, param_group: dict) -> None:
+        super().add_param_group(param_group)
+        if hasattr(self, "_lists"):  # torch's __init__ adds the first groups before ours has run
+            self._forget_cache()
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        self._forget_cache()
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         if not set_to_none:

@@ -11,9 +11,11 @@ import contextlib
 import copy
 import math
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -23,12 +25,14 @@ from ncf_core.data.negatives import NegativeSampler
 from ncf_core.data.splits import Split
 from ncf_core.evaluate import Evaluator
 from ncf_core.models import build
+from ncf_core.models.base import set_dropout_generators
 from ncf_core.optim import make_optimizer
 from ncf_core.stacked import stack, unstack
+from ncf_core.tasks import higher_is_better, task_of
 
 
 class Diverged(RuntimeError):
-    """The loss became NaN or infinite."""
+    """The training loss became NaN, infinite, or blew up (``Task.diverged``)."""
 
 
 @dataclass
@@ -70,6 +74,11 @@ def device_generator(device: torch.device | str, seed: int) -> torch.Generator:
     gen = torch.Generator(device=torch.device(device))
     gen.manual_seed(int(seed))
     return gen
+
+
+def _stream(seed: int, name: str) -> int:
+    """A generator seed of its own for one use of ``seed`` (data order and dropout never share draws)."""
+    return int(np.random.SeedSequence([seed, zlib.crc32(name.encode())]).generate_state(1, np.uint64)[0] >> 1)
 
 
 @contextlib.contextmanager
@@ -121,6 +130,7 @@ class _SeedData:
 
     def __init__(self, split: Split, cfg: TrainConfig, device: torch.device, seed: int) -> None:
         self.cfg, self.gen = cfg, device_generator(device, seed)
+        self.dropout_gen = device_generator(device, _stream(seed, "dropout"))
         train = split.train
         self.users = torch.from_numpy(train.users).to(device)
         self.items = torch.from_numpy(train.items).to(device)
@@ -150,7 +160,7 @@ class _Selector:
 
     def __init__(self, model: nn.Module, metric: str, cfg: TrainConfig) -> None:
         self.model, self.cfg = model, cfg
-        self.history = History(metric=metric, higher_is_better=cfg.task == "ranking")
+        self.history = History(metric=metric, higher_is_better=higher_is_better(metric))
         self.best_state = copy.deepcopy(model.state_dict())
         self.bad_epochs = 0
 
@@ -219,7 +229,8 @@ def fit(
     optimizers = make_optimizer(model, cfg, device)
     selector = _Selector(model, evaluator.selection_metric, cfg)
     step_model = step_module(model, cfg, device)
-    with seeded_global_rng(seed, device):  # dropout masks
+    set_dropout_generators(model, [data.dropout_gen])
+    try:
         for epoch in range(1, cfg.epochs + 1):
             sync(device)
             start = time.perf_counter()
@@ -227,14 +238,16 @@ def fit(
             sync(device)
             seconds = time.perf_counter() - start
             train_loss = float(total) / len(data)
-            if not math.isfinite(train_loss):
-                raise Diverged(f"loss is {train_loss} at epoch {epoch}")
+            if task_of(cfg.task).diverged(train_loss):
+                raise Diverged(f"training loss is {train_loss:.4g} at epoch {epoch}")
             stats = EpochStats(epoch, train_loss, *evaluator.loss_and_metric(model), seconds, len(data))
             go_on = selector.record(stats)
             if on_epoch is not None:
                 on_epoch(stats)
             if not go_on:
                 break
+    finally:
+        set_dropout_generators(model, None)
     return selector.finish()
 
 
@@ -262,7 +275,8 @@ def fit_stacked(
     optimizers = make_optimizer(stacked, cfg, device)
     step_model = step_module(stacked, cfg, device)
     outcome: list[History | Diverged | None] = [None] * len(models)
-    with seeded_global_rng(seeds[0], device):  # dropout masks
+    set_dropout_generators(stacked, [d.dropout_gen for d in data])
+    try:
         for epoch in range(1, cfg.epochs + 1):
             sync(device)
             start = time.perf_counter()
@@ -274,8 +288,8 @@ def fit_stacked(
                 if outcome[s] is not None:
                     continue
                 train_loss = total[s] / len(data[s])
-                if not math.isfinite(train_loss):
-                    outcome[s] = Diverged(f"loss is {train_loss} at epoch {epoch}")
+                if task_of(cfg.task).diverged(train_loss):
+                    outcome[s] = Diverged(f"training loss is {train_loss:.4g} at epoch {epoch}")
                     continue
                 model.load_state_dict(unstack(stacked, s))
                 stats = EpochStats(epoch, train_loss, *evaluator.loss_and_metric(model), seconds, len(data[s]))
@@ -283,4 +297,6 @@ def fit_stacked(
                     outcome[s] = selector.history
             if all(o is not None for o in outcome):
                 break
+    finally:
+        set_dropout_generators(stacked, None)
     return [o if isinstance(o, Diverged) else sel.finish() for o, sel in zip(outcome, selectors)]

@@ -16,6 +16,19 @@ def test_rating_metrics_by_hand():
     assert out["r2"] == pytest.approx(1 - 0.11 / 0.2)
 
 
+def test_rating_metrics_agree_with_scikit_learn():
+    """An independent reference on random data, not only the hand-made case."""
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    gen = torch.Generator().manual_seed(1)
+    target, pred = torch.rand(500, generator=gen), torch.rand(500, generator=gen)
+    out = metrics.rating_metrics(pred, target)
+    y, p = target.double().numpy(), pred.double().numpy()
+    assert out["mae"] == pytest.approx(mean_absolute_error(y, p), rel=1e-12)
+    assert out["rmse"] == pytest.approx(math.sqrt(mean_squared_error(y, p)), rel=1e-12)
+    assert out["r2"] == pytest.approx(r2_score(y, p), rel=1e-12)
+
+
 def test_sampled_ranking_by_hand():
     scores = torch.tensor([
         [0.9, 0.1, 0.2, 0.3],  # positive first: rank 0
@@ -31,6 +44,30 @@ def test_sampled_ranking_by_hand():
 def test_constant_scores_earn_nothing():
     out = metrics.sampled_ranking(torch.zeros(5, 100), k=10)
     assert out["hr@10"].sum() == 0
+
+
+def test_nan_scores_rank_last():
+    scores = torch.tensor([[float("nan"), 0.1, 0.2], [0.3, float("nan"), 0.1]])
+    assert metrics.sampled_ranking(scores, k=1)["hr@1"].tolist() == [0.0, 1.0]
+    relevant = torch.tensor([[True, False, False], [True, False, False]])
+    assert metrics.full_ranking(scores, relevant, k=1)["full_hr@1"].tolist() == [0.0, 1.0]
+
+
+def test_full_ranking_ties_count_against_the_model():
+    """A constant scorer earns nothing; a relevant item tied with an irrelevant one comes after it."""
+    relevant = torch.zeros(4, 50, dtype=torch.bool)
+    relevant[torch.arange(4), torch.tensor([0, 7, 20, 49])] = True
+    out = metrics.full_ranking(torch.zeros(4, 50), relevant, k=10)
+    assert all(float(v.sum()) == 0 for v in out.values())
+    scores = torch.tensor([[0.5, 0.5, 0.1, 0.0]])  # relevant item 1 tied with item 0: position 2
+    rel = torch.tensor([[False, True, False, False]])
+    assert metrics.full_ranking(scores, rel, k=1)["full_hr@1"].item() == 0.0
+    assert metrics.full_ranking(scores, rel, k=2)["full_ndcg@2"].item() == pytest.approx(1 / math.log2(3))
+    both = torch.tensor([[False, True, True, False]])  # two relevant tied: the earlier one first
+    scores = torch.tensor([[0.0, 0.5, 0.5, 0.9]])
+    out = metrics.full_ranking(scores, both, k=3)
+    idcg = 1 + 1 / math.log2(3)
+    assert out["full_ndcg@3"].item() == pytest.approx((1 / math.log2(3) + 1 / math.log2(4)) / idcg)
 
 
 def test_full_ranking_by_hand():

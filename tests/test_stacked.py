@@ -1,5 +1,6 @@
 """Seed stacking: S models trained as one must be S models trained alone, seed by seed."""
 
+import copy
 import dataclasses
 
 import pytest
@@ -65,6 +66,30 @@ def test_stacked_training_equals_training_each_seed_alone(name, task, sparse, da
         assert t2 == pytest.approx(t1, rel=1e-3, abs=1e-4)
     # the seeds differ from each other: stacking did not train one model three times
     assert len({round(h.epochs[-1].train_loss, 6) for h in stacked_histories}) == len(SEEDS)
+
+
+@pytest.mark.parametrize("name", ["mlp", "neumf"])
+def test_a_seed_with_dropout_trains_the_same_whatever_its_stack(name, data):
+    """Each seed's dropout masks come from its own generator: seed 4 alone, stacked with [4, 5]
+    and with [3, 4, 5] must give one result (before, masks came from the first seed's generator)."""
+    cfg_m = dataclasses.replace(CFG, dropout=0.3)
+    cfg = TrainConfig(task="rating", epochs=2, batch_size=64, lr=0.01)
+    splits = dict(zip(SEEDS, _splits(data, "rating")))
+
+    def run(group):
+        models = [seeded_model(name, cfg_m, splits[s], s) for s in group]
+        hist = fit_stacked(models, [splits[s] for s in group], cfg, seeds=group)[group.index(4)]
+        return [e.valid_metric for e in hist.epochs], models[group.index(4)]
+
+    alone_model = seeded_model(name, cfg_m, splits[4], 4)
+    alone = [e.valid_metric for e in fit(alone_model, splits[4], cfg, seed=4).epochs]
+    for group in ([4, 5], [3, 4, 5]):
+        metrics, model = run(group)
+        assert metrics == pytest.approx(alone, rel=1e-5), group
+        for a, b in zip(alone_model.state_dict().values(), model.state_dict().values()):
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+    no_dropout = seeded_model(name, CFG, splits[4], 4)
+    assert [e.valid_metric for e in fit(no_dropout, splits[4], cfg, seed=4).epochs] != pytest.approx(alone)
 
 
 def test_a_diverging_seed_leaves_the_others_alone(data):
@@ -187,3 +212,51 @@ def test_fused_adam_is_torch_adam_bit_for_bit():
         assert torch.equal(a, b)
     steps = [float(opts[0].state[p]["step"]) for p in ours.parameters()]
     assert steps == [float(opts[1].state[p]["step"]) for p in ref.parameters()] == [7, 6, 6]
+
+
+def _adam_pair():
+    torch.manual_seed(0)
+    ours, ref = (torch.nn.Linear(6, 3) for _ in range(2))
+    ref.load_state_dict(ours.state_dict())
+    return (ours, FusedAdam(ours.parameters(), lr=0.01)), (ref, torch.optim.Adam(ref.parameters(), lr=0.01,
+                                                                                   fused=True))
+
+
+def _steps(pairs, n, seed):
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(n):
+        x = torch.randn(8, 6, generator=gen)
+        for model, opt in pairs:
+            opt.zero_grad()
+            model(x).pow(2).sum().backward()
+            opt.step()
+
+
+def test_fused_adam_steps_the_loaded_state_after_load_state_dict():
+    """Before, the cached lists kept stepping the pre-load tensors (a step count of 3 against 6)."""
+    (ours, opt), (ref, ref_opt) = _adam_pair()
+    _steps([(ours, opt), (ref, ref_opt)], 3, seed=1)
+    saved, saved_weights = copy.deepcopy(ref_opt.state_dict()), copy.deepcopy(ref.state_dict())
+    _steps([(ours, opt), (ref, ref_opt)], 3, seed=2)
+    ours.load_state_dict(saved_weights)
+    ref.load_state_dict(saved_weights)
+    opt.load_state_dict(copy.deepcopy(saved))  # torch keeps a loaded step tensor as it is: one copy each
+    ref_opt.load_state_dict(copy.deepcopy(saved))
+    _steps([(ours, opt), (ref, ref_opt)], 3, seed=3)
+    assert [float(opt.state[p]["step"]) for p in ours.parameters()] == [6.0, 6.0]
+    for a, b in zip(ours.parameters(), ref.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_fused_adam_moves_parameters_added_later_and_leaves_grad_scaling_to_the_scaler():
+    (ours, opt), (ref, ref_opt) = _adam_pair()
+    _steps([(ours, opt), (ref, ref_opt)], 2, seed=1)
+    extra = torch.nn.Parameter(torch.ones(4))
+    opt.add_param_group({"params": [extra]})
+    before = extra.detach().clone()
+    for _ in range(2):
+        opt.zero_grad()
+        (ours(torch.ones(2, 6)).sum() + extra.pow(2).sum()).backward()
+        opt.step()
+    assert not torch.equal(extra, before)
+    assert not getattr(opt, "_step_supports_amp_scaling", False)

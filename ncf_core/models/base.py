@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 def embedding(n: int, dim: int, sparse: bool = False) -> nn.Embedding:
@@ -23,6 +24,42 @@ def linear(width_in: int, width_out: int) -> nn.Linear:
     nn.init.xavier_uniform_(layer.weight)
     nn.init.zeros_(layer.bias)
     return layer
+
+
+class Dropout(nn.Module):
+    """Inverted dropout whose masks come from explicit generators, set by training.
+
+    One generator: masks of the input's shape. S generators (stacked seeds, input (S, B, W)):
+    seed s draws its (B, W) mask from its own generator, exactly the draws it makes alone, so a
+    seed's masks do not depend on which seeds share its stack, nor on torch's global generator.
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = float(p)
+        self.generators: list[torch.Generator] | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        gens = self.generators
+        if not gens:
+            return F.dropout(x, self.p, training=True)
+        if len(gens) == 1:
+            return x * self._mask(x.shape, x, gens[0])
+        if x.shape[0] != len(gens):
+            raise ValueError(f"{len(gens)} dropout generators for a stack of {x.shape[0]}")
+        return x * torch.stack([self._mask(x.shape[1:], x, g) for g in gens])
+
+    def _mask(self, shape: torch.Size, like: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        keep = 1.0 - self.p
+        return torch.empty(shape, dtype=like.dtype, device=like.device).bernoulli_(keep, generator=gen).div_(keep)
+
+
+def set_dropout_generators(model: nn.Module, generators: list[torch.Generator] | None) -> None:
+    for module in model.modules():
+        if isinstance(module, Dropout):
+            module.generators = generators
 
 
 class ItemTower(nn.Module):

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ncf_core.config import ModelConfig
-from ncf_core.models.base import ItemTower, embedding, linear
+from ncf_core.models.base import Dropout, ItemTower, embedding, linear
 
 
 def tower(layers: tuple[int, ...], dropout: float) -> nn.Sequential:
@@ -14,7 +14,7 @@ def tower(layers: tuple[int, ...], dropout: float) -> nn.Sequential:
     for width_in, width_out in zip(layers[:-1], layers[1:]):
         blocks += [linear(width_in, width_out), nn.ReLU()]
         if dropout > 0:
-            blocks.append(nn.Dropout(dropout))
+            blocks.append(Dropout(dropout))
     return nn.Sequential(*blocks)
 
 
