@@ -1,48 +1,36 @@
-"""python -m bench {run, report, list, tune, speed}: the harness's command line."""
+"""python -m bench {run, report, list, tune, speed, benchtable}: the harness's command line.
+
+The parser imports nothing heavy: ``--help`` answers at once, and each command imports what it
+needs (torch, optuna) when it runs.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-from ncf_core import DataError, ModelConfig, TrainConfig
-from ncf_core.config import with_overrides
+from ncf_core import DataError
 
 
 def _csv(text: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
-def load_params(paths: list[str]) -> dict[str, dict]:
-    """Merge ``best_params.json`` files (from ``bench tune``) into {variant: {model, train}}."""
-    merged: dict[str, dict] = {}
-    for p in paths:
-        path = Path(p)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise DataError(path, "file not found") from None
-        except json.JSONDecodeError as e:
-            raise DataError(path, f"not valid JSON ({e.msg} at line {e.lineno})") from None
-        variants = data.get("variants") if isinstance(data, dict) else None
-        if not isinstance(variants, dict):
-            raise DataError(path, "expected an object with a 'variants' mapping (bench tune's best_params.json)")
-        for name, cfg in variants.items():
-            try:
-                with_overrides(ModelConfig(), cfg.get("model", {}))
-                with_overrides(TrainConfig(), cfg.get("train", {}))
-            except (ValueError, TypeError) as e:
-                raise DataError(path, f"variant {name!r}: {e}") from None
-        scope = {k: data[k] for k in ("dataset", "task") if k in data}
-        merged.update({name: {**cfg, **scope} for name, cfg in variants.items()})
-    return merged
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, not {value}")
+    return value
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench.manifest import write_manifest
+    from bench.manifest import record_run
+    from bench.params import TunedParams
     from bench.report import write_report
     from bench.runner import Runner, RunOptions
     from bench.suites import SUITES
@@ -54,17 +42,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         datasets=_csv(args.datasets) if args.datasets else None,
         variants=_csv(args.variants) if args.variants else None,
         seeds=args.seeds, devices=_csv(args.devices) if args.devices else None,
-        epochs=args.epochs, params=load_params(args.params or []), stack=not args.no_stack,
+        epochs=args.epochs, params=TunedParams.load(args.params or []), stack=not args.no_stack,
     )
     runner = Runner(suite, opts, out, log=lambda m: print(m, file=sys.stderr))
     started = time.time()
     records = runner.run()
-    stacking = runner.stacking_note()
-    write_manifest(out, suite=suite, options=opts, seeds=runner.seeds, devices=runner.devices,
-                   **({"seed_stacking": stacking} if stacking else {}),
-                   variants=runner.variants, last_run={"started": started, "seconds": time.time() - started,
-                                                       "trials_run": len(records)})
-    paths = write_report(out)
+    with runner.store.locked():
+        record_run(out, runner, suite=suite, options=opts, started=started, trials_run=len(records))
+        paths = write_report(out)
     failed = [r for r in runner.store.records() if r["status"] != "ok"]
     print(f"wrote {', '.join(p.name for p in paths.values())} to {out}")
     if failed:
@@ -75,11 +60,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from bench.report import write_report
+    from bench.store import TrialStore
 
-    try:
-        paths = write_report(Path(args.run_dir))
-    except FileNotFoundError as e:
-        raise DataError(args.run_dir, str(e).split(": ", 1)[-1]) from None
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "trials.jsonl").is_file():
+        raise DataError(run_dir / "trials.jsonl", "no stored trials (not a run folder?)")
+    with TrialStore(run_dir).locked():
+        paths = write_report(run_dir)
     print(f"wrote {', '.join(p.name for p in paths.values())} to {args.run_dir}")
     return 0
 
@@ -91,6 +78,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     from bench.suites import SUITES, VARIANTS
     from ncf_core.data import DATASETS, available
 
+    if args.data_dir is not None and not Path(args.data_dir).is_dir():
+        raise DataError(args.data_dir, "data directory not found")
     print("suites:")
     print(tabulate([[s.name, len(s.datasets), s.seeds, ",".join(s.devices), s.description]
                     for s in SUITES.values()], headers=["name", "data sets", "seeds", "devices", ""]))
@@ -104,59 +93,97 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from bench.suites import SUITES, VARIANTS
-
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    run = sub.add_parser("run", help="run a suite of seeded trials and write the report")
-    run.add_argument("--suite", choices=sorted(SUITES), default="smoke")
-    run.add_argument("--data-dir", help="folder holding anime/, ml-100k/, ... in their original file names")
-    run.add_argument("--datasets", help="comma-separated registered names or paths (folder or NCF prefix)")
-    run.add_argument("--variants", help="comma-separated variant names (default: the suite's)")
-    run.add_argument("--seeds", type=int, help="number of seeds (0..N-1)")
-    run.add_argument("--devices", help="comma-separated: cpu, cuda, auto")
-    run.add_argument("--epochs", type=int, help="override every data set's epoch count")
-    run.add_argument("--params", nargs="+", help="best_params.json files from bench tune")
-    run.add_argument("--no-stack", action="store_true",
-                     help="train each seed alone instead of a variant's seeds as one stacked model")
-    run.add_argument("--out", help="run folder (default results/<suite>-<UTC time>); reruns resume it")
-    run.set_defaults(func=cmd_run)
-
-    report = sub.add_parser("report", help="rebuild the tables and plots from a run folder's stored trials")
-    report.add_argument("run_dir")
-    report.set_defaults(func=cmd_report)
-
-    lst = sub.add_parser("list", help="suites, variants, data sets and devices")
-    lst.add_argument("--data-dir")
-    lst.set_defaults(func=cmd_list)
-
-    tune = sub.add_parser("tune", help="Optuna study of one variant on one data set (validation split only)")
-    tune.add_argument("--dataset", required=True, help="registered name or path, as for bench run --datasets")
-    tune.add_argument("--variant", required=True, help=f"one of {', '.join(VARIANTS)}")
-    tune.add_argument("--data-dir")
-    tune.add_argument("--trials", type=int, default=20)
-    tune.add_argument("--timeout", type=float, help="seconds for this worker")
-    tune.add_argument("--storage", default="sqlite:///results/optuna.db",
-                      help="any SQLAlchemy URL; a shared PostgreSQL URL lets many machines work on one study")
-    tune.add_argument("--study", help="study name (default: <dataset>-<task>-<variant>)")
-    tune.add_argument("--sampler-seed", type=int, help="TPE seed (give each worker its own)")
-    tune.add_argument("--epochs", type=int, help="override the data set's epoch count")
-    tune.add_argument("--device", default="cpu")
-    tune.add_argument("--out", help="folder for best_params.json, trials.csv, tune.md")
-    tune.set_defaults(func=cmd_tune)
-
-    from bench import speed
-
-    speed.add_parser(sub)
-    return parser
-
-
 def cmd_tune(args: argparse.Namespace) -> int:
     from bench import tune  # optuna is imported only by the command that needs it
 
     return tune.run(args)
+
+
+def cmd_speed(args: argparse.Namespace) -> int:
+    from bench import speed
+
+    return speed.run(args)
+
+
+def cmd_benchtable(args: argparse.Namespace) -> int:
+    from bench import speed
+
+    return speed.benchmark_table(args)
+
+
+SUITE_NAMES = ("smoke", "quick", "full")  # bench.suites.SUITES; a test keeps the two in step
+VARIANT_NAMES = ("mf", "gmf", "mlp", "neumf", "neumf-pre-adam", "neumf-pre-sgd")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0],
+                                     formatter_class=fmt)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a suite of seeded trials and write the report", formatter_class=fmt)
+    run.add_argument("--suite", choices=SUITE_NAMES, default="smoke", help="which suite (bench list shows them)")
+    run.add_argument("--data-dir", help="folder holding anime/, ml-100k/, ... in their original file names "
+                                        "(without it, synthetic data stands in for the suite's real sets)")
+    run.add_argument("--datasets", help="comma-separated registered names or paths (folder or NCF prefix); "
+                                        "default: the suite's")
+    run.add_argument("--variants", help=f"comma-separated subset of {','.join(VARIANT_NAMES)}; default: the suite's")
+    run.add_argument("--seeds", type=positive_int, help="number of seeds, 0..N-1; default: the suite's")
+    run.add_argument("--devices", help="comma-separated: cpu, cuda, auto (every device present); default: the suite's")
+    run.add_argument("--epochs", type=positive_int, help="override every data set's epoch count")
+    run.add_argument("--params", nargs="+", help="best_params.json files from bench tune")
+    run.add_argument("--no-stack", action="store_true",
+                     help="train each seed alone instead of a variant's seeds as one stacked model")
+    run.add_argument("--out", help="run folder (default results/<suite>-<UTC time>); rerunning the same "
+                                   "command on it resumes it")
+    run.set_defaults(func=cmd_run)
+
+    report = sub.add_parser("report", help="rebuild the tables and plots from a run folder's stored trials",
+                            formatter_class=fmt)
+    report.add_argument("run_dir", help="a bench run --out folder")
+    report.set_defaults(func=cmd_report)
+
+    lst = sub.add_parser("list", help="suites, variants, data sets and devices", formatter_class=fmt)
+    lst.add_argument("--data-dir", help="folder to look for the registered data sets in")
+    lst.set_defaults(func=cmd_list)
+
+    tune = sub.add_parser("tune", help="Optuna study of one variant on one data set (validation split only)",
+                          formatter_class=fmt)
+    tune.add_argument("--dataset", required=True, help="registered name or path, as for bench run --datasets")
+    tune.add_argument("--variant", required=True, choices=VARIANT_NAMES, help="the variant to tune")
+    tune.add_argument("--data-dir", help="as for bench run")
+    tune.add_argument("--trials", type=positive_int, default=20, help="trials this worker runs")
+    tune.add_argument("--timeout", type=float, help="seconds for this worker")
+    tune.add_argument("--storage", help="any SQLAlchemy URL; a shared PostgreSQL URL lets many machines work "
+                                        "on one study (default: sqlite in the --out folder)")
+    tune.add_argument("--study", help="study name (default: <dataset>-<task>-<variant>)")
+    tune.add_argument("--sampler-seed", type=int, default=0, help="TPE seed (give each extra worker its own)")
+    tune.add_argument("--epochs", type=positive_int, help="override the data set's epoch count")
+    tune.add_argument("--device", default="cpu", help="cpu or cuda")
+    tune.add_argument("--heartbeat", type=positive_int, default=10, help="seconds between a worker's heartbeats")
+    tune.add_argument("--grace", type=positive_int, default=30,
+                      help="seconds without a heartbeat after which a trial counts as failed and is retried")
+    tune.add_argument("--out", help="folder for best_params.json, trials.csv, tune.md and the study database "
+                                    "(default results/tune-<study>)")
+    tune.set_defaults(func=cmd_tune)
+
+    speed = sub.add_parser("speed", help="engine vs the usual DataLoader loop: training samples/s",
+                           formatter_class=fmt)
+    speed.add_argument("--devices", help="comma-separated: cpu, cuda (default: every device present)")
+    speed.add_argument("--batch-sizes", default="256,4096", help="comma-separated (256 should stay)")
+    speed.add_argument("--models", help="comma-separated subset of mf,gmf,mlp,neumf (default: all)")
+    speed.add_argument("--modes", default="single,stacked10", help="comma-separated subset of single,stacked10")
+    speed.add_argument("--large", action="store_true",
+                       help="also NeuMF at ML-20M shapes, 64 factors, batch 2^20 (a GPU measurement; slow on a CPU)")
+    speed.add_argument("--out", default="results/speed", help="folder for speed.csv and speed.md")
+    speed.set_defaults(func=cmd_speed)
+
+    table = sub.add_parser("benchtable", help="markdown table of GPU/CPU speed-ups from pytest-benchmark JSON",
+                           formatter_class=fmt)
+    table.add_argument("json", help="pytest-benchmark's --benchmark-json file")
+    table.add_argument("--out", default="results/benchmark.md", help="markdown file to write")
+    table.set_defaults(func=cmd_benchtable)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

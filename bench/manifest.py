@@ -73,15 +73,48 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def write_manifest(run_dir: Path, **fields: Any) -> Path:
-    """Merge ``fields`` into the run's manifest (runs resumed later keep their history)."""
+def write_manifest(run_dir: Path, runs_entry: dict[str, Any] | None = None, **fields: Any) -> Path:
+    """Merge ``fields`` into the run's manifest. ``environment`` describes the machine of the latest
+    call; every call appends its own entry (with its machine) to ``runs``, so a run resumed on
+    another machine says so. A damaged manifest is set aside as ``manifest.json.damaged``."""
     path = Path(run_dir) / "manifest.json"
-    data = json.loads(path.read_text()) if path.is_file() else {}
+    data: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise ValueError("not an object")
+        except (ValueError, UnicodeDecodeError):
+            os.replace(path, path.with_name("manifest.json.damaged"))
+            data = {}
     data.update({k: _plain(v) for k, v in fields.items()})
-    data.setdefault("environment", environment())
-    data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    env = environment()
+    data["environment"] = env
+    if runs_entry is not None:
+        data.setdefault("runs", []).append({**_plain(runs_entry), "devices": env["devices"],
+                                            "platform": env["platform"], "git_commit": env["git_commit"]})
+    data["updated"] = iso(time.time())
     tmp = path.with_suffix(".tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
     os.replace(tmp, path)
     return path
+
+
+def iso(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def record_run(run_dir: Path, runner: Any, *, suite: Any, options: Any, started: float, trials_run: int) -> Path:
+    """What one ``bench run`` call did, in the manifest beside its trials."""
+    stand_ins = {spec.stands_in_for: spec.label for spec, _ in getattr(runner, "specs", []) if spec.stands_in_for}
+    opts = {k: v for k, v in _plain(options).items() if k != "params"}
+    opts["params"] = options.params.as_json() if options.params else []
+    fields: dict[str, Any] = {"suite": suite, "options": opts, "seeds": runner.seeds, "devices": runner.devices,
+                              "variants": runner.variants, "stand_ins": stand_ins,
+                              "datasets": [spec.label for spec, _ in getattr(runner, "specs", [])]}
+    stacking = runner.stacking_note()
+    if stacking:
+        fields["seed_stacking"] = stacking
+    entry = {"started": iso(started), "seconds": round(time.time() - started, 1), "trials_run": trials_run}
+    return write_manifest(run_dir, runs_entry=entry, **fields)

@@ -6,6 +6,7 @@ initialisation and data order for every variant, so comparisons are paired by se
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import traceback
@@ -17,19 +18,20 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from bench.params import TunedParams
+from bench.pretrain import PretrainCache, pretrained_neumf
 from bench.store import TrialStore, trial_key
-from bench.suites import ANIME_SEED, VARIANTS, DataSpec, Suite, Variant, ncf_ranking, synthetic
+from bench.suites import VARIANTS, DataSpec, Suite, Variant, default_spec, synthetic
 from ncf_core import DataError, ModelConfig, TrainConfig
-from ncf_core.baselines import BASELINES, fit_baseline
+from ncf_core.baselines import fit_baseline
 from ncf_core.config import with_overrides
 from ncf_core.data import DATASETS, Split, available, load, resolve_path, split_for_seed
 from ncf_core.data.interactions import Interactions
 from ncf_core.evaluate import Evaluator
-from ncf_core.models import neumf_from_pretrained
+from ncf_core.tasks import task_of
 from ncf_core.train import Diverged, History, fit, fit_stacked, seeded_model
 
 Log = Callable[[str], None]
-Pretrained = dict[tuple[str, int], torch.nn.Module]  # (gmf | mlp, seed) -> trained model
 
 
 @dataclass(frozen=True)
@@ -40,8 +42,16 @@ class RunOptions:
     seeds: int | None = None
     devices: tuple[str, ...] | None = None
     epochs: int | None = None
-    params: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    params: TunedParams = field(default_factory=TunedParams)
     stack: bool = True  # train a variant's seeds as one stacked model, in groups that fit memory
+
+    def __post_init__(self) -> None:
+        for name in ("seeds", "epochs"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise DataError(f"--{name}", f"must be a whole number >= 1, not {value!r}")
+        if self.data_dir is not None and not Path(self.data_dir).is_dir():
+            raise DataError(self.data_dir, "data directory not found")
 
 
 def present_devices() -> tuple[str, ...]:
@@ -62,66 +72,125 @@ def resolve_devices(requested: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def spec_for(source: str, suite: Suite) -> DataSpec:
-    """A data set named on the command line: the suite's own protocol for it, else its default."""
-    for spec in suite.datasets:
-        if source in (spec.source, spec.label):
-            return spec
-    if source == "anime":
-        return ANIME_SEED
-    if source == "synthetic":
-        return synthetic("rating")
+def kind_of(source: str) -> str:
+    """What a source holds: a registered set's name, or "ncf" for the paper's files."""
     if source in DATASETS:
-        return ncf_ranking(source)
+        return source
     resolved = resolve_path(source)
     if resolved is None:
         raise DataError(source, "neither a registered data set nor an existing folder or NCF prefix")
-    kind, _ = resolved
-    if kind == "anime":
-        return replace(ANIME_SEED, source=source, fallback=None)
-    return ncf_ranking(source)
+    return resolved[0]
+
+
+def spec_for(source: str, suite: Suite) -> DataSpec:
+    """A data set named on the command line, by name or path, under the suite's protocol for its kind:
+    the suite's own spec for that kind, else its kind's default with the suite's model and training
+    settings for that task (a path to ML-1M files in ``full`` runs at 64 factors; in ``smoke``, a
+    smoke run's epochs, whatever the data)."""
+    kind = kind_of(source)
+    own = next((s for s in suite.datasets if s.source == kind and s.stands_in_for is None), None)
+    if own is not None:
+        return replace(own, source=source, fallback=None)
+    base = default_spec(kind)
+    template = next((s for s in suite.datasets if s.task == base.task), None)
+    if template is not None:
+        base = replace(base, model=template.model, train=template.train)
+    return replace(base, source=source, fallback=None)
+
+
+def unique_labels(specs: list[DataSpec]) -> list[DataSpec]:
+    """Give data sets whose paths end alike (``a/p`` and ``b/p``) labels that tell them apart;
+    the same data set twice is an error, not two sets of trials under one name."""
+    seen: dict[tuple[str, str], str] = {}
+    for spec in specs:
+        where = str(Path(spec.source).resolve()) if spec.source not in DATASETS else spec.source
+        if (where, spec.task) in seen:
+            raise DataError("--datasets", f"{spec.source} is given twice")
+        seen[(where, spec.task)] = spec.source
+    out = list(specs)
+    for depth in range(2, 64):
+        labels = [(s.label, s.task) for s in out]
+        clashes = {i for i, lab in enumerate(labels) if labels.count(lab) > 1}
+        if not clashes:
+            return out
+        for i in clashes:
+            parts = Path(out[i].source).resolve().parts if out[i].source not in DATASETS else (out[i].source,)
+            out[i] = replace(out[i], name="/".join(parts[-depth:]).lstrip("/") or out[i].source)
+    raise DataError("--datasets", "cannot tell the data sets apart by their paths")
 
 
 def resolve_datasets(suite: Suite, opts: RunOptions, log: Log) -> list[tuple[DataSpec, Interactions | Split]]:
-    """Load each data set once; a missing registered set falls back to synthetic or is skipped."""
-    # A set named on the command line must exist; only a suite's own sets fall back to synthetic.
-    specs = ([replace(spec_for(s, suite), fallback=None) for s in opts.datasets] if opts.datasets
-             else list(suite.datasets))
+    """Load each data set once. A suite's own set that is missing is replaced by synthetic data of
+    its task, labelled as a stand-in (``synthetic-for-<set>``) and announced; a set named on the
+    command line must exist."""
+    specs = [spec_for(s, suite) for s in opts.datasets] if opts.datasets else list(suite.datasets)
     loaded = []
-    for spec in specs:
+    for spec in unique_labels(specs):
         if spec.source in DATASETS and not available(spec.source, opts.data_dir):
             if opts.datasets:
                 raise DataError(Path(opts.data_dir or ".") / (DATASETS[spec.source].folder or ""),
                                 f"data set {spec.source!r} not found")
+            where = opts.data_dir or "no --data-dir"
             if spec.fallback is None:
-                log(f"skipping {spec.source}: not found under {opts.data_dir}")
+                log(f"skipping {spec.source}: not found under {where}")
                 continue
-            log(f"{spec.source} not found under {opts.data_dir}: using {spec.fallback} ({spec.task}) instead")
-            spec = synthetic(spec.task, n_users=1000, n_items=400, epochs=spec.train.epochs)
+            log(f"STAND-IN: {spec.source} not found under {where}; synthetic {spec.task} data runs in its "
+                f"place, labelled synthetic-for-{spec.source}")
+            spec = replace(synthetic(spec.task, n_users=1000, n_items=400, epochs=spec.train.epochs),
+                           name=f"synthetic-for-{spec.source}", stands_in_for=spec.source)
         if opts.epochs is not None:
             spec = replace(spec, train=replace(spec.train, epochs=opts.epochs))
         data = load(spec.source, data_dir=opts.data_dir, task=spec.task, **dict(spec.options))
+        if isinstance(data, Split):  # the paper's files: their negatives are what the record says
+            spec = replace(spec, n_eval_negatives=int(data.test_negatives.shape[1]))
         loaded.append((spec, data))
     if not loaded:
         raise DataError(opts.data_dir or "--data-dir", "no data set of the suite was found")
     return loaded
 
 
-def variant_configs(spec: DataSpec, variant: Variant,
-                    params: dict[str, dict[str, dict[str, Any]]]) -> tuple[ModelConfig, TrainConfig]:
-    """The spec's configs, tuned overrides for this variant (``--params``), then the variant's own."""
-    model, train = spec.model, spec.train
-    tuned = params.get(variant.name, {})
-    if tuned.get("dataset", spec.label) != spec.label or tuned.get("task", spec.task) != spec.task:
-        tuned = {}  # tuned for another data set or task
-    try:
-        model = with_overrides(model, tuned.get("model", {}))
-        train = with_overrides(train, {k: v for k, v in tuned.get("train", {}).items() if k != "epochs"})
-        if variant.pretrained:
-            train = replace(train, optimizer=variant.optimizer)
-    except ValueError as err:
-        raise DataError("--params", f"{variant.name} on {spec.label}: {err}") from None
+def variant_configs(spec: DataSpec, variant: Variant, params: TunedParams) -> tuple[ModelConfig, TrainConfig]:
+    """The spec's configs, tuned overrides for this variant on this data set (``--params``), then the
+    variant's own. A pretrained NeuMF takes the shapes of the GMF and MLP it starts from."""
+    model, train = _configs(spec, variant.name, params)
+    if variant.pretrained:
+        train = replace(train, optimizer=variant.optimizer)
+        (gmf, _), (mlp, _) = (_configs(spec, name, params) for name in ("gmf", "mlp"))
+        model = replace(model, n_factors=gmf.n_factors, mlp_layers=mlp.mlp_layers,
+                        use_item_features=gmf.use_item_features or mlp.use_item_features)
     return model, train
+
+
+def _configs(spec: DataSpec, name: str, params: TunedParams) -> tuple[ModelConfig, TrainConfig]:
+    tuned = params.for_variant(name, spec.label, spec.task)
+    try:
+        model = with_overrides(spec.model, tuned.get("model", {}))
+        train = with_overrides(spec.train, {k: v for k, v in tuned.get("train", {}).items() if k != "epochs"})
+    except (ValueError, TypeError) as err:
+        raise DataError("--params", f"{name} on {spec.label}: {err}") from None
+    return model, train
+
+
+def trial_config(spec: DataSpec, variant: Variant | None, params: TunedParams) -> dict[str, Any]:
+    """The full config written next to a trial's result (a baseline has only its data)."""
+    if variant is None:
+        return {"data": _data_config(spec)}
+    model_cfg, train_cfg = variant_configs(spec, variant, params)
+    return {"model": asdict(model_cfg), "train": asdict(train_cfg), "data": _data_config(spec),
+            "variant": asdict(variant)}
+
+
+def config_difference(stored: dict[str, Any], planned: dict[str, Any]) -> str | None:
+    """The first setting in which a stored trial differs from what this run would train, if any."""
+    planned = json.loads(json.dumps(planned, default=list))
+    for part in ("model", "train", "variant", "data"):
+        a, b = stored.get(part) or {}, planned.get(part) or {}
+        for key in sorted(set(a) | set(b)):
+            if key == "source":
+                continue  # the same files, perhaps named from another folder
+            if a.get(key) != b.get(key):
+                return f"{part}.{key} = {a.get(key)!r} (this run: {b.get(key)!r})"
+    return None
 
 
 def _record(spec: DataSpec, variant: str, device: str, seed: int, **fields: Any) -> dict[str, Any]:
@@ -140,6 +209,7 @@ class Runner:
         self.seeds = list(range(opts.seeds if opts.seeds is not None else suite.seeds))
         self.devices = resolve_devices(opts.devices or suite.devices)
         self.stacked_groups: dict[str, list[int]] = {}  # data set -> sizes of its seed groups
+        self.pretrain = PretrainCache(self.store.checkpoints)
 
     def stacking_note(self) -> dict[str, str]:
         """Per data set, how its seeds were trained (written to the manifest)."""
@@ -168,14 +238,42 @@ class Runner:
                 for device in self.devices:
                     trials += [_record(spec, v, device, seed) for v in self.variants]
                 if self.suite.baselines:
-                    trials += [_record(spec, f"baseline-{b}", "cpu", seed) for b in BASELINES[spec.task]]
+                    trials += [_record(spec, f"baseline-{b}", "cpu", seed) for b in task_of(spec.task).baselines]
         return trials
 
+    def planned_config(self, spec: DataSpec, variant: str) -> dict[str, Any]:
+        return trial_config(spec, VARIANTS.get(variant), self.opts.params)
+
     def run(self) -> list[dict[str, Any]]:
-        """Run every pending trial; returns the records of this call (failed ones included)."""
+        """Run every pending trial; returns the records of this call (failed ones included).
+
+        The run folder is locked for the whole call: a second ``bench run`` on it stops at once.
+        """
         specs = resolve_datasets(self.suite, self.opts, self.log)
+        self.specs = specs
+        with self.store.locked():
+            dropped = self.store.repair()
+            if dropped:
+                self.log(f"warning: {self.store.path}: dropped a torn last line ({dropped} bytes) left by a crash; "
+                         "its trial runs again")
+            return self._run(specs)
+
+    def _run(self, specs: list[tuple[DataSpec, Any]]) -> list[dict[str, Any]]:
         plan = self.plan(specs)
-        done = self.store.finished()
+        stored = {trial_key(r): r for r in self.store.records()}
+        if self.store.skipped:
+            self.log(f"warning: {self.store.path}: skipped unreadable line(s) {self.store.skipped[:10]}")
+        by_key = {trial_key(t): spec for spec, _ in specs for t in plan
+                  if (t["dataset"], t["task"]) == (spec.label, spec.task)}
+        for key, spec in by_key.items():
+            record = stored.get(key)
+            if record is None or record.get("status") != "ok":
+                continue
+            diff = config_difference(record.get("config") or {}, self.planned_config(spec, key[2]))
+            if diff is not None:
+                raise DataError(self.store.path, f"{key[2]} on {key[0]} seed {key[4]} was run with {diff}; "
+                                                 "use another --out, or the settings it was run with")
+        done = {k for k, r in stored.items() if r.get("status") == "ok"}
         pending = {trial_key(t) for t in plan} - done
         if len(done & {trial_key(t) for t in plan}):
             self.log(f"resuming: {len(plan) - len(pending)} of {len(plan)} trials already stored")
@@ -189,7 +287,7 @@ class Runner:
                 if groups:
                     self.stacked_groups[spec.label] = [len(g) for g in groups]
                 for group in groups:
-                    splits = {s: split_for_seed(data, spec.task, s, spec.n_eval_negatives) for s in group}
+                    splits = {s: _split(spec, data, s) for s in group}
                     for record in self._run_group(spec, splits, [t for t in mine if t["seed"] in group]):
                         self.store.append(record)
                         results.append(record)
@@ -201,24 +299,22 @@ class Runner:
 
     def _run_group(self, spec: DataSpec, splits: dict[int, Split], trials: list[dict[str, Any]]):
         for device in self.devices:
-            pretrained: Pretrained = {}
             for name in self.variants:
                 seeds = [t["seed"] for t in trials if (t["device"], t["variant"]) == (device, name)]
                 if seeds:
-                    yield from self._trials(spec, splits, seeds, device, VARIANTS[name], pretrained)
+                    yield from self._trials(spec, splits, seeds, device, VARIANTS[name])
         for t in (t for t in trials if t["variant"].startswith("baseline-")):
             yield self._baseline(spec, splits[t["seed"]], t["seed"], t["variant"])
 
     def _trials(self, spec: DataSpec, splits: dict[int, Split], seeds: list[int], device: str,
-                variant: Variant, pretrained: Pretrained) -> list[dict[str, Any]]:
+                variant: Variant) -> list[dict[str, Any]]:
         """One variant on one device for ``seeds``: trained together, one record per seed."""
         model_cfg, train_cfg = variant_configs(spec, variant, self.opts.params)
-        config = {"model": asdict(model_cfg), "train": asdict(train_cfg), "data": _data_config(spec),
-                  "variant": asdict(variant)}
+        config = self.planned_config(spec, variant.name)
         started = time.time()
         try:
             if variant.pretrained:
-                models = self._pretrained_neumfs(spec, splits, seeds, device, model_cfg, pretrained)
+                models = self._pretrained_neumfs(spec, splits, seeds, device, model_cfg, train_cfg.sparse)
             else:
                 models = [seeded_model(variant.model, model_cfg, splits[s], s, device, train_cfg.sparse)
                           for s in seeds]
@@ -232,8 +328,8 @@ class Runner:
                 records.append(_failed(spec, variant.name, device, seed, outcome, config, started))
                 continue
             if variant.name in ("gmf", "mlp"):
-                pretrained[(variant.name, seed)] = model
-                self.store.save_checkpoint(_ckpt(spec, device, seed, variant.name), model.state_dict())
+                self.pretrain.put(PretrainCache.key(spec.label, spec.task, device, seed, variant.name, model_cfg,
+                                                    train_cfg), model)
             try:
                 evaluation = Evaluator(splits[seed], "test", device, k=train_cfg.k).evaluate(model)
             except Exception as err:
@@ -262,34 +358,14 @@ class Runner:
         return outcomes, 1
 
     def _pretrained_neumfs(self, spec: DataSpec, splits: dict[int, Split], seeds: list[int], device: str,
-                           cfg: ModelConfig, pretrained: Pretrained) -> list[torch.nn.Module]:
-        """NeuMF per seed from that seed's GMF and MLP: from memory, from checkpoints, or trained now."""
-        cfgs = {}
+                           cfg: ModelConfig, sparse: bool) -> list[torch.nn.Module]:
+        """NeuMF per seed from that seed's GMF and MLP, trained with their own (tuned) settings."""
+        base = {}
         for name in ("gmf", "mlp"):
             base_cfg, base_train = variant_configs(spec, VARIANTS[name], self.opts.params)
-            cfgs[name] = base_cfg
-            missing = []
-            for seed in (s for s in seeds if (name, s) not in pretrained):
-                model = seeded_model(name, base_cfg, splits[seed], seed, device, base_train.sparse)
-                state = self.store.load_checkpoint(_ckpt(spec, device, seed, name))
-                if state is None:
-                    missing.append((seed, model))
-                else:
-                    model.load_state_dict(state)
-                    pretrained[(name, seed)] = model
-            if missing:
-                outcomes, _ = self._fit([m for _, m in missing], [splits[s] for s, _ in missing], base_train,
-                                        device, [s for s, _ in missing])
-                for (seed, model), outcome in zip(missing, outcomes):
-                    if isinstance(outcome, Exception):
-                        raise RuntimeError(f"pretraining {name} for seed {seed}: {outcome}")
-                    self.store.save_checkpoint(_ckpt(spec, device, seed, name), model.state_dict())
-                    pretrained[(name, seed)] = model
-        # NeuMF takes the shapes of the GMF and MLP it is built from (they may have been tuned apart).
-        cfg = replace(cfg, n_factors=cfgs["gmf"].n_factors, mlp_layers=cfgs["mlp"].mlp_layers,
-                      use_item_features=cfgs["gmf"].use_item_features or cfgs["mlp"].use_item_features)
-        return [pretrained_neumf(pretrained[("gmf", s)], pretrained[("mlp", s)], cfg, splits[s]).to(device)
-                for s in seeds]
+            base[name] = self.pretrain.models(name, spec.label, spec.task, splits, seeds, device, base_cfg,
+                                              base_train, lambda *a: self._fit(*a)[0])
+        return [pretrained_neumf(base["gmf"][s], base["mlp"][s], cfg, splits[s], sparse).to(device) for s in seeds]
 
     def _baseline(self, spec: DataSpec, split: Split, seed: int, variant: str) -> dict[str, Any]:
         started = time.time()
@@ -298,13 +374,14 @@ class Runner:
         return _record(spec, variant, "cpu", seed, status="ok", epochs=0, best_epoch=0,
                        train_seconds=0.0, infer_samples_per_s=evaluation.samples_per_s,
                        wall_seconds=time.time() - started, metrics=evaluation.metrics,
-                       config={"data": _data_config(spec)})
+                       config=self.planned_config(spec, variant))
 
 
-def pretrained_neumf(gmf: torch.nn.Module, mlp: torch.nn.Module, cfg: ModelConfig, split: Split) -> torch.nn.Module:
-    feats = split.train.item_features
-    feats_t = None if feats is None else torch.from_numpy(feats)
-    return neumf_from_pretrained(gmf, mlp, cfg, split.n_users, split.n_items, feats_t)
+def _split(spec: DataSpec, data: Interactions | Split, seed: int) -> Split:
+    try:
+        return split_for_seed(data, spec.task, seed, spec.n_eval_negatives)
+    except ValueError as err:
+        raise DataError(spec.source, str(err)) from None
 
 
 def memory_budget(devices: tuple[str, ...]) -> int:
@@ -326,13 +403,14 @@ def _failed(spec: DataSpec, variant: str, device: str, seed: int, err: Exception
                    config=config, traceback=trace, wall_seconds=time.time() - started)
 
 
-def _ckpt(spec: DataSpec, device: str, seed: int, name: str) -> str:
-    return f"{spec.label}-{spec.task}-{device}-seed{seed}-{name}"
-
-
 def _data_config(spec: DataSpec) -> dict[str, Any]:
-    return {"source": spec.source, "task": spec.task, "options": dict(spec.options),
-            "n_eval_negatives": spec.n_eval_negatives}
+    out = {"source": spec.source, "label": spec.label, "task": spec.task, "options": dict(spec.options),
+           "n_eval_negatives": spec.n_eval_negatives}
+    if spec.source not in DATASETS:
+        out["path"] = str(Path(spec.source).resolve())
+    if spec.stands_in_for:
+        out["stands_in_for"] = spec.stands_in_for
+    return out
 
 
 def _one_line(r: dict[str, Any]) -> str:

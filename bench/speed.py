@@ -110,6 +110,7 @@ ENGINES: dict[str, dict[str, bool]] = {
     "graphs": {"compile": True}, "graphs-bf16": {"compile": True, "amp": True},
 }
 CUDA_ONLY = ("graphs", "graphs-bf16")
+MAX_DRIFT = 1.5  # reference before vs after: beyond this the machine's load changed mid-measurement
 
 
 def measure(devices: tuple[str, ...], batch_sizes: tuple[int, ...], models: tuple[str, ...] = MODELS,
@@ -121,6 +122,8 @@ def measure(devices: tuple[str, ...], batch_sizes: tuple[int, ...], models: tupl
     for device in devices:
         engines = [e for e in ENGINES if device == "cuda" or e not in CUDA_ONLY]
         for name in models:
+            log(f"{name} on {device}: warming up {', '.join(e for e in engines if e not in CUDA_ONLY)}, then "
+                f"reference, {len(modes) * len(engines)} engine runs and reference again per batch size")
             for engine in engines:  # warm-up: first-call costs (allocator, numba's kernel load, compilation)
                 if engine not in CUDA_ONLY:
                     engine_samples_per_s(name, cfg, splits[:1], batch_sizes[0], device, **ENGINES[engine])
@@ -134,11 +137,17 @@ def measure(devices: tuple[str, ...], batch_sizes: tuple[int, ...], models: tupl
                             for mode in modes for engine in engines]
                 after = reference_samples_per_s(seeded_model(name, cfg, splits[0], 0, device), splits[0], bs, device)
                 ref = (before + after) / 2
+                drift = max(before, after) / min(before, after)
+                if drift > MAX_DRIFT:
+                    log(f"WARNING: {name} {device} batch {bs}: the reference ran at {before:,.0f} samples/s before "
+                        f"and {after:,.0f} after ({drift:.1f}x apart): the machine was busy, ratios are unreliable")
                 for mode, engine, eng in measured:
                     rows.append({"model": name, "device": device, "batch_size": bs, "mode": mode,
                                  "engine": engine, "reference_samples_per_s": ref,
                                  "engine_samples_per_s": eng, "speedup": eng / ref,
-                                 "engine_steps_per_s": eng / bs / MODES[mode]})
+                                 "engine_steps_per_s": eng / bs / MODES[mode],
+                                 "reference_before": before, "reference_after": after,
+                                 "reference_stable": drift <= MAX_DRIFT})
                     log(f"{name:6} {device:4} batch {bs:>6} {mode:9} {engine:11}: reference {ref:>11,.0f}"
                         f" ({before:,.0f} before, {after:,.0f} after)  engine {eng:>12,.0f} samples/s"
                         f"  ({eng / ref:.2f}x)")
@@ -196,26 +205,37 @@ def speed_markdown(frame: pd.DataFrame, machine: str) -> str:
         speedup=frame["speedup"].map(fmt("{:.2f}×")),
         engine_steps_per_s=frame["engine_steps_per_s"].map(lambda x: f"{x:,.0f}" if x >= 10 else f"{x:.3g}"),
     )
+    for column in ("reference_before", "reference_after"):
+        if column in table:
+            table[column] = table[column].map(fmt("{:,.0f}"))
+    unstable = frame[frame["reference_stable"] == False] if "reference_stable" in frame else frame.iloc[:0]  # noqa: E712
+    warning = ""
+    if len(unstable):
+        which = sorted({f"{r.model} {r.device} batch {r.batch_size}" for r in unstable.itertuples()})
+        warning = (f"**Warning:** the reference's runs before and after the engines differ more than "
+                   f"{MAX_DRIFT}× for {', '.join(which)}: the machine's load changed; rerun those.\n\n")
     return (f"# bench speed\n\nMachine: {machine}.\n\nTraining samples/s (positives + negatives) on "
             f"ML-1M-sized tables with the NCF default shapes, one epoch. `stacked10`: 10 seeds trained as one "
             f"stacked model, samples/s of all seeds together; the reference trains one model at a time, so "
             f"its rate (the mean of a run before and one after the engines) is the same for both modes. "
             f"Engines: `dense` is the paper's Adam; `sparse` updates only the batch's embedding rows, "
             f"with lazy Adam (a different optimizer); `graphs` compiles the step "
-            f"with CUDA graphs, `graphs-bf16` adds bf16 autocast (CUDA only).\n\n"
+            f"with CUDA graphs, `graphs-bf16` adds bf16 autocast (CUDA only). `reference_before` and "
+            f"`reference_after` are its two runs.\n\n" + warning
             + tabulate(table, headers="keys", tablefmt="github", showindex=False) + "\n")
 
 
 def run(args: argparse.Namespace) -> int:
     from bench.manifest import environment
+    from bench.runner import resolve_devices
 
-    devices = tuple(d.strip() for d in args.devices.split(",")) if args.devices else (
-        ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",))
+    devices = resolve_devices(tuple(d.strip() for d in args.devices.split(",")) if args.devices else ("auto",))
     batch_sizes = tuple(int(b) for b in args.batch_sizes.split(","))
+    log = lambda m: print(m, flush=True)  # noqa: E731
     frame = measure(devices, batch_sizes, tuple(args.models.split(",")) if args.models else MODELS,
-                    tuple(args.modes.split(",")))
+                    tuple(args.modes.split(",")), log=log)
     if args.large:
-        frame = pd.concat([frame, measure_large(devices)], ignore_index=True)
+        frame = pd.concat([frame, measure_large(devices, log=log)], ignore_index=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out / "speed.csv", index=False)
@@ -250,19 +270,3 @@ def benchmark_table(args: argparse.Namespace) -> int:
     Path(args.out).write_text(text)
     print(text)
     return 0
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    t = sub.add_parser("benchtable", help="markdown table of GPU/CPU speed-ups from pytest-benchmark JSON")
-    t.add_argument("json")
-    t.add_argument("--out", default="results/benchmark.md")
-    t.set_defaults(func=benchmark_table)
-    p = sub.add_parser("speed", help="engine vs the usual DataLoader loop: training samples/s")
-    p.add_argument("--devices", help="comma-separated: cpu, cuda (default: every device present)")
-    p.add_argument("--batch-sizes", default="256,4096", help="comma-separated (256 should stay)")
-    p.add_argument("--models", help=f"comma-separated subset of {','.join(MODELS)}")
-    p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {','.join(MODES)}")
-    p.add_argument("--large", action="store_true",
-                   help="also NeuMF at ML-20M shapes, 64 factors, batch 2^20 (a GPU measurement; slow on a CPU)")
-    p.add_argument("--out", default="results/speed")
-    p.set_defaults(func=run)

@@ -11,8 +11,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ncf_core.tasks import higher_is_better
+
 ALPHA = 0.05
-LOWER_IS_BETTER = {"mae", "rmse"}
+# CPU vs CUDA: the largest difference of means still called "the same result" (TOST). On the 0-1
+# scale of the rating metrics, a thousandth; ranking metrics (fractions of users), half a percent.
+EQUIVALENCE_MARGIN = {"rmse": 1e-3, "mae": 1e-3, "r2": 5e-3}
+DEFAULT_MARGIN = 5e-3
 
 
 def mean_ci(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float, float]:
@@ -94,6 +99,17 @@ def significance(trials: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
+def significantly_worse(sig: pd.DataFrame, metric: str, variant: str, other: str) -> bool:
+    """Whether ``variant`` is significantly worse than ``other`` on ``metric`` (Holm-adjusted)."""
+    rows = sig[(sig["metric"] == metric) & (((sig["variant_a"] == variant) & (sig["variant_b"] == other))
+                                            | ((sig["variant_a"] == other) & (sig["variant_b"] == variant)))]
+    if rows.empty or not bool(rows["significant"].iloc[0]):
+        return False
+    row = rows.iloc[0]
+    variant_minus_other = row["diff"] if row["variant_a"] == variant else -row["diff"]
+    return variant_minus_other < 0 if higher_is_better(metric) else variant_minus_other > 0
+
+
 def with_baselines(group: pd.DataFrame, ok: pd.DataFrame, dataset: str, task: str) -> pd.DataFrame:
     """Baselines run once (on the CPU); they join every device's comparison."""
     if group["variant"].str.startswith("baseline-").any():
@@ -122,8 +138,46 @@ def friedman(trials: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def tost(diff: np.ndarray, margin: float) -> float:
+    """Two one-sided paired t-tests that the mean difference lies inside (-margin, margin).
+
+    A small p says the two are equivalent within the margin; a non-significant t-test alone only
+    says a difference was not found.
+    """
+    diff = np.asarray(diff, float)
+    if len(diff) < 2:
+        return math.nan
+    if np.all(diff == diff[0]):  # no spread: the difference is known exactly
+        return 0.0 if abs(diff[0]) < margin else 1.0
+    lower = stats.ttest_1samp(diff, -margin, alternative="greater").pvalue
+    upper = stats.ttest_1samp(diff, margin, alternative="less").pvalue
+    return float(max(lower, upper))
+
+
+def smallest_p(n: int, k: int, m: int) -> dict[str, float]:
+    """The smallest p each test can return with ``n`` seeds, ``k`` variants and ``m`` Holm pairs:
+    the exact two-sided Wilcoxon cannot go below 2 / 2^n (0.0625 at n = 5) however large the effect,
+    Holm multiplies the smallest by m, and Friedman's best case is every seed ranking alike."""
+    wilcoxon = min(1.0, 2.0 / 2**n) if n >= 1 else math.nan
+    friedman = float(stats.chi2.sf(n * (k - 1), k - 1)) if k >= 2 and n >= 1 else math.nan
+    return {"wilcoxon": wilcoxon, "wilcoxon_holm": min(1.0, m * wilcoxon), "friedman": friedman}
+
+
+def order_agreement(means_a: pd.Series, means_b: pd.Series) -> tuple[float, float, list[tuple[str, str]]]:
+    """Kendall's tau between two orderings of the same variants, its p, and the pairs that flip."""
+    common = [v for v in means_a.index if v in means_b.index]
+    a, b = means_a[common].to_numpy(float), means_b[common].to_numpy(float)
+    flips = [(common[i], common[j]) for i, j in itertools.combinations(range(len(common)), 2)
+             if np.sign(a[i] - a[j]) * np.sign(b[i] - b[j]) < 0]
+    if len(common) < 2:
+        return math.nan, math.nan, flips
+    res = stats.kendalltau(a, b)
+    return float(res.statistic), float(res.pvalue), flips
+
+
 def device_equivalence(trials: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
-    """The same (variant, seed) on CPU and CUDA: paired difference of each metric, and the speed ratio."""
+    """The same (variant, seed) on CPU and CUDA: paired difference of each metric with a TOST
+    equivalence test at the metric's margin, and the speed ratio."""
     rows = []
     ok = trials[(trials["status"] == "ok") & ~trials["variant"].str.startswith("baseline-")]
     if ok["device"].nunique() < 2:
@@ -138,11 +192,15 @@ def device_equivalence(trials: pd.DataFrame, metrics: list[str]) -> pd.DataFrame
                 ratio = table["cuda"] / table["cpu"]
                 rows.append({"dataset": dataset, "task": task, "variant": variant, "metric": "speedup",
                              "n": len(table), "diff": float(ratio.mean()), "ci_low": math.nan,
-                             "ci_high": math.nan, "t_p": math.nan, "equivalent": ""})
+                             "ci_high": math.nan, "t_p": math.nan, "margin": math.nan, "tost_p": math.nan,
+                             "equivalent": ""})
                 continue
             res = paired(table["cuda"].to_numpy(), table["cpu"].to_numpy())
+            margin = EQUIVALENCE_MARGIN.get(metric, DEFAULT_MARGIN)
+            tost_p = tost(table["cuda"].to_numpy() - table["cpu"].to_numpy(), margin)
+            verdict = "yes" if tost_p < ALPHA else ("no" if res["t_p"] < ALPHA else "undetermined")
             rows.append({"dataset": dataset, "task": task, "variant": variant, "metric": metric,
                          "n": res["n"], "diff": res["diff"], "ci_low": res["ci_low"],
-                         "ci_high": res["ci_high"], "t_p": res["t_p"],
-                         "equivalent": "yes" if not res["t_p"] < ALPHA else "no"})
+                         "ci_high": res["ci_high"], "t_p": res["t_p"], "margin": margin, "tost_p": tost_p,
+                         "equivalent": verdict})
     return pd.DataFrame(rows)

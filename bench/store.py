@@ -1,18 +1,26 @@
 """The trial store: an append-only JSON-lines file, one complete record per line.
 
 Each record is written with one ``write`` and ``fsync``ed before the next trial starts, so a
-crash (even SIGKILL) loses at most the trial in progress. A torn last line is ignored on read.
+crash (even SIGKILL) loses at most the trial in progress. A torn last line is ignored on read and
+cut before the next run appends (``repair``).
 The latest record of a key wins, so a retried failure replaces the failure.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
+from ncf_core import DataError
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock
+    fcntl = None
 
 KEY_FIELDS = ("dataset", "task", "variant", "device", "seed")
 
@@ -26,23 +34,57 @@ class TrialStore:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / "trials.jsonl"
         self.checkpoints = self.run_dir / "checkpoints"
+        self.skipped: list[int] = []  # line numbers of the last read that held no record
 
     def records(self) -> list[dict[str, Any]]:
-        """Latest record per trial key, in first-seen order."""
+        """Latest record per trial key, in first-seen order. Lines that hold no record (a torn
+        line, a null, bytes that are not UTF-8, an edit) are skipped and their numbers kept in
+        ``skipped`` for the caller to report."""
+        self.skipped = []
         if not self.path.is_file():
             return []
         latest: dict[tuple, dict[str, Any]] = {}
-        with open(self.path, encoding="utf-8") as handle:
-            for line in handle:
+        with open(self.path, "rb") as handle:
+            for number, raw in enumerate(handle, 1):
+                if not raw.strip():
+                    continue
                 try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line torn by a crash
-                latest[trial_key(record)] = record
+                    record = json.loads(raw.decode("utf-8"))
+                    key = trial_key(record)
+                    hash(key)
+                except (UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError):
+                    self.skipped.append(number)
+                    continue
+                latest[key] = record
         return list(latest.values())
 
     def finished(self) -> set[tuple]:
         return {trial_key(r) for r in self.records() if r.get("status") == "ok"}
+
+    def repair(self) -> int:
+        """Cut a torn last line (a crash mid-write), so the next record starts on a line of its own;
+        returns the bytes dropped. Its trial was never finished, so it simply runs again."""
+        if not self.path.is_file():
+            return 0
+        with open(self.path, "rb+") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            if size == 0:
+                return 0
+            handle.seek(size - 1)
+            if handle.read(1) == b"\n":
+                return 0
+            keep, block = 0, 1 << 16
+            for end in range(size, 0, -block):  # the last newline, read backwards in blocks
+                start = max(0, end - block)
+                handle.seek(start)
+                at = handle.read(end - start).rfind(b"\n")
+                if at >= 0:
+                    keep = start + at + 1
+                    break
+            handle.truncate(keep)
+            handle.flush()
+            os.fsync(handle.fileno())
+        return size - keep
 
     def append(self, record: dict[str, Any]) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -52,20 +94,25 @@ class TrialStore:
             handle.flush()
             os.fsync(handle.fileno())
 
-    def checkpoint_path(self, name: str) -> Path:
-        return self.checkpoints / f"{name}.pt"
-
-    def save_checkpoint(self, name: str, state: dict[str, torch.Tensor]) -> None:
-        """Atomic: written to a temporary file, then renamed."""
-        self.checkpoints.mkdir(parents=True, exist_ok=True)
-        path = self.checkpoint_path(name)
-        tmp = path.with_suffix(".tmp")
-        torch.save({k: v.detach().cpu() for k, v in state.items()}, tmp)
-        os.replace(tmp, path)
-
-    def load_checkpoint(self, name: str) -> dict[str, torch.Tensor] | None:
-        path = self.checkpoint_path(name)
-        return torch.load(path, map_location="cpu") if path.is_file() else None
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the run folder for one ``bench run``; a second one on it is refused, not interleaved."""
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise DataError(self.run_dir, "is a file, not a run folder")
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise DataError(self.run_dir, f"cannot write the run folder ({err.strerror})") from None
+        try:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise DataError(self.run_dir, "another bench run is using this folder") from None
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
 
 
 def _jsonable(value: Any) -> Any:

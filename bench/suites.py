@@ -76,10 +76,13 @@ class DataSpec:
     options: tuple[tuple[str, object], ...] = ()  # loader keyword arguments
     n_eval_negatives: int = 99
     fallback: str | None = None  # registered set used (and said so) when ``source`` is missing
+    name: str | None = None  # the label, where the last path component would be ambiguous
+    stands_in_for: str | None = None  # the suite's data set this synthetic one replaces
 
     @property
     def label(self) -> str:
-        return self.source.rstrip("/").split("/")[-1]
+        """The data set's identity in trial keys, tables and file names: unique within a run."""
+        return self.name or self.source.rstrip("/").split("/")[-1]
 
 
 # The seed write-up's protocol on anime: first 100k rows, -1 dropped, rating/10, MSE, 80/20, 10 epochs.
@@ -107,6 +110,15 @@ def synthetic(task: str, n_users: int = 300, n_items: int = 150, epochs: int = 4
         options=(("n_users", n_users), ("n_items", n_items), ("per_user", 25)),
         n_eval_negatives=99 if n_items > 120 else n_items // 2,
     )
+
+
+def default_spec(kind: str) -> DataSpec:
+    """The protocol a kind of data follows when a suite names no other: its paper's."""
+    if kind == "anime":
+        return ANIME_SEED
+    if kind == "synthetic":
+        return synthetic("rating")
+    return ncf_ranking(kind)  # MovieLens folders and the NCF paper's files ("ncf")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, replace
+import warnings
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -20,39 +21,47 @@ import optuna
 import sqlalchemy
 import torch
 
-from bench.runner import RunOptions, pretrained_neumf, resolve_datasets, variant_configs
+from bench import params as tuned_params
+from bench.params import TunedParams
+from bench.pretrain import PretrainCache, pretrained_neumf
+from bench.runner import RunOptions, _split, resolve_datasets, resolve_devices, variant_configs
 from bench.suites import SUITES, VARIANTS, DataSpec, Variant, search_space
 from ncf_core import DataError
 from ncf_core.config import with_overrides
-from ncf_core.data import Split, split_for_seed
+from ncf_core.data import Split
 from ncf_core.evaluate import Evaluator
+from ncf_core.tasks import higher_is_better, task_of
 from ncf_core.train import Diverged, fit, seeded_model
 
 SEED = 0
 
 
 class Objective:
-    """Train with a trial's settings; report the validation metric every epoch for pruning."""
+    """Train with a trial's settings; report the validation metric every epoch for pruning.
 
-    def __init__(self, spec: DataSpec, split: Split, variant: Variant, device: str = "cpu") -> None:
+    A pretrained NeuMF starts from the GMF and MLP of the pretraining cache, trained with ``base``
+    (tuned settings for them, or the data set's defaults), and tunes only what is its own.
+    """
+
+    def __init__(self, spec: DataSpec, split: Split, variant: Variant, device: str = "cpu",
+                 base: TunedParams | None = None, cache: PretrainCache | None = None) -> None:
         self.spec, self.split, self.variant, self.device = spec, split, variant, device
-        self._pretrained: dict[str, torch.nn.Module] = {}
+        self.base = base or TunedParams()
+        self.cache = cache or PretrainCache()
 
     def configs(self, params: dict[str, dict[str, Any]]):
-        model_cfg, train_cfg = variant_configs(self.spec, self.variant, {})
+        model_cfg, train_cfg = variant_configs(self.spec, self.variant, self.base)
         return with_overrides(model_cfg, params["model"]), with_overrides(train_cfg, params["train"])
 
     def build(self, model_cfg) -> torch.nn.Module:
         if not self.variant.pretrained:
             return seeded_model(self.variant.model, model_cfg, self.split, SEED, self.device)
-        for name in ("gmf", "mlp"):  # trained once per process with the data set's defaults
-            if name not in self._pretrained:
-                cfg, train = variant_configs(self.spec, VARIANTS[name], {})
-                model = seeded_model(name, cfg, self.split, SEED, self.device)
-                fit(model, self.split, train, self.device, seed=SEED)
-                self._pretrained[name] = model
-        cfg = replace(model_cfg, n_factors=self.spec.model.n_factors, mlp_layers=self.spec.model.mlp_layers)
-        return pretrained_neumf(self._pretrained["gmf"], self._pretrained["mlp"], cfg, self.split).to(self.device)
+        base = {}
+        for name in ("gmf", "mlp"):
+            cfg, train = variant_configs(self.spec, VARIANTS[name], self.base)
+            base[name] = self.cache.models(name, self.spec.label, self.spec.task, {SEED: self.split}, [SEED],
+                                           self.device, cfg, train, _train_alone)[SEED]
+        return pretrained_neumf(base["gmf"], base["mlp"], model_cfg, self.split).to(self.device)
 
     def train(self, params: dict[str, dict[str, Any]], on_epoch=None) -> tuple[torch.nn.Module, float]:
         model_cfg, train_cfg = self.configs(params)
@@ -75,19 +84,51 @@ class Objective:
         return value
 
 
-def storage_for(url: str) -> optuna.storages.BaseStorage:
-    """SQLite waits for the lock instead of failing when several workers write at once."""
-    kwargs: dict[str, Any] = {}
+def _train_alone(models, splits, cfg, device, seeds):
+    outcomes = []
+    for model, split, seed in zip(models, splits, seeds):
+        try:
+            outcomes.append(fit(model, split, cfg, device, seed=seed))
+        except Diverged as err:
+            outcomes.append(err)
+    return outcomes
+
+
+HEARTBEAT_S, GRACE_S, MAX_RETRY = 10, 30, 2
+
+
+def storage_for(url: str, heartbeat: float = HEARTBEAT_S, grace: float = GRACE_S) -> optuna.storages.BaseStorage:
+    """An RDB storage with Optuna's heartbeat: a worker that dies mid-trial (SIGKILL, a lost machine)
+    stops beating, and after ``grace`` seconds the next worker marks its trial FAIL and re-queues
+    its parameters (up to MAX_RETRY times) instead of leaving it RUNNING forever. SQLite waits for
+    the lock instead of failing when several workers write at once."""
+    kwargs: dict[str, Any] = {"heartbeat_interval": heartbeat, "grace_period": grace}
+    with warnings.catch_warnings():  # "experimental" in optuna's words since 2.8
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):  # optuna >= 4.9
+            kwargs["heartbeat_stale_trial_callback"] = optuna.storages.RetryHeartbeatStaleTrialCallback(MAX_RETRY)
+        else:
+            kwargs["failed_trial_callback"] = optuna.storages.RetryFailedTrialCallback(max_retry=MAX_RETRY)
     if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        kwargs = {"engine_kwargs": {"connect_args": {"timeout": 120}}}
+        try:
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise DataError(url, f"cannot create the database's folder ({err.strerror})") from None
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
     for attempt in range(5):
         try:
-            return optuna.storages.RDBStorage(url, **kwargs)
-        except sqlalchemy.exc.SQLAlchemyError:
+            with warnings.catch_warnings():  # the heartbeat is "experimental" in optuna's words since 2.8
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, **kwargs)
+        except sqlalchemy.exc.ArgumentError:
+            raise DataError(url, "not a database URL (e.g. sqlite:///path/optuna.db, postgresql://...)") from None
+        except ImportError as err:
+            raise DataError(url, f"no database driver for this URL: {err}") from None
+        except sqlalchemy.exc.SQLAlchemyError as err:
             # Workers started together race to create the schema; the loser finds it made.
             if attempt == 4:
-                raise
+                raise DataError(url, f"cannot open the study storage: {str(err.orig if hasattr(err, 'orig') else err)}"
+                                     .splitlines()[0]) from None
             time.sleep(0.5 + random.random())
     raise AssertionError("unreachable")
 
@@ -115,7 +156,8 @@ def tune_markdown(study: optuna.Study, payload: dict[str, Any]) -> str:
     lines = [f"# Optuna study `{study.study_name}`", "",
              f"- data set: {payload['dataset']} ({payload['task']}); variant: {payload['variant']}",
              f"- objective: validation {payload['metric']} ({study.direction.name.lower()}), split seed {SEED}",
-             f"- trials: {count['complete']} complete, {count['pruned']} pruned, {count['fail']} failed",
+             f"- trials: {count['complete']} complete, {count['pruned']} pruned, {count['fail']} failed "
+             f"(a failed trial of a dead worker is retried), {count['running']} running, {count['waiting']} waiting",
              f"- best validation {payload['metric']}: {payload['best_value']:.5f} (trial {study.best_trial.number})",
              "- best settings on the **test** split (evaluated once, after the study): "
              + ", ".join(f"{k} = {v:.4f}" for k, v in payload["test_metrics"].items()),
@@ -132,51 +174,51 @@ def tune_markdown(study: optuna.Study, payload: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     if args.variant not in VARIANTS:
         raise DataError("--variant", f"unknown variant {args.variant!r}; known: {list(VARIANTS)}")
+    [device] = resolve_devices((args.device,))
     opts = RunOptions(data_dir=Path(args.data_dir) if args.data_dir else None, datasets=(args.dataset,),
                       epochs=args.epochs)
     [(spec, data)] = resolve_datasets(SUITES["quick"], opts, log=print)
-    split = split_for_seed(data, spec.task, SEED, spec.n_eval_negatives)
+    split = _split(spec, data, SEED)
     variant = VARIANTS[args.variant]
-    objective = Objective(spec, split, variant, args.device)
-    direction = "maximize" if spec.task == "ranking" else "minimize"
-    name = args.study or f"{spec.label}-{spec.task}-{variant.name}"
+    name = args.study or f"{spec.label.replace('/', '_')}-{spec.task}-{variant.name}"
+    out = Path(args.out or f"results/tune-{name}")
+    if out.exists() and not out.is_dir():
+        raise DataError(out, "is a file, not a folder")
+    storage = args.storage or f"sqlite:///{out / 'optuna.db'}"
+    objective = Objective(spec, split, variant, device, cache=PretrainCache(out / "checkpoints"))
+    metric = task_of(spec.task).selection_metric(spec.train.k)
+    direction = "maximize" if higher_is_better(metric) else "minimize"
     study = create_study(
-        name, storage_for(args.storage), direction=direction,
-        sampler=optuna.samplers.TPESampler(seed=args.sampler_seed),
+        name, storage_for(storage, getattr(args, "heartbeat", HEARTBEAT_S), getattr(args, "grace", GRACE_S)),
+        direction=direction, sampler=optuna.samplers.TPESampler(seed=args.sampler_seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
     )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     started = time.time()
-    study.optimize(objective, n_trials=args.trials, timeout=args.timeout, catch=(Diverged, RuntimeError),
+    study.optimize(objective, n_trials=args.trials, timeout=args.timeout, catch=(Diverged,),
                    callbacks=[_print_trial])
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
-        raise DataError(args.storage, f"study {name!r} has no complete trial")
+        raise DataError(storage, f"study {name!r} has no complete trial")
 
     params = best_params(study, objective)
     model, _ = objective.train(params)  # the one and only look at the test split
-    test_metrics = Evaluator(split, "test", args.device, k=spec.train.k).evaluate(model).metrics
+    test_metrics = Evaluator(split, "test", device, k=spec.train.k).evaluate(model).metrics
     model_cfg, train_cfg = objective.configs(params)
     own = {"model": {k: v for k, v in asdict(model_cfg).items() if k in params["model"]},
            "train": {k: v for k, v in asdict(train_cfg).items() if k in params["train"]}}
     payload = {"dataset": spec.label, "task": spec.task, "variant": variant.name, "study": name,
-               "storage": args.storage, "direction": direction, "metric": objective_metric(spec),
+               "storage": storage, "direction": direction, "metric": metric,
                "best_value": study.best_value, "best_trial": study.best_trial.number,
                "test_metrics": test_metrics, "seconds": time.time() - started,
                "variants": {variant.name: own}}
-    out = Path(args.out or f"results/tune-{name}")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "best_params.json").write_text(json.dumps(payload, indent=2, default=list))
+    tuned_params.write(out / "best_params.json", payload)
     study.trials_dataframe().to_csv(out / "trials.csv", index=False)
     (out / "tune.md").write_text(tune_markdown(study, payload))
     print(f"best validation {payload['metric']} {study.best_value:.5f}; test "
           + ", ".join(f"{k}={v:.4f}" for k, v in test_metrics.items()))
     print(f"wrote best_params.json, trials.csv, tune.md to {out}")
     return 0
-
-
-def objective_metric(spec: DataSpec) -> str:
-    return "rmse" if spec.task == "rating" else f"ndcg@{spec.train.k}"
 
 
 def _print_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

@@ -11,6 +11,7 @@ import contextlib
 import copy
 import math
 import time
+import warnings
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -210,7 +211,12 @@ def step_module(model: nn.Module, cfg: TrainConfig, device: torch.device) -> nn.
     batch is otherwise bound by kernel launches). Evaluation keeps calling the eager ``model``."""
     if not cfg.compile:
         return model
-    return torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else None)
+    with warnings.catch_warnings():
+        # torch.compile imports torch.utils.mkldnn, whose classes use torch's own deprecated
+        # torch.jit.script_method: torch's warning about torch, nothing this project can change.
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script_method` is deprecated",
+                                category=DeprecationWarning)
+        return torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else None)
 
 
 def fit(

@@ -78,9 +78,48 @@ def test_seeds_stack_in_groups_that_fit_memory(monkeypatch, tmp_path):
     assert run.seed_groups(spec, data, seeds) == [[s] for s in seeds]
 
 
-def test_pretrained_variants_start_from_the_seeds_gmf_and_mlp(smoke_run):
-    ckpts = sorted(p.name for p in (smoke_run / "checkpoints").iterdir())
-    assert "synthetic-rating-cpu-seed0-gmf.pt" in ckpts and "synthetic-ranking-cpu-seed2-mlp.pt" in ckpts
+def test_pretrained_neumf_starts_from_the_runs_own_tuned_gmf_and_mlp(tmp_path):
+    """With tuned GMF/MLP settings, the pretrained NeuMF starts from the GMF and MLP trained with
+    them (logit identity at epoch 0: an SGD step of 1e-12 leaves it there), and its stored config
+    shows the shapes it really has."""
+    import torch
+
+    from bench.params import TunedParams
+    from bench.pretrain import PretrainCache, pretrained_neumf
+    from bench.runner import spec_for
+    from bench.suites import SUITES
+    from ncf_core import ModelConfig, TrainConfig
+    from ncf_core.data import load, split_for_seed
+    from ncf_core.evaluate import Evaluator
+
+    params = tmp_path / "best_params.json"
+    params.write_text(json.dumps({"dataset": "synthetic", "task": "rating", "variants": {
+        "gmf": {"model": {"n_factors": 12}, "train": {"lr": 0.01}},
+        "mlp": {"model": {"mlp_layers": [24, 12, 6]}},
+        "neumf-pre-sgd": {"model": {"alpha": 0.3}, "train": {"lr": 1e-12}}}}))
+    out = tmp_path / "run"
+    assert main(["run", "--suite", "smoke", "--epochs", "1", "--seeds", "1", "--variants", "gmf,mlp,neumf-pre-sgd",
+                 "--params", str(params), "--out", str(out)]) == 0
+    record = next(r for r in TrialStore(out).records() if r["variant"] == "neumf-pre-sgd" and r["task"] == "rating")
+    assert record["config"]["model"]["n_factors"] == 12 and record["config"]["model"]["mlp_layers"] == [24, 12, 6]
+    spec = spec_for("synthetic", SUITES["smoke"])
+    split = split_for_seed(load("synthetic", task="rating", **dict(spec.options)), "rating", 0)
+    cache = PretrainCache(out / "checkpoints")
+    gmf_cfg = ModelConfig(**{**vars(spec.model), "n_factors": 12})
+    mlp_cfg = ModelConfig(**{**vars(spec.model), "mlp_layers": (24, 12, 6)})
+    train = TrainConfig(**{**vars(spec.train), "epochs": 1})
+    untrainable = lambda *a: pytest.fail("the run's checkpoints should serve these")  # noqa: E731
+    gmf = cache.models("gmf", "synthetic", "rating", {0: split}, [0], "cpu", gmf_cfg,
+                       TrainConfig(**{**vars(train), "lr": 0.01}), untrainable)[0]
+    mlp = cache.models("mlp", "synthetic", "rating", {0: split}, [0], "cpu", mlp_cfg, train, untrainable)[0]
+    neumf_cfg = ModelConfig(**{**vars(gmf_cfg), "mlp_layers": (24, 12, 6), "alpha": 0.3})
+    start = pretrained_neumf(gmf, mlp, neumf_cfg, split)
+    users, items = torch.from_numpy(split.test.users), torch.from_numpy(split.test.items)
+    with torch.no_grad():
+        torch.testing.assert_close(start(users, items), 0.3 * gmf(users, items) + 0.7 * mlp(users, items))
+    expected = Evaluator(split, "test", "cpu").evaluate(start).metrics
+    assert record["metrics"] == pytest.approx(expected, rel=1e-5)
+    assert TunedParams.load([params]).for_variant("gmf", "synthetic", "ranking") == {}  # scoped to rating
 
 
 def test_significance_matches_scipy_recomputed_from_trials_csv(smoke_run):

@@ -102,3 +102,58 @@ def test_synthetic_is_deterministic_and_sized():
     assert np.array_equal(a.keys(), b.keys()) and np.array_equal(a.target, b.target)
     assert a.n_users == 300 and a.n_items == 90 and a.item_features.shape[0] == 90
     assert not np.array_equal(a.keys(), synthetic.generate(300, 90, seed=5).keys())
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("user_id,anime_id,rating\n1.5,2,7\n1,2,8\n", "user_id 1.5 at data row 1 is not an integer id"),
+        ("user_id,anime_id,rating\n1,2,7\n18446744073709551616,2,8\n", "user_id 18446744073709551616 at data row 2"),
+        ("user_id,anime_id,rating\n1,inf,7\n", "anime_id inf at data row 1 is not an integer id"),
+        ("user_id,anime_id,rating\n1,2,nan\n", "non-numeric rating nan at data row 1"),
+    ],
+)
+def test_ids_are_whole_numbers_within_int64(tmp_path, text, message):
+    _write(tmp_path / "rating.csv", text)
+    with pytest.raises(DataError) as err:
+        anime.load(tmp_path, task="rating", features=False)
+    assert message in str(err.value) and "np.float64" not in str(err.value)
+
+
+def test_movielens_file_shape_problems_are_named(tmp_path):
+    import gzip
+
+    folder = tmp_path / "ml"
+    folder.mkdir()
+    _write(folder / "u.data", "1\t2\t3\n1\t3\t4\n")
+    with pytest.raises(DataError, match="expected 4 fields per line, found 3"):
+        load(folder)
+    (folder / "u.data").write_bytes(gzip.compress(b"1\t2\t3\t4\n"))
+    with pytest.raises(DataError, match="u.data: is gzip-compressed: unpack it first"):
+        load(folder)
+
+
+def _ncf(tmp_path: Path, train: str, test: str, negative: str) -> Path:
+    _write(tmp_path / "p.train.rating", train)
+    _write(tmp_path / "p.test.rating", test)
+    _write(tmp_path / "p.test.negative", negative)
+    return tmp_path / "p"
+
+
+TRAIN = "0\t0\t5\t1\n0\t1\t4\t2\n1\t2\t3\t1\n1\t0\t3\t2\n"
+
+
+@pytest.mark.parametrize(
+    ("test", "negative", "message"),
+    [
+        ("0\t3\t5\t3\n1\t4\t1\t3\n", "(0,3)\t5\t-3\n(1,4)\t6\t5\n", r"p\.test\.negative: negative item id -3 on"),
+        ("0\t3\t5\t3\n1\t4\t1\t3\n", "(0,3)\t5\t3\n(1,4)\t6\t5\n", "line 1: negative 3 equals the test item"),
+        ("0\t3\t5\t3\n1\t4\t1\t3\n", "(0,3)\t5\t6\n(1,4)\t6\t2\n", "line 2: negative 2 is a positive of the user"),
+        ("0\t1\t5\t3\n1\t4\t1\t3\n", "(0,1)\t5\t6\n(1,4)\t6\t5\n", r"p\.test\.rating: line 1: the test pair is also"),
+        ("0\t3\t5\t3\n1\t1099511627776\t1\t3\n", "(0,3)\t5\t6\n(1,1099511627776)\t6\t5\n",
+         r"p\.test\.rating: item id 1099511627776 for 7 distinct items"),
+    ],
+)
+def test_ncf_files_that_would_give_wrong_numbers_are_refused(tmp_path, test, negative, message):
+    with pytest.raises(DataError, match=message):
+        load(_ncf(tmp_path, TRAIN, test, negative))

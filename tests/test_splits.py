@@ -53,8 +53,53 @@ def test_ratio_split_is_a_partition_with_validation_from_train():
 
 def test_single_interaction_users_stay_in_train():
     d = Interactions.from_codes([0, 1, 1], [0, 0, 1], [1, 1, 1], timestamps=[5, 1, 2])
-    train, test = leave_one_out(d, np.random.default_rng(0))
+    train, test = leave_one_out(d)
     assert train.users.tolist() == [0, 1] and test.items.tolist() == [1]
+
+
+def test_leave_one_out_test_item_is_the_same_for_every_seed():
+    """Ties at the latest timestamp (415 of ml-100k's users have them) do not move with the seed:
+    the last of them in file order is held out."""
+    rng = np.random.default_rng(0)
+    users = np.repeat(np.arange(60), 8)
+    items = np.concatenate([rng.choice(150, 8, replace=False) for _ in range(60)])
+    ts = rng.integers(0, 3, len(users))  # many ties
+    data = Interactions.from_codes(users, items, np.ones(len(users)), timestamps=ts, n_items=150)
+    splits = [split_for_seed(data, "ranking", s, n_eval_negatives=20) for s in range(4)]
+    for sp in splits[1:]:
+        assert np.array_equal(sp.test.keys(), splits[0].test.keys())
+        assert np.array_equal(sp.valid.keys(), splits[0].valid.keys())
+    for u, i in zip(splits[0].test.users, splits[0].test.items):
+        rows = np.flatnonzero(users == u)
+        latest = rows[ts[rows] == ts[rows].max()]
+        assert i == items[latest[-1]]
+    assert not np.array_equal(splits[0].test_negatives, splits[1].test_negatives)  # those stay seeded
+
+
+def test_repeated_pairs_do_not_leak_test_positives_into_training():
+    users = np.array([0, 0, 0, 0, 1, 1, 1, 1, 0, 1])
+    items = np.array([0, 1, 2, 3, 0, 1, 2, 3, 3, 3])  # the latest pair of each user repeated earlier
+    ts = np.array([1, 2, 3, 9, 1, 2, 3, 9, 0, 0])
+    data = Interactions.from_codes(users, items, np.ones(10), timestamps=ts, n_items=30)
+    split = split_for_seed(data, "ranking", 0, n_eval_negatives=5)
+    assert split.test.items.tolist() == [3, 3]
+    assert not set(split.test.keys()) & set(split.train.keys())
+    assert len(split.train) + len(split.valid) + len(split.test) == 8
+    rating = Interactions.from_codes(np.tile(np.arange(20), 10), np.repeat(np.arange(10), 20) % 7,
+                                     np.linspace(0.1, 1, 200))
+    split = split_for_seed(rating, "rating", 0)
+    assert not set(split.test.keys()) & set(split.train.keys())
+
+
+@pytest.mark.parametrize(("users", "n_items", "message"), [
+    (np.arange(30), 200, "split is empty"),  # every user has one interaction
+    (np.repeat(np.arange(10), 5), 60, "fewer than 99 items"),
+])
+def test_splits_that_cannot_work_say_why(users, n_items, message):
+    items = np.concatenate([np.arange(c) for c in np.bincount(users)])
+    data = Interactions.from_codes(users, items, np.ones(len(users)), n_items=n_items)
+    with pytest.raises(ValueError, match=message):
+        split_for_seed(data, "ranking", 0)
 
 
 @pytest.mark.parametrize("sampler", [negatives._exhaustive, negatives._by_rejection])

@@ -67,3 +67,41 @@ def test_objective_never_reads_the_test_split(variant):
                                      "momentum": 0.5, "alpha": 0.3})
     clean = Objective(spec, split, VARIANTS[variant])(trial)
     assert Objective(spec, poisoned, VARIANTS[variant])(trial) == clean
+
+
+def test_a_killed_workers_trial_is_failed_and_retried_not_left_running(tmp_path):
+    """Optuna's heartbeat: a worker SIGKILLed mid-trial stops beating; after the grace period the
+    next worker marks its trial FAIL and runs its parameters again."""
+    import os
+    import signal
+    import time
+
+    db = f"sqlite:///{tmp_path / 'study.db'}"
+    cmd = [sys.executable, "-m", "bench", "tune", "--dataset", "synthetic", "--variant", "mf", "--storage", db,
+           "--study", "s", "--heartbeat", "1", "--grace", "2", "--out", str(tmp_path / "o")]
+    victim = subprocess.Popen([*cmd, "--trials", "1", "--epochs", "200"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    running = []
+    while time.time() < deadline and not running:
+        time.sleep(0.5)
+        try:
+            trials = optuna.load_study(study_name="s", storage=db).trials
+        except (KeyError, Exception):  # study not created yet
+            continue
+        running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    assert running, "the first worker never started a trial"
+    time.sleep(1.5)  # a heartbeat or two
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    time.sleep(2.5)  # past the grace period
+    res = subprocess.run([*cmd, "--trials", "1", "--epochs", "1"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    trials = optuna.load_study(study_name="s", storage=db).trials
+    killed = trials[running[0].number]
+    assert killed.state == optuna.trial.TrialState.FAIL
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
+    assert retried and retried[0].params == killed.params
+    assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    assert "0 running" in (tmp_path / "o" / "tune.md").read_text()

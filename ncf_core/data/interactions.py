@@ -48,6 +48,18 @@ class Interactions:
             timestamps=ts,
         )
 
+    def has_duplicate_pairs(self) -> bool:
+        return len(np.unique(self.keys())) != len(self)
+
+    def unique_pairs(self) -> Interactions:
+        """One row per (user, item): the latest (by timestamp, then by file order). A repeated pair
+        would otherwise sit on both sides of a split, a test positive leaked into training."""
+        keys = self.keys()
+        ts = self.timestamps if self.timestamps is not None else np.zeros(len(self), np.int64)
+        order = np.lexsort((np.arange(len(self)), ts, keys))  # by pair, then time, then position
+        last = np.r_[keys[order][1:] != keys[order][:-1], True]
+        return self.subset(np.sort(order[last]))
+
     @property
     def n_features(self) -> int:
         return 0 if self.item_features is None else int(self.item_features.shape[1])

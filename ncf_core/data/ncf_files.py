@@ -44,13 +44,24 @@ def _read_negatives(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                 items.append(int(item))
                 negs.append([int(x) for x in rest if x.strip()])
             except ValueError:
-                raise DataError(path, f"line {number} is not '(user,item)\\tneg...'") from None
+                raise DataError(path, f"line {number} is not '(user,item)\\tneg...' with integer ids") from None
+            if min(negs[-1], default=0) < 0:
+                raise DataError(path, f"negative item id {min(negs[-1])} on line {number}")
     if not negs:
         raise DataError(path, "no rows")
     widths = {len(n) for n in negs}
     if len(widths) != 1:
         raise DataError(path, f"lines carry different numbers of negatives: {sorted(widths)}")
     return np.array(users), np.array(items), np.array(negs, dtype=np.int64)
+
+
+def _check_dense(kind: str, parts: list[tuple[Path, np.ndarray]]) -> None:
+    """The paper's ids are 0-based dense codes; a stray huge id would size an embedding table to it."""
+    distinct = len(np.unique(np.concatenate([ids for _, ids in parts])))
+    for path, ids in parts:
+        if len(ids) and int(ids.max()) > 2 * distinct + 1000:
+            raise DataError(path, f"{kind} id {int(ids.max())} for {distinct} distinct {kind}s: "
+                                  "NCF files need 0-based dense ids")
 
 
 def load(prefix: str | Path, *, name: str = "") -> Split:
@@ -70,6 +81,21 @@ def load(prefix: str | Path, *, name: str = "") -> Split:
         row = int(np.flatnonzero(unknown_users)[0])
         raise DataError(test_path, f"unknown user id {test_frame['user'].iloc[row]} on line {row + 1}")
     n_items = max(n_items, int(negatives.max()) + 1)
+    _check_dense("user", [(train_path, train_frame["user"].to_numpy())])
+    _check_dense("item", [(train_path, train_frame["item"].to_numpy()), (test_path, test_frame["item"].to_numpy()),
+                          (neg_path, negatives.ravel())])
+    test_keys = test_frame["user"].to_numpy() * n_items + test_frame["item"].to_numpy()
+    train_keys = train_frame["user"].to_numpy() * n_items + train_frame["item"].to_numpy()
+    leaked = np.isin(test_keys, train_keys)
+    if leaked.any():
+        row = int(np.flatnonzero(leaked)[0])
+        raise DataError(test_path, f"line {row + 1}: the test pair is also in {train_path.name}")
+    neg_keys = test_frame["user"].to_numpy()[:, None] * n_items + negatives
+    for problem, bad in (("equals the test item", negatives == test_frame["item"].to_numpy()[:, None]),
+                         (f"is a positive of the user in {train_path.name}", np.isin(neg_keys, train_keys))):
+        if bad.any():
+            row, col = (int(x[0]) for x in np.nonzero(bad))
+            raise DataError(neg_path, f"line {row + 1}: negative {negatives[row, col]} {problem}")
 
     def interactions(frame: pd.DataFrame) -> Interactions:
         ts = frame["timestamp"].to_numpy() if "timestamp" in frame else None
@@ -79,4 +105,6 @@ def load(prefix: str | Path, *, name: str = "") -> Split:
         )
 
     train = interactions(train_frame)
+    if train.has_duplicate_pairs():
+        raise DataError(train_path, "repeats a (user, item) pair")
     return Split("ranking", train, train, interactions(test_frame), None, negatives)

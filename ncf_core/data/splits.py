@@ -3,7 +3,10 @@
 Rating task: seeded random ratio split (the seed write-up's 80/20), validation carved from train.
 Ranking task (NCF protocol): leave-one-out by latest timestamp, each held-out positive ranked
 against sampled negatives that are never the user's positives; validation is the latest
-remaining interaction of each user, carved from train the same way.
+remaining interaction of each user, carved from train the same way. The held-out item does not
+depend on the seed: among several items at a user's latest timestamp, the one last in file order
+is held out (a stable sort by time, as the NCF authors' preprocessing does). Repeated (user, item)
+pairs are reduced to their latest row before splitting.
 """
 
 from __future__ import annotations
@@ -44,12 +47,11 @@ def ratio_split(
     return data.subset(np.sort(order[n_test:])), data.subset(np.sort(order[:n_test]))
 
 
-def leave_one_out(
-    data: Interactions, rng: np.random.Generator
-) -> tuple[Interactions, Interactions]:
-    """Hold out each user's latest interaction (random tie-break; users with one row stay in train)."""
+def leave_one_out(data: Interactions) -> tuple[Interactions, Interactions]:
+    """Hold out each user's latest interaction (ties: the last in file order; users with one row
+    stay in train). No randomness: the held-out item is the same for every seed."""
     ts = data.timestamps if data.timestamps is not None else np.zeros(len(data), np.int64)
-    order = np.lexsort((rng.random(len(data)), ts, data.users))  # by user, then time
+    order = np.lexsort((np.arange(len(data)), ts, data.users))  # by user, then time, then file order
     users_sorted = data.users[order]
     last = np.r_[users_sorted[1:] != users_sorted[:-1], True]
     first = np.r_[True, users_sorted[1:] != users_sorted[:-1]]
@@ -70,12 +72,16 @@ def make_split(
 ) -> Split:
     """One seed fixes the whole split, including the evaluation negatives."""
     rng = np.random.default_rng([seed, 1])
+    if data.has_duplicate_pairs():
+        data = data.unique_pairs()
     if task == "rating":
         rest, test = ratio_split(data, test_fraction, rng)
         train, valid = ratio_split(rest, valid_fraction, rng)
+        _check_parts(train, valid, test)
         return Split(task, train, valid, test)
-    rest, test = leave_one_out(data, rng)
+    rest, test = leave_one_out(data)
     all_keys = data.keys()
+    _check_negatives(data, n_eval_negatives)
     test_neg = sample_eval_negatives(test.users, all_keys, data.n_items, n_eval_negatives, rng)
     return add_validation(Split(task, rest, rest, test, None, test_neg), seed, n_eval_negatives,
                           positive_keys=all_keys)
@@ -93,9 +99,26 @@ def add_validation(
     rng = np.random.default_rng([seed, 2])
     if split.task == "rating":
         train, valid = ratio_split(split.train, valid_fraction, rng)
+        _check_parts(train, valid, split.test)
         return replace(split, train=train, valid=valid)
-    train, valid = leave_one_out(split.train, rng)
+    train, valid = leave_one_out(split.train)
+    _check_parts(train, valid, split.test)
     keys = split.train.keys() if positive_keys is None else positive_keys
     keys = np.concatenate([keys, split.test.keys()])
     neg = sample_eval_negatives(valid.users, keys, split.n_items, n_eval_negatives, rng)
     return replace(split, train=train, valid=valid, valid_negatives=neg)
+
+
+def _check_parts(train: Interactions, valid: Interactions, test: Interactions) -> None:
+    """A split with an empty part cannot be trained or judged (e.g. every user has one row)."""
+    for name, part in (("training", train), ("validation", valid), ("test", test)):
+        if len(part) == 0:
+            raise ValueError(f"the {name} split is empty ({len(train) + len(valid) + len(test)} rows; "
+                             "leave-one-out needs users with at least 3 interactions)")
+
+
+def _check_negatives(data: Interactions, n: int) -> None:
+    most = int(np.bincount(data.users, minlength=1).max()) if len(data) else 0
+    if data.n_items - most < n:
+        raise ValueError(f"{data.n_items} items: a user with {most} positives leaves fewer than {n} "
+                         "items to draw evaluation negatives from")

@@ -1,0 +1,89 @@
+"""The one pretraining cache: the GMF and MLP a pretrained NeuMF starts from.
+
+Looked up in memory (trained earlier in this process), then in the run folder's checkpoints, and
+only then trained. The runner and the tuner both use it, keyed by data set, task, device, seed,
+model and a fingerprint of the settings they were trained with, so a NeuMF never starts from a
+GMF or MLP trained under other settings (e.g. the defaults instead of the tuned ones).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from ncf_core import ModelConfig, TrainConfig
+from ncf_core.data import Split
+from ncf_core.models import neumf_from_pretrained
+from ncf_core.train import History, seeded_model
+
+# (models, splits, train config, device, seeds) -> one outcome per model, trained in place
+Trainer = Callable[[list[torch.nn.Module], list[Split], TrainConfig, str, list[int]], list[History | Exception]]
+
+
+def fingerprint(model_cfg: ModelConfig, train_cfg: TrainConfig) -> str:
+    text = json.dumps({"model": asdict(model_cfg), "train": asdict(train_cfg)}, sort_keys=True, default=list)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+class PretrainCache:
+    def __init__(self, checkpoints: Path | None = None) -> None:
+        self.checkpoints = Path(checkpoints) if checkpoints is not None else None
+        self.memory: dict[str, torch.nn.Module] = {}
+
+    @staticmethod
+    def key(label: str, task: str, device: str, seed: int, name: str, model_cfg: ModelConfig,
+            train_cfg: TrainConfig) -> str:
+        return f"{label.replace('/', '_')}-{task}-{device}-seed{seed}-{name}-{fingerprint(model_cfg, train_cfg)}"
+
+    def put(self, key: str, model: torch.nn.Module) -> None:
+        """Keep a trained GMF or MLP (in memory and, with a run folder, as an atomic checkpoint)."""
+        self.memory[key] = model
+        if self.checkpoints is not None:
+            self.checkpoints.mkdir(parents=True, exist_ok=True)
+            path = self.checkpoints / f"{key}.pt"
+            tmp = path.with_suffix(".tmp")
+            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+            tmp.replace(path)
+
+    def _load(self, key: str, model: torch.nn.Module) -> bool:
+        path = None if self.checkpoints is None else self.checkpoints / f"{key}.pt"
+        if path is None or not path.is_file():
+            return False
+        try:
+            model.load_state_dict(torch.load(path, map_location="cpu"))
+        except (RuntimeError, EOFError, OSError, ValueError):  # a damaged checkpoint: train again
+            return False
+        self.memory[key] = model
+        return True
+
+    def models(self, name: str, label: str, task: str, splits: dict[int, Split], seeds: list[int], device: str,
+               model_cfg: ModelConfig, train_cfg: TrainConfig, trainer: Trainer) -> dict[int, torch.nn.Module]:
+        """``name`` (gmf or mlp) for each seed: from memory, checkpoint, or trained now by ``trainer``."""
+        keys = {s: self.key(label, task, device, s, name, model_cfg, train_cfg) for s in seeds}
+        missing = []
+        for s in seeds:
+            if keys[s] in self.memory:
+                continue
+            model = seeded_model(name, model_cfg, splits[s], s, device, train_cfg.sparse)
+            if not self._load(keys[s], model):
+                missing.append((s, model))
+        if missing:
+            outcomes = trainer([m for _, m in missing], [splits[s] for s, _ in missing], train_cfg, device,
+                               [s for s, _ in missing])
+            for (s, model), outcome in zip(missing, outcomes):
+                if isinstance(outcome, Exception):
+                    raise RuntimeError(f"pretraining {name} for seed {s}: {outcome}")
+                self.put(keys[s], model)
+        return {s: self.memory[keys[s]] for s in seeds}
+
+
+def pretrained_neumf(gmf: torch.nn.Module, mlp: torch.nn.Module, cfg: ModelConfig, split: Split,
+                     sparse: bool = False) -> torch.nn.Module:
+    feats = split.train.item_features
+    feats_t = None if feats is None else torch.from_numpy(feats)
+    return neumf_from_pretrained(gmf, mlp, cfg, split.n_users, split.n_items, feats_t, sparse)
