@@ -236,8 +236,8 @@ def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, friedman: pd.DataFr
             continue
         names = metrics_of(group[group["status"] == "ok"], task)
         out += [f"## {dataset} — {task} — {device}", ""]
-        if not names:
-            out += ["No trial of this data set succeeded on this device.", ""]
+        if not names or group[(group["status"] == "ok") & ~group["variant"].str.startswith("baseline-")].empty:
+            out += ["No trial of this data set succeeded on this device: nothing to compare.", ""]
             continue
         group = stats.with_baselines(group, ok_all, dataset, task)
         s = sig[(sig["dataset"] == dataset) & (sig["task"] == task) & (sig["device"] == device)]

@@ -135,7 +135,7 @@ def friedman(trials: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
                 stat, p = float(res.statistic), float(res.pvalue)
             rows.append({"dataset": dataset, "task": task, "device": device, "metric": metric,
                          "k": table.shape[1], "n": table.shape[0], "statistic": stat, "p": p})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["dataset", "task", "device", "metric", "k", "n", "statistic", "p"])
 
 
 def tost(diff: np.ndarray, margin: float) -> float:

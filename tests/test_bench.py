@@ -244,3 +244,100 @@ def test_large_batch_measurement_runs(monkeypatch):
     frame = speed.measure_large(("cpu",), log=lambda _: None)
     assert list(frame["engine"]) == ["dense"] and (frame["engine_samples_per_s"] > 0).all()
     assert frame["reference_samples_per_s"].isna().all()
+
+
+def _ncf_prefix(folder: Path, shift: int) -> Path:
+    """Tiny NCF-format files; ``shift`` makes two sets with the same file names differ."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(shift)
+    train, test, neg = [], [], []
+    for u in range(40):
+        items = rng.choice(150, 8, replace=False)
+        train += [f"{u}\t{i}\t5\t{t}" for t, i in enumerate(items[:-1])]
+        test.append(f"{u}\t{items[-1]}\t5\t99")
+        others = [i for i in rng.permutation(150) if i not in items][:99]
+        neg.append(f"({u},{items[-1]})\t" + "\t".join(map(str, others)))
+    for suffix, lines in (("train.rating", train), ("test.rating", test), ("test.negative", neg)):
+        (folder / f"p.{suffix}").write_text("\n".join(lines) + "\n")
+    return folder / "p"
+
+
+def test_two_data_sets_whose_paths_end_alike_keep_their_own_trials(tmp_path):
+    """Before: one label 'p' for both, 16 lines instead of 8 and the first set's results gone."""
+    a, b = _ncf_prefix(tmp_path / "a", 1), _ncf_prefix(tmp_path / "b", 2)
+    out = tmp_path / "run"
+    assert main(["run", "--suite", "smoke", "--datasets", f"{a},{b}", "--variants", "mf", "--seeds", "2",
+                 "--epochs", "1", "--out", str(out)]) == 0
+    trials = pd.read_csv(out / "trials.csv")
+    assert sorted(trials["dataset"].unique()) == ["a/p", "b/p"]
+    assert len(trials) == 2 * (2 + 2)  # per set: mf and popularity, 2 seeds each
+    a_hr = trials[(trials["dataset"] == "a/p") & (trials["variant"] == "mf")]["hr@10"].to_numpy()
+    b_hr = trials[(trials["dataset"] == "b/p") & (trials["variant"] == "mf")]["hr@10"].to_numpy()
+    assert not np.array_equal(a_hr, b_hr)
+    records = TrialStore(out).records()
+    assert {r["config"]["data"]["path"] for r in records} == {str(a.resolve()), str(b.resolve())}
+    assert main(["run", "--suite", "smoke", "--datasets", f"{a},{a}", "--out", str(tmp_path / "o")]) == 2
+
+
+def test_a_path_runs_under_its_suites_protocol_for_that_kind(tmp_path):
+    """`--suite full --datasets path/to/ncf/ml-1m` ran at 8 factors; a smoke run of real data ran 20 epochs."""
+    from bench.runner import spec_for
+    from bench.suites import SUITES
+
+    prefix = _ncf_prefix(tmp_path / "ncf", 1)
+    full = spec_for(str(prefix), SUITES["full"])
+    assert full.model.n_factors == 64 and full.model.mlp_layers == (256, 128, 64) and full.task == "ranking"
+    smoke = spec_for(str(prefix), SUITES["smoke"])
+    assert smoke.train.epochs == SUITES["smoke"].datasets[1].train.epochs
+    ml1m = tmp_path / "ml-1m"
+    ml1m.mkdir()
+    (ml1m / "ratings.dat").write_text("1::1::5::1\n")
+    by_name, by_path = spec_for("ml-1m", SUITES["full"]), spec_for(str(ml1m), SUITES["full"])
+    assert (by_name.model, by_name.train) == (by_path.model, by_path.train)
+    anime = spec_for("anime", SUITES["smoke"])
+    assert anime.train.epochs == SUITES["smoke"].datasets[0].train.epochs and dict(anime.options)["max_rows"]
+
+
+def test_a_suites_missing_data_set_is_a_labelled_announced_stand_in(tmp_path, capsys):
+    out = tmp_path / "run"
+    empty = tmp_path / "data"
+    empty.mkdir()
+    assert main(["run", "--suite", "quick", "--data-dir", str(empty), "--variants", "mf", "--seeds", "2",
+                 "--epochs", "1", "--out", str(out)]) == 0
+    assert "STAND-IN: anime not found" in capsys.readouterr().err
+    summary = (out / "summary.md").read_text()
+    assert summary.splitlines()[2].startswith("> **Stand-in data:** `anime` was not found")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stand_ins"] == {"anime": "synthetic-for-anime", "ml-100k": "synthetic-for-ml-100k"}
+    assert set(pd.read_csv(out / "trials.csv")["dataset"]) == {"synthetic-for-anime", "synthetic-for-ml-100k"}
+    assert manifest["runs"][0]["started"].endswith("Z") and manifest["environment"]["devices"]["cpu"]
+
+
+def test_summary_throughput_names_the_task_and_warns_on_spread():
+    from bench.report import summary_markdown, throughput_table
+
+    rows = []
+    for task, speeds in (("rating", [1e5, 1e5, 1.1e5]), ("ranking", [1e5, 1e4, 3e5])):
+        for seed, sps_ in enumerate(speeds):
+            rows.append({"dataset": "synthetic", "task": task, "variant": "mf", "device": "cpu", "seed": seed,
+                         "status": "ok", "train_samples_per_s": sps_, "infer_samples_per_s": 1e6,
+                         "train_seconds": 1.0, "stacked_seeds": 1})
+    frame = pd.DataFrame(rows)
+    table = throughput_table(frame)
+    text = summary_markdown(frame.iloc[:0], pd.DataFrame(columns=["dataset", "task", "device", "metric"]),
+                            pd.DataFrame(), table, pd.DataFrame(), [])
+    import re
+
+    assert re.search(r"\| synthetic +\| rating +\| mf ", text) and re.search(r"\| synthetic +\| ranking +\| mf ", text)
+    assert "varied by more than 25% across seeds for 1 row(s)" in text
+
+
+def test_bench_speed_warns_when_the_reference_drifts():
+    from bench.speed import speed_markdown
+
+    frame = pd.DataFrame([{"model": "mf", "device": "cpu", "batch_size": 256, "mode": "single", "engine": "dense",
+                           "reference_samples_per_s": 26071.5, "engine_samples_per_s": 3e5, "speedup": 11.5,
+                           "engine_steps_per_s": 1000.0, "reference_before": 48573.0, "reference_after": 3570.0,
+                           "reference_stable": False}])
+    text = speed_markdown(frame, "test")
+    assert "**Warning:**" in text and "mf cpu batch 256" in text and "48,573" in text and "3,570" in text

@@ -84,6 +84,17 @@ def test_nan_loss_is_reported_as_divergence(tiny_rating):
         fit(model, tiny_rating, TrainConfig(epochs=2), seed=0)
 
 
+def test_a_finite_blow_up_is_divergence_not_success(tiny_ranking):
+    """Adam at lr 1e6 drives MF's BCE to ~3e12 without a NaN: stored as `ok` before."""
+    from ncf_core.tasks import TASKS
+
+    assert TASKS["ranking"].diverged(6e12) and TASKS["ranking"].diverged(float("inf"))
+    assert not TASKS["ranking"].diverged(0.69) and not TASKS["rating"].diverged(0.25)
+    model = seeded_model("mf", CFG, tiny_ranking, 0)
+    with pytest.raises(Diverged, match="training loss is .*e\\+"):
+        fit(model, tiny_ranking, TrainConfig(task="ranking", epochs=2, lr=1e6), seed=0)
+
+
 def test_config_is_frozen_and_validated():
     cfg = TrainConfig()
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -105,3 +105,12 @@ def test_a_killed_workers_trial_is_failed_and_retried_not_left_running(tmp_path)
     assert retried and retried[0].params == killed.params
     assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
     assert "0 running" in (tmp_path / "o" / "tune.md").read_text()
+
+
+def test_the_study_lives_in_the_out_folder_by_default(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "elsewhere"
+    assert main(["tune", "--dataset", "synthetic", "--variant", "mf", "--trials", "1", "--epochs", "1",
+                 "--out", str(out)]) == 0
+    assert (out / "optuna.db").is_file() and not (tmp_path / "results").exists()
+    assert json.loads((out / "best_params.json").read_text())["storage"] == f"sqlite:///{out / 'optuna.db'}"

@@ -82,15 +82,15 @@ class Interactions:
         n_items: int | None = None,
         name: str = "",
     ) -> Interactions:
-        users = np.asarray(users, dtype=np.int64)
-        items = np.asarray(items, dtype=np.int64)
+        users = np.require(users, dtype=np.int64, requirements="W")  # torch wants writable arrays
+        items = np.require(items, dtype=np.int64, requirements="W")
         return cls(
             users=users,
             items=items,
-            target=np.asarray(target, dtype=np.float32),
+            target=np.require(target, dtype=np.float32, requirements="W"),
             n_users=int(n_users if n_users is not None else (users.max() + 1 if len(users) else 0)),
             n_items=int(n_items if n_items is not None else (items.max() + 1 if len(items) else 0)),
-            timestamps=None if timestamps is None else np.asarray(timestamps, dtype=np.int64),
+            timestamps=None if timestamps is None else np.require(timestamps, dtype=np.int64, requirements="W"),
             item_features=None if item_features is None else np.asarray(item_features, np.float32),
             feature_names=tuple(feature_names),
             name=name,

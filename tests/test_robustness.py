@@ -1,0 +1,167 @@
+"""What an adversarial user does: bad flags, bad files, damaged run folders, two runs at once."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.__main__ import main
+from bench.store import TrialStore, trial_key
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["run", "--suite", "smoke", "--variants", "mf", "--seeds", "2", "--epochs", "1"]
+
+
+def _err(capsys) -> str:
+    lines = capsys.readouterr().err.strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+@pytest.fixture(scope="module")
+def fast_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("fast") / "run"
+    assert main([*FAST, "--out", str(out)]) == 0
+    return out
+
+
+def _copy(run: Path, to: Path) -> Path:
+    import shutil
+
+    shutil.copytree(run, to)
+    return to
+
+
+def test_a_torn_last_line_costs_only_its_own_trial(fast_run, tmp_path):
+    """Before, the rerun's record was appended onto the fragment and lost: 44 of 45."""
+    run = _copy(fast_run, tmp_path / "run")
+    store = TrialStore(run)
+    text = store.path.read_bytes()
+    n = len(text.splitlines())
+    store.path.write_bytes(text[: len(text) - 40])  # a crash mid-write of the last record
+    assert main([*FAST, "--out", str(run)]) == 0
+    lines = store.path.read_bytes().splitlines()
+    assert all(json.loads(x) for x in lines) and len(lines) == n
+    assert len(pd.read_csv(run / "trials.csv")) == n
+
+
+def test_unreadable_lines_are_skipped_and_reported_not_fatal(fast_run, tmp_path, capsys):
+    run = _copy(fast_run, tmp_path / "run")
+    store = TrialStore(run)
+    lines = store.path.read_bytes().splitlines(keepends=True)
+    store.path.write_bytes(b"".join([lines[0], b"null\n", b"\xff\xfe garbage\n", *lines[1:]]))
+    (run / "manifest.json").write_text('{"suite": {"na')  # truncated
+    assert main([*FAST, "--out", str(run)]) == 0
+    assert "skipped unreadable line(s) [2, 3]" in capsys.readouterr().err
+    assert "lines [2, 3] could not be read" in (run / "summary.md").read_text()
+    assert json.loads((run / "manifest.json").read_text())["runs"]
+    assert (run / "manifest.json.damaged").is_file()
+    assert main(["report", str(run)]) == 0
+
+
+def test_a_second_run_on_the_same_folder_is_refused(fast_run, tmp_path, capsys):
+    run = _copy(fast_run, tmp_path / "run")
+    with TrialStore(run).locked():  # another bench run holds it
+        assert main([*FAST, "--out", str(run)]) == 2
+    assert "another bench run is using this folder" in _err(capsys)
+    before = TrialStore(run).path.read_text()
+    assert main([*FAST[:-1], "2", "--out", str(run)]) == 2  # --epochs 2 on a folder of 1-epoch trials
+    assert "was run with train.epochs = 1 (this run: 2)" in _err(capsys)
+    assert TrialStore(run).path.read_text() == before
+
+
+def test_two_concurrent_runs_never_duplicate_trials(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "bench", *FAST, "--out", str(out)]
+    procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [p.communicate(timeout=300) + (p.returncode,) for p in procs]
+    codes = sorted(r[2] for r in results)
+    assert codes == [0, 2], results
+    records = [json.loads(x) for x in (out / "trials.jsonl").read_text().splitlines()]
+    keys = [trial_key(r) for r in records]
+    assert len(keys) == len(set(keys))
+
+
+def test_report_of_a_run_where_every_trial_failed(tmp_path):
+    """Before: KeyError / IndexError in the report. The promise: failures recorded, exit 1."""
+    params = tmp_path / "best_params.json"
+    params.write_text(json.dumps({"variants": {"mf": {"train": {"lr": 1e9, "optimizer": "sgd"}}}}))
+    out = tmp_path / "run"
+    code = main(["run", "--suite", "smoke", "--variants", "mf", "--seeds", "1", "--epochs", "1",
+                 "--datasets", "synthetic", "--params", str(params), "--out", str(out)])
+    assert code in (0, 1)
+    store = TrialStore(out)
+    for r in store.records():  # make every learned trial a failure, as a crashing model would
+        if not r["variant"].startswith("baseline-"):
+            store.append({**r, "status": "failed", "error": "RuntimeError: boom", "metrics": None})
+    assert main(["report", str(out)]) == 0
+    summary = (out / "summary.md").read_text()
+    assert "failed" in summary and "No trial of this data set succeeded" in summary
+    assert not list(out.glob(".*.tmp*"))
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["run", "--seeds", "0"], "argument --seeds: must be >= 1, not 0"),
+    (["run", "--epochs", "-1"], "argument --epochs: must be >= 1, not -1"),
+    (["run", "--devices", "tpu"], "unknown device 'tpu'"),
+    (["run", "--data-dir", "nope-not-here"], "nope-not-here: data directory not found"),
+    (["list", "--data-dir", "/nonexistent"], "/nonexistent: data directory not found"),
+    (["tune", "--dataset", "synthetic", "--variant", "mf", "--device", "tpu"], "unknown device 'tpu'"),
+    (["tune", "--dataset", "synthetic", "--variant", "mf", "--trials", "1", "--storage", "not a url"],
+     "not a url: not a database URL"),
+    (["tune", "--dataset", "synthetic", "--variant", "mf", "--trials", "1", "--storage",
+      "sqlite:////proc/nope/optuna.db"], "sqlite:////proc/nope/optuna.db: cannot"),
+])
+def test_bad_flags_are_one_line_errors_with_exit_2(argv, message, tmp_path):
+    res = subprocess.run([sys.executable, "-m", "bench", *argv, *(["--out", str(tmp_path / "o")]
+                                                                    if argv[0] in ("run", "tune") else [])],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr and message in res.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "o" / "trials.jsonl").exists()
+
+
+def test_out_that_is_a_file_is_refused_before_training(tmp_path, capsys):
+    target = tmp_path / "afile"
+    target.write_text("x")
+    assert main([*FAST, "--out", str(target)]) == 2
+    assert "afile: is a file, not a run folder" in _err(capsys)
+
+
+@pytest.mark.parametrize(("variants", "message"), [
+    ({"gmf": "fast"}, "variant 'gmf': expected an object with 'model' and 'train' objects"),
+    ({"gmf": {"train": {"task": "ranking"}}}, "train.task is set by the data set's protocol"),
+])
+def test_params_files_that_would_misconfigure_are_refused(tmp_path, capsys, variants, message):
+    params = tmp_path / "best_params.json"
+    params.write_text(json.dumps({"variants": variants}))
+    assert main([*FAST, "--params", str(params), "--out", str(tmp_path / "o")]) == 2
+    assert message in _err(capsys)
+
+
+def test_help_answers_without_importing_torch():
+    code = ("import sys\nfrom bench.__main__ import build_parser\nbuild_parser()\n"
+            "assert 'torch' not in sys.modules and 'optuna' not in sys.modules, sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+    res = subprocess.run([sys.executable, "-m", "bench", "run", "--help"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert "(default: smoke)" in res.stdout
+
+
+def test_the_parser_knows_every_suite_and_variant():
+    from bench.__main__ import SUITE_NAMES, VARIANT_NAMES
+    from bench.suites import SUITES, VARIANTS
+
+    assert set(SUITE_NAMES) == set(SUITES) and tuple(VARIANT_NAMES) == tuple(VARIANTS)
+
+
+def test_console_script_is_declared():
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["ncf-bench"] == "bench.__main__:main"
