@@ -210,7 +210,8 @@ def agreement_line(group: pd.DataFrame, full: str, sampled: str) -> str | None:
     tau, p, flips = stats.order_agreement(means[sampled], means[full])
     order = lambda m: " > ".join(means[m].sort_values(ascending=False).index)  # noqa: E731
     head = (f"Sampled vs full ranking (Krichene & Rendle 2020): Kendall's τ = {_fmt(tau, 2)} (p = {_p(p)}) "
-            f"between the orders by sampled {sampled} ({order(sampled)}) and by full {full} ({order(full)}).")
+            f"between the orders by {sampled} on sampled negatives ({order(sampled)}) and by {full} over all "
+            f"unseen items ({order(full)}).")
     if not flips:
         return head + " The two orders agree."
     return head + " Pairs that flip: " + "; ".join(f"{a} vs {b}" for a, b in flips) + "."
@@ -246,7 +247,7 @@ def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, friedman: pd.DataFr
         primary = primary if primary in names else names[0]
         out += [verdict(f"{dataset} ({device})", primary, best.get(primary), s), ""]
         if task == "ranking":
-            line = agreement_line(group, primary, f"hr@{_k(group)}")
+            line = agreement_line(group, primary, primary.removeprefix("full_"))
             if line:
                 out += [line, ""]
         fr = friedman[(friedman["dataset"] == dataset) & (friedman["task"] == task)

@@ -99,6 +99,7 @@ class TrialStore:
         """Hold the run folder for one ``bench run``; a second one on it is refused, not interleaved."""
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise DataError(self.run_dir, "is a file, not a run folder")
+        created = not self.run_dir.exists()
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -113,6 +114,9 @@ class TrialStore:
             yield
         finally:
             os.close(fd)  # closing releases the lock
+            if created and [p.name for p in self.run_dir.iterdir()] == [".lock"]:
+                (self.run_dir / ".lock").unlink()  # stopped before writing anything: leave nothing behind
+                self.run_dir.rmdir()
 
 
 def _jsonable(value: Any) -> Any:

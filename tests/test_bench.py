@@ -341,3 +341,22 @@ def test_bench_speed_warns_when_the_reference_drifts():
                            "reference_stable": False}])
     text = speed_markdown(frame, "test")
     assert "**Warning:**" in text and "mf cpu batch 256" in text and "48,573" in text and "3,570" in text
+
+
+def test_a_sparse_pretrained_neumf_really_has_sparse_embeddings(tmp_path):
+    """Before, `sparse` was recorded but the pretrained NeuMF kept dense tables and dense Adam."""
+    from bench.runner import Runner, RunOptions, variant_configs
+    from bench.suites import SUITES, VARIANTS
+    from ncf_core.data import load, split_for_seed
+    from ncf_core.optim import LazyAdam, make_optimizer
+
+    spec = SUITES["smoke"].datasets[0]
+    split = split_for_seed(load("synthetic", task="rating", **dict(spec.options)), "rating", 0)
+    runner = Runner(SUITES["smoke"], RunOptions(epochs=1), tmp_path)
+    cfg, train = variant_configs(spec, VARIANTS["neumf-pre-adam"], runner.opts.params)
+    [model] = runner._pretrained_neumfs(spec, {0: split}, [0], "cpu", cfg, sparse=True)
+    assert model.user.sparse and model.item.embedding.sparse
+    import dataclasses
+
+    opts = make_optimizer(model, dataclasses.replace(train, sparse=True), model.out.weight.device)
+    assert any(isinstance(o, LazyAdam) for o in opts)
