@@ -42,7 +42,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         datasets=_csv(args.datasets) if args.datasets else None,
         variants=_csv(args.variants) if args.variants else None,
         seeds=args.seeds, devices=_csv(args.devices) if args.devices else None,
-        epochs=args.epochs, params=TunedParams.load(args.params or []), stack=not args.no_stack,
+        epochs=args.epochs, params=TunedParams.load(args.params or []), refit=args.refit,
+        stack=not args.no_stack,
     )
     runner = Runner(suite, opts, out, log=lambda m: print(m, file=sys.stderr))
     started = time.time()
@@ -132,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--devices", help="comma-separated: cpu, cuda, auto (every device present); default: the suite's")
     run.add_argument("--epochs", type=positive_int, help="override every data set's epoch count")
     run.add_argument("--params", nargs="+", help="best_params.json files from bench tune")
+    run.add_argument("--refit", action=argparse.BooleanOptionalAction,
+                     help="after choosing the epoch count on validation, retrain on training + validation data "
+                          "before the test (default: each data set's protocol; on for full's ranking sets)")
     run.add_argument("--no-stack", action="store_true",
                      help="train each seed alone instead of a variant's seeds as one stacked model")
     run.add_argument("--out", help="run folder (default results/<suite>-<UTC time>); rerunning the same "

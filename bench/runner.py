@@ -27,6 +27,7 @@ from ncf_core.baselines import fit_baseline
 from ncf_core.config import with_overrides
 from ncf_core.data import DATASETS, Split, available, load, resolve_path, split_for_seed
 from ncf_core.data.interactions import Interactions
+from ncf_core.data.splits import refit_split
 from ncf_core.evaluate import Evaluator
 from ncf_core.tasks import task_of
 from ncf_core.train import Diverged, History, fit, fit_stacked, seeded_model
@@ -43,6 +44,7 @@ class RunOptions:
     devices: tuple[str, ...] | None = None
     epochs: int | None = None
     params: TunedParams = field(default_factory=TunedParams)
+    refit: bool | None = None  # None: each data set's protocol decides
     stack: bool = True  # train a variant's seeds as one stacked model, in groups that fit memory
 
     def __post_init__(self) -> None:
@@ -94,7 +96,7 @@ def spec_for(source: str, suite: Suite) -> DataSpec:
     base = default_spec(kind)
     template = next((s for s in suite.datasets if s.task == base.task), None)
     if template is not None:
-        base = replace(base, model=template.model, train=template.train)
+        base = replace(base, model=template.model, train=template.train, refit=template.refit)
     return replace(base, source=source, fallback=None)
 
 
@@ -140,6 +142,8 @@ def resolve_datasets(suite: Suite, opts: RunOptions, log: Log) -> list[tuple[Dat
                            name=f"synthetic-for-{spec.source}", stands_in_for=spec.source)
         if opts.epochs is not None:
             spec = replace(spec, train=replace(spec.train, epochs=opts.epochs))
+        if opts.refit is not None:
+            spec = replace(spec, refit=opts.refit)
         data = load(spec.source, data_dir=opts.data_dir, task=spec.task, **dict(spec.options))
         if isinstance(data, Split):  # the paper's files: their negatives are what the record says
             spec = replace(spec, n_eval_negatives=int(data.test_negatives.shape[1]))
@@ -321,15 +325,31 @@ class Runner:
             outcomes, stacked = self._fit(models, [splits[s] for s in seeds], train_cfg, device, seeds)
         except Exception as err:  # recorded as failed; the suite goes on
             return [_failed(spec, variant.name, device, s, err, config, started) for s in seeds]
-        records = []
         config = {**config, "engine": {"stacked_seeds": stacked}}
+        if variant.name in ("gmf", "mlp"):  # NeuMF starts from these (trained on training data only)
+            for seed, model, outcome in zip(seeds, models, outcomes):
+                if not isinstance(outcome, Exception):
+                    self.pretrain.put(PretrainCache.key(spec.label, spec.task, device, seed, variant.name,
+                                                        model_cfg, train_cfg), model)
+        refits: dict[int, tuple[torch.nn.Module, History | Exception]] = {}
+        if spec.refit:
+            try:
+                refits = self._refit(spec, splits, seeds, device, variant, model_cfg, train_cfg, outcomes)
+            except Exception as err:
+                return [_failed(spec, variant.name, device, s, err, config, started) for s in seeds]
+        records = []
         for seed, model, outcome in zip(seeds, models, outcomes):
+            extra: dict[str, Any] = {}
+            if seed in refits:
+                model, refit = refits[seed]
+                if isinstance(refit, Exception):
+                    outcome = refit
+                else:
+                    extra = {"refit": {"epochs": len(refit.epochs), "train_rows": len(refit_split(splits[seed]).train),
+                                       "train_seconds": refit.train_seconds}}
             if isinstance(outcome, Exception):
                 records.append(_failed(spec, variant.name, device, seed, outcome, config, started))
                 continue
-            if variant.name in ("gmf", "mlp"):
-                self.pretrain.put(PretrainCache.key(spec.label, spec.task, device, seed, variant.name, model_cfg,
-                                                    train_cfg), model)
             try:
                 evaluation = Evaluator(splits[seed], "test", device, k=train_cfg.k).evaluate(model)
             except Exception as err:
@@ -340,19 +360,38 @@ class Runner:
                 best_epoch=outcome.best_epoch, train_seconds=outcome.train_seconds,
                 train_samples_per_s=outcome.train_samples_per_s, stacked_seeds=stacked,
                 infer_samples_per_s=evaluation.samples_per_s, wall_seconds=time.time() - started,
-                metrics=evaluation.metrics, history=[asdict(e) for e in outcome.epochs], config=config,
+                metrics=evaluation.metrics, history=[asdict(e) for e in outcome.epochs], config=config, **extra,
             ))
         return records
 
+    def _refit(self, spec: DataSpec, splits: dict[int, Split], seeds: list[int], device: str, variant: Variant,
+               model_cfg: ModelConfig, train_cfg: TrainConfig, outcomes: list[History | Exception],
+               ) -> dict[int, tuple[torch.nn.Module, History | Exception]]:
+        """Each seed again from the same initialisation, on training + validation data, for the number
+        of epochs its validation chose; the test split is then read once, by the caller."""
+        chosen = {s: o.best_epoch for s, o in zip(seeds, outcomes) if not isinstance(o, Exception)}
+        out: dict[int, tuple[torch.nn.Module, History | Exception]] = {}
+        for epochs in sorted(set(chosen.values())):
+            group = [s for s in seeds if chosen.get(s) == epochs]
+            whole = {s: refit_split(splits[s]) for s in group}
+            if variant.pretrained:
+                models = self._pretrained_neumfs(spec, splits, group, device, model_cfg, train_cfg.sparse)
+            else:
+                models = [seeded_model(variant.model, model_cfg, whole[s], s, device, train_cfg.sparse) for s in group]
+            cfg = replace(train_cfg, epochs=epochs, patience=None)
+            results, _ = self._fit(models, [whole[s] for s in group], cfg, device, group, select=False)
+            out.update({s: (m, r) for s, m, r in zip(group, models, results)})
+        return out
+
     def _fit(self, models: list[torch.nn.Module], splits: list[Split], cfg: TrainConfig, device: str,
-             seeds: list[int]) -> tuple[list[History | Exception], int]:
+             seeds: list[int], select: bool = True) -> tuple[list[History | Exception], int]:
         """Stacked when there are several seeds with training sets of one size; else one by one."""
         if len(models) > 1 and len({len(sp.train) for sp in splits}) == 1:
-            return list(fit_stacked(models, splits, cfg, device, seeds=seeds)), len(models)
+            return list(fit_stacked(models, splits, cfg, device, seeds=seeds, select=select)), len(models)
         outcomes: list[History | Exception] = []
         for model, split, seed in zip(models, splits, seeds):
             try:
-                outcomes.append(fit(model, split, cfg, device, seed=seed))
+                outcomes.append(fit(model, split, cfg, device, seed=seed, select=select))
             except Diverged as err:
                 outcomes.append(err)
         return outcomes, 1
@@ -405,7 +444,7 @@ def _failed(spec: DataSpec, variant: str, device: str, seed: int, err: Exception
 
 def _data_config(spec: DataSpec) -> dict[str, Any]:
     out = {"source": spec.source, "label": spec.label, "task": spec.task, "options": dict(spec.options),
-           "n_eval_negatives": spec.n_eval_negatives}
+           "n_eval_negatives": spec.n_eval_negatives, "refit": spec.refit}
     if spec.source not in DATASETS:
         out["path"] = str(Path(spec.source).resolve())
     if spec.stands_in_for:

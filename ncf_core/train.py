@@ -159,14 +159,18 @@ class _SeedData:
 class _Selector:
     """Best-validation-epoch bookkeeping of one model: history, best weights, patience."""
 
-    def __init__(self, model: nn.Module, metric: str, cfg: TrainConfig) -> None:
-        self.model, self.cfg = model, cfg
+    def __init__(self, model: nn.Module, metric: str, cfg: TrainConfig, select: bool = True) -> None:
+        self.model, self.cfg, self.select = model, cfg, select
         self.history = History(metric=metric, higher_is_better=higher_is_better(metric))
-        self.best_state = copy.deepcopy(model.state_dict())
+        self.best_state = copy.deepcopy(model.state_dict()) if select else None
         self.bad_epochs = 0
 
     def record(self, stats: EpochStats) -> bool:
-        """Keep ``stats``; False once patience has run out."""
+        """Keep ``stats``; False once patience has run out. Without selection every epoch is kept."""
+        if not self.select:
+            self.history.best_epoch = stats.epoch
+            self.history.epochs.append(stats)
+            return True
         if self.history.improved(stats.valid_metric):
             self.history.best_epoch = stats.epoch
             self.best_state = copy.deepcopy(self.model.state_dict())
@@ -177,8 +181,12 @@ class _Selector:
         return self.cfg.patience is None or self.bad_epochs < self.cfg.patience
 
     def finish(self) -> History:
-        self.model.load_state_dict(self.best_state)
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
         return self.history
+
+
+_NO_VALIDATION = (math.nan, math.nan)
 
 
 def train_steps(model: nn.Module, optimizers: list[torch.optim.Optimizer], cfg: TrainConfig,
@@ -227,13 +235,18 @@ def fit(
     *,
     seed: int = 0,
     on_epoch: Callable[[EpochStats], None] | None = None,
+    select: bool = True,
 ) -> History:
-    """Train ``model`` on ``split.train``, select the best epoch on ``split.valid``."""
+    """Train ``model`` on ``split.train``, select the best epoch on ``split.valid``.
+
+    ``select=False`` trains exactly ``cfg.epochs`` epochs and keeps the last weights, without
+    looking at ``split.valid`` (the refit on training + validation data after selection).
+    """
     device = torch.device(device)
     data = _SeedData(split, cfg, device, seed)
-    evaluator = Evaluator(split, "valid", device, k=cfg.k)
+    evaluator = Evaluator(split, "valid", device, k=cfg.k) if select else None
     optimizers = make_optimizer(model, cfg, device)
-    selector = _Selector(model, evaluator.selection_metric, cfg)
+    selector = _Selector(model, task_of(cfg.task).selection_metric(cfg.k), cfg, select)
     step_model = step_module(model, cfg, device)
     set_dropout_generators(model, [data.dropout_gen])
     try:
@@ -246,7 +259,8 @@ def fit(
             train_loss = float(total) / len(data)
             if task_of(cfg.task).diverged(train_loss):
                 raise Diverged(f"training loss is {train_loss:.4g} at epoch {epoch}")
-            stats = EpochStats(epoch, train_loss, *evaluator.loss_and_metric(model), seconds, len(data))
+            valid = evaluator.loss_and_metric(model) if evaluator is not None else _NO_VALIDATION
+            stats = EpochStats(epoch, train_loss, *valid, seconds, len(data))
             go_on = selector.record(stats)
             if on_epoch is not None:
                 on_epoch(stats)
@@ -264,6 +278,7 @@ def fit_stacked(
     device: torch.device | str = "cpu",
     *,
     seeds: list[int],
+    select: bool = True,
 ) -> list[History | Diverged]:
     """Train one model per seed as one stacked model: the same batches, weights and selection as
     ``fit`` on each seed alone, with one forward and backward per step for all of them.
@@ -276,8 +291,8 @@ def fit_stacked(
     if len({len(d) for d in data}) != 1:
         raise ValueError("stacked seeds need training sets of one size")
     stacked = stack(models)
-    evaluators = [Evaluator(split, "valid", device, k=cfg.k) for split in splits]
-    selectors = [_Selector(m, e.selection_metric, cfg) for m, e in zip(models, evaluators)]
+    evaluators = [Evaluator(split, "valid", device, k=cfg.k) if select else None for split in splits]
+    selectors = [_Selector(m, task_of(cfg.task).selection_metric(cfg.k), cfg, select) for m in models]
     optimizers = make_optimizer(stacked, cfg, device)
     step_model = step_module(stacked, cfg, device)
     outcome: list[History | Diverged | None] = [None] * len(models)
@@ -298,7 +313,8 @@ def fit_stacked(
                     outcome[s] = Diverged(f"training loss is {train_loss:.4g} at epoch {epoch}")
                     continue
                 model.load_state_dict(unstack(stacked, s))
-                stats = EpochStats(epoch, train_loss, *evaluator.loss_and_metric(model), seconds, len(data[s]))
+                valid = evaluator.loss_and_metric(model) if evaluator is not None else _NO_VALIDATION
+                stats = EpochStats(epoch, train_loss, *valid, seconds, len(data[s]))
                 if not selector.record(stats):
                     outcome[s] = selector.history
             if all(o is not None for o in outcome):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -360,3 +361,78 @@ def test_a_sparse_pretrained_neumf_really_has_sparse_embeddings(tmp_path):
 
     opts = make_optimizer(model, dataclasses.replace(train, sparse=True), model.out.weight.device)
     assert any(isinstance(o, LazyAdam) for o in opts)
+
+
+def test_tost_on_a_hand_made_case():
+    from scipy.stats import t as student
+
+    diff = np.array([0.0002, -0.0001, 0.0003, 0.0000, 0.0001])
+    n, margin = len(diff), 0.001
+    se = diff.std(ddof=1) / np.sqrt(n)
+    lower = student.sf((diff.mean() + margin) / se, n - 1)  # H0: diff <= -margin
+    upper = student.cdf((diff.mean() - margin) / se, n - 1)  # H0: diff >= +margin
+    assert stats.tost(diff, margin) == pytest.approx(max(lower, upper), rel=1e-10)
+    assert stats.tost(diff, margin) < 0.05  # equivalent within a thousandth
+    assert stats.tost(diff + 0.002, margin) > 0.5  # a real difference is not "equivalent"
+    assert stats.tost(np.array([0.003, 0.003]), margin) == 1.0  # no spread, outside the margin
+
+
+def test_the_verdict_never_names_a_variant_significantly_below_a_baseline():
+    """mf has the best mean RMSE of the learned variants but is significantly worse than the
+    user+item mean; gmf is worse on average yet not distinguishable from it: gmf is the best."""
+    from bench.report import metric_table, verdict
+
+    base = np.array([0.150, 0.151, 0.149, 0.150, 0.152])
+    values = {"mf": base + [0.010, 0.011, 0.009, 0.010, 0.012],
+              "gmf": base + [0.03, -0.01, 0.04, -0.02, 0.025], "baseline-user-item-mean": base}
+    frame = pd.DataFrame([{"dataset": "d", "task": "rating", "variant": v, "device": "cpu", "seed": s,
+                           "status": "ok", "rmse": x} for v, xs in values.items() for s, x in enumerate(xs)])
+    sig = stats.significance(frame, ["rmse"])
+    table, best = metric_table(frame, ["rmse"], sig)
+    assert frame[frame["variant"] == "mf"]["rmse"].mean() < frame[frame["variant"] == "gmf"]["rmse"].mean()
+    assert best["rmse"] == "gmf"
+    assert "✗ significantly below baseline-user-item-mean" in table.splitlines()[2]  # the mf row
+    assert "not distinguishable from baseline-user-item-mean" in table.splitlines()[3]
+    assert "**gmf**" in verdict("d", "rmse", best["rmse"], sig)
+    alone = frame[frame["variant"] != "gmf"]
+    _, best = metric_table(alone, ["rmse"], stats.significance(alone, ["rmse"]))
+    assert best["rmse"] is None and "no variant can be called best" in verdict("d", "rmse", None, sig)
+
+
+def test_smallest_reachable_p_values():
+    floor = stats.smallest_p(5, 6, 21)
+    assert floor["wilcoxon"] == pytest.approx(0.0625)
+    assert floor["wilcoxon_holm"] == 1.0
+    assert floor["friedman"] == pytest.approx(sps.chi2.sf(25, 5))
+    assert stats.smallest_p(5, 6, 21)["wilcoxon"] == pytest.approx(sps.wilcoxon([1, 2, 3, 4, 5]).pvalue)
+
+
+def test_refit_trains_on_exactly_train_and_validation_for_the_chosen_epochs(tmp_path):
+    from bench.runner import spec_for
+    from bench.suites import SUITES
+    from ncf_core.data import load, split_for_seed
+    from ncf_core.data.splits import refit_split
+    from ncf_core.evaluate import Evaluator
+    from ncf_core.train import fit, seeded_model
+
+    out = tmp_path / "run"
+    assert main(["run", "--suite", "smoke", "--datasets", "synthetic", "--variants", "gmf", "--seeds", "2",
+                 "--epochs", "3", "--refit", "--out", str(out)]) == 0
+    spec = spec_for("synthetic", SUITES["smoke"])
+    data = load("synthetic", task="rating", **dict(spec.options))
+    for record in (r for r in TrialStore(out).records() if r["variant"] == "gmf"):
+        split = split_for_seed(data, "rating", record["seed"])
+        whole = refit_split(split)
+        assert set(whole.train.keys()) == set(split.train.keys()) | set(split.valid.keys())
+        assert len(whole.train) == len(split.train) + len(split.valid) == record["refit"]["train_rows"]
+        assert not set(whole.train.keys()) & set(split.test.keys())
+        assert record["refit"]["epochs"] == record["best_epoch"] and record["config"]["data"]["refit"]
+        import dataclasses
+
+        model = seeded_model("gmf", spec.model, whole, record["seed"])
+        cfg = dataclasses.replace(spec.train, epochs=record["best_epoch"])
+        history = fit(model, whole, cfg, seed=record["seed"], select=False)
+        assert len(history.epochs) == record["best_epoch"]
+        assert all(math.isnan(e.valid_metric) for e in history.epochs)  # validation never read
+        expected = Evaluator(split, "test", "cpu").evaluate(model).metrics
+        assert record["metrics"] == pytest.approx(expected, rel=1e-4)

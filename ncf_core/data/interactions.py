@@ -48,6 +48,16 @@ class Interactions:
             timestamps=ts,
         )
 
+    def concat(self, other: Interactions) -> Interactions:
+        """These rows, then ``other``'s (same ids, sizes and item features)."""
+        if (self.n_users, self.n_items) != (other.n_users, other.n_items):
+            raise ValueError("concatenated interactions must share their id spaces")
+        ts = None if self.timestamps is None or other.timestamps is None else \
+            np.concatenate([self.timestamps, other.timestamps])
+        return replace(self, users=np.concatenate([self.users, other.users]),
+                       items=np.concatenate([self.items, other.items]),
+                       target=np.concatenate([self.target, other.target]), timestamps=ts)
+
     def has_duplicate_pairs(self) -> bool:
         return len(np.unique(self.keys())) != len(self)
 

@@ -122,3 +122,10 @@ def _check_negatives(data: Interactions, n: int) -> None:
     if data.n_items - most < n:
         raise ValueError(f"{data.n_items} items: a user with {most} positives leaves fewer than {n} "
                          "items to draw evaluation negatives from")
+
+
+def refit_split(split: Split) -> Split:
+    """Training data given back its validation part, for the refit after model selection (the NCF
+    protocol trains on everything but the test item). ``valid`` is kept only to satisfy the type:
+    a refit never looks at it."""
+    return replace(split, train=split.train.concat(split.valid))
