@@ -42,7 +42,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         datasets=_csv(args.datasets) if args.datasets else None,
         variants=_csv(args.variants) if args.variants else None,
         seeds=args.seeds, devices=_csv(args.devices) if args.devices else None,
-        epochs=args.epochs, params=TunedParams.load(args.params or []), refit=args.refit,
+        epochs=args.epochs, params=TunedParams.load(args.params or []), refit=args.refit, all_rows=args.all_rows,
         stack=not args.no_stack,
     )
     runner = Runner(suite, opts, out, log=lambda m: print(m, file=sys.stderr))
@@ -133,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--devices", help="comma-separated: cpu, cuda, auto (every device present); default: the suite's")
     run.add_argument("--epochs", type=positive_int, help="override every data set's epoch count")
     run.add_argument("--params", nargs="+", help="best_params.json files from bench tune")
+    run.add_argument("--all-rows", action="store_true",
+                     help="read every row of a data set whose protocol reads the first N (anime: 100,000); "
+                          "its label gets -all-rows")
     run.add_argument("--refit", action=argparse.BooleanOptionalAction,
                      help="after choosing the epoch count on validation, retrain on training + validation data "
                           "before the test (default: each data set's protocol; on for full's ranking sets)")

@@ -264,6 +264,9 @@ def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, friedman: pd.DataFr
                     f"({_p(floor['wilcoxon_holm'])} after Holm over {len(sp)} pairs), whatever the effect; "
                     f"Friedman's floor is {_p(floor['friedman'])}. The `sig.` column uses the paired t-test "
                     "(Holm), which has no such floor but assumes roughly normal differences.", ""]
+        ra = stats.rank_analysis(stats.seed_table(group, primary), primary)
+        if ra is not None:
+            out += [_ranks_text(ra, f"{primary}, seeds as blocks"), ""]
         out += [table, ""]
         if len(sp):
             rows = [[r.variant_a, r.variant_b, _fmt(r.diff, 5), f"[{_fmt(r.ci_low, 5)}, {_fmt(r.ci_high, 5)}]",
@@ -272,6 +275,10 @@ def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, friedman: pd.DataFr
             out += [f"Paired differences on {primary} (a − b), by seed:", "",
                     tabulate(rows, headers=["a", "b", "diff", "95% CI", "t p", "Wilcoxon p", "Holm p",
                                             "d_z", "sig."], tablefmt="github"), ""]
+    across = ranks_across_datasets(frame)
+    for device, ra in across.items():
+        out += [f"## Across data sets — {device}", "", _ranks_text(ra, "each data set's primary metric, data sets "
+                                                                       "as blocks (means over seeds)"), ""]
     if len(throughput):
         rows = [[r.dataset, r.task, r.variant, r.device, r.n, _stacked(r.stacked_seeds),
                  f"{r.train_samples_per_s_mean:,.0f}", _fmt(r.train_cv, 2),
@@ -299,6 +306,45 @@ def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, friedman: pd.DataFr
     if plots:
         out += ["## Plots", "", *[f"![{p.stem}]({p.name})" for p in plots], ""]
     return "\n".join(out)
+
+
+def _ranks_text(ra: dict[str, Any], what: str) -> str:
+    ranks = ra["ranks"]
+    rows = [[i + 1, v, f"{r:.2f}"] for i, (v, r) in enumerate(ranks.items())]
+    return (f"Average ranks on {what} (1 = best; Friedman p = {_p(ra['friedman_p'])}, n = {ra['n']}, "
+            f"k = {ra['k']}); Nemenyi critical difference at α = 0.05: {ra['cd']:.2f} — variants whose average "
+            "ranks differ by less are not distinguishable (the critical-difference diagram links them):\n\n"
+            + tabulate(rows, headers=["", "variant", "average rank"], tablefmt="github"))
+
+
+def ranks_across_datasets(frame: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Per device, with three or more data sets: each data set's mean of its primary metric per variant,
+    turned so that higher is better, ranked with data sets as blocks."""
+    out = {}
+    ok = frame[(frame["status"] == "ok") & ~frame["variant"].str.startswith("baseline-")]
+    for device, group in ok.groupby("device", sort=False):
+        columns = {}
+        for (dataset, task), part in group.groupby(["dataset", "task"], sort=False):
+            primary = primary_of(part, task)
+            if primary in part:
+                means = part.groupby("variant", sort=False)[primary].mean()
+                columns[f"{dataset} ({task})"] = means if higher_is_better(primary) else -means
+        if len(columns) >= 3:
+            ra = stats.rank_analysis(pd.DataFrame(columns).T, "score")
+            if ra is not None:
+                out[device] = ra
+    return out
+
+
+def _cd_plot(ra: dict[str, Any], title: str, path: Path) -> Path:
+    import scikit_posthocs as sp
+
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.35 * ra["k"]))
+    sp.critical_difference_diagram(ra["ranks"], ra["pvalues"], ax=ax, cd=ra["cd"])
+    ax.set_title(title, fontsize=9, pad=28)
+    fig.tight_layout()
+    _save(fig, path)
+    return path
 
 
 def _stacked(value: Any) -> int:
@@ -366,4 +412,14 @@ def write_plots(records: list[dict[str, Any]], frame: pd.DataFrame, run_dir: Pat
         path = run_dir / f"metrics-{_slug(dataset)}-{task}.png"
         _save(fig, path)
         paths.append(path)
+    for (dataset, task, device), group in frame.groupby(["dataset", "task", "device"], sort=False):
+        primary = primary_of(group, task)
+        ra = stats.rank_analysis(stats.seed_table(group, primary), primary) if primary in group else None
+        if ra is not None:
+            title = (f"{dataset} ({task}, {device}): average rank on {primary} over {ra['n']} seeds; "
+                     f"Nemenyi CD {ra['cd']:.2f}")
+            paths.append(_cd_plot(ra, title, run_dir / f"cd-{_slug(dataset)}-{task}-{device}.png"))
+    for device, ra in ranks_across_datasets(frame).items():
+        title = f"all data sets ({device}): average rank over {ra['n']} data sets; Nemenyi CD {ra['cd']:.2f}"
+        paths.append(_cd_plot(ra, title, run_dir / f"cd-all-{device}.png"))
     return paths

@@ -45,6 +45,7 @@ class RunOptions:
     epochs: int | None = None
     params: TunedParams = field(default_factory=TunedParams)
     refit: bool | None = None  # None: each data set's protocol decides
+    all_rows: bool = False  # read every row, not the protocol's first N (anime's seed protocol: 100,000)
     stack: bool = True  # train a variant's seeds as one stacked model, in groups that fit memory
 
     def __post_init__(self) -> None:
@@ -144,6 +145,9 @@ def resolve_datasets(suite: Suite, opts: RunOptions, log: Log) -> list[tuple[Dat
             spec = replace(spec, train=replace(spec.train, epochs=opts.epochs))
         if opts.refit is not None:
             spec = replace(spec, refit=opts.refit)
+        if opts.all_rows and "max_rows" in dict(spec.options):
+            spec = replace(spec, options=tuple(o for o in spec.options if o[0] != "max_rows"),
+                           name=f"{spec.label}-all-rows")
         data = load(spec.source, data_dir=opts.data_dir, task=spec.task, **dict(spec.options))
         if isinstance(data, Split):  # the paper's files: their negatives are what the record says
             spec = replace(spec, n_eval_negatives=int(data.test_negatives.shape[1]))

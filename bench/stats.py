@@ -175,6 +175,33 @@ def order_agreement(means_a: pd.Series, means_b: pd.Series) -> tuple[float, floa
     return float(res.statistic), float(res.pvalue), flips
 
 
+def rank_analysis(table: pd.DataFrame, metric: str) -> dict[str, object] | None:
+    """Demšar (2006): average ranks over blocks (seeds, or data sets), Friedman, Nemenyi post-hoc
+    p-values and the critical difference. ``table`` is blocks x variants; rank 1 is the best."""
+    table = table.dropna()
+    n, k = table.shape
+    if n < 2 or k < 3:
+        return None
+    import scikit_posthocs as sp  # only the report needs it
+
+    oriented = table if higher_is_better(metric) else -table
+    ranks = oriented.rank(axis=1, ascending=False).mean().sort_values()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p_friedman = float(stats.friedmanchisquare(*[table[c].to_numpy() for c in table.columns]).pvalue)
+        pvals = sp.posthoc_nemenyi_friedman(table.to_numpy())
+    pvals.index = pvals.columns = list(table.columns)
+    q = stats.studentized_range.ppf(1 - ALPHA, k, np.inf) / math.sqrt(2)
+    cd = float(q * math.sqrt(k * (k + 1) / (6.0 * n)))
+    return {"ranks": ranks, "pvalues": pvals, "cd": cd, "n": n, "k": k, "friedman_p": p_friedman}
+
+
+def seed_table(trials: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Seeds x learned variants of one (data set, task, device) group, paired seeds only."""
+    learned = trials[(trials["status"] == "ok") & ~trials["variant"].str.startswith("baseline-")]
+    return _pivot(learned, metric) if metric in learned and len(learned) else pd.DataFrame()
+
+
 def device_equivalence(trials: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     """The same (variant, seed) on CPU and CUDA: paired difference of each metric with a TOST
     equivalence test at the metric's margin, and the speed ratio."""

@@ -33,7 +33,7 @@ def smoke_run(tmp_path_factory) -> Path:
 
 def test_smoke_writes_every_output(smoke_run):
     for name in ("trials.csv", "significance.csv", "throughput.csv", "summary.md", "manifest.json",
-                 "loss-synthetic-rating.png", "metrics-synthetic-ranking.png"):
+                 "loss-synthetic-rating.png", "metrics-synthetic-ranking.png", "cd-synthetic-rating-cpu.png"):
         assert (smoke_run / name).is_file(), name
     trials = pd.read_csv(smoke_run / "trials.csv")
     learned = trials[~trials["variant"].str.startswith("baseline-")]
@@ -436,3 +436,17 @@ def test_refit_trains_on_exactly_train_and_validation_for_the_chosen_epochs(tmp_
         assert all(math.isnan(e.valid_metric) for e in history.epochs)  # validation never read
         expected = Evaluator(split, "test", "cpu").evaluate(model).metrics
         assert record["metrics"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_average_ranks_and_critical_difference_by_hand():
+    """Demšar (2006): rank 1 = best per block, ties averaged; CD = q_0.05 * sqrt(k(k+1) / 6N),
+    q_0.05 = 2.343 for k = 3 (his Table 5)."""
+    table = pd.DataFrame({"a": [0.30, 0.31, 0.29, 0.30], "b": [0.20, 0.25, 0.29, 0.10],
+                          "c": [0.10, 0.05, 0.01, 0.20]})  # a higher-is-better metric
+    ra = stats.rank_analysis(table, "ndcg@10")
+    assert ra["ranks"].to_dict() == pytest.approx({"a": (1 + 1 + 1.5 + 1) / 4, "b": (2 + 2 + 1.5 + 3) / 4,
+                                                   "c": (3 + 3 + 3 + 2) / 4})
+    assert ra["cd"] == pytest.approx(2.343 * np.sqrt(3 * 4 / (6 * 4)), rel=1e-3)
+    lower = stats.rank_analysis(table, "rmse")  # lower is better: the order turns round
+    assert list(lower["ranks"].index) == ["c", "b", "a"]
+    assert ra["pvalues"].loc["a", "c"] == pytest.approx(ra["pvalues"].loc["c", "a"]) and ra["pvalues"].loc["a", "c"] < 1

@@ -26,3 +26,16 @@ def test_gmf_and_neumf_beat_user_item_mean_on_anime():
         fit(model, split, TrainConfig(task="rating", epochs=10), seed=0)
         rmse = evaluator.evaluate(model).metrics["rmse"]
         assert rmse < baseline, (name, rmse, baseline)
+
+
+@requires_data
+def test_all_rows_reads_every_anime_rating_under_its_own_label():
+    """The seed protocol stops at 100,000 rows; --all-rows, by name or by path, reads them all."""
+    from bench.runner import RunOptions, resolve_datasets
+    from bench.suites import SUITES
+
+    for source in ("anime", str(DATA_DIR / "anime")):
+        opts = RunOptions(data_dir=DATA_DIR, datasets=(source,), all_rows=True)
+        [(spec, data)] = resolve_datasets(SUITES["quick"], opts, log=lambda _: None)
+        assert spec.label == "anime-all-rows" and "max_rows" not in dict(spec.options)
+        assert len(data) > 300_000  # 520,609 rows, 100,666 of them -1, some without item features
