@@ -28,6 +28,11 @@ def positive_int(text: str) -> int:
     return value
 
 
+def nonnegative_int(text: str) -> int:
+    value = positive_int(text) if text.strip() not in ("0", "+0", "-0") else 0
+    return value
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.manifest import record_run
     from bench.params import TunedParams
@@ -43,9 +48,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         variants=_csv(args.variants) if args.variants else None,
         seeds=args.seeds, devices=_csv(args.devices) if args.devices else None,
         epochs=args.epochs, params=TunedParams.load(args.params or []), refit=args.refit, all_rows=args.all_rows,
+        tune=args.tune,
         stack=not args.no_stack,
     )
-    runner = Runner(suite, opts, out, log=lambda m: print(m, file=sys.stderr))
+    tuner = None
+    if (args.tune if args.tune is not None else suite.tune):
+        from bench.tune import tune_suite  # optuna only for a tuned run
+
+        tuner = tune_suite
+    runner = Runner(suite, opts, out, log=lambda m: print(m, file=sys.stderr), tuner=tuner)
     started = time.time()
     records = runner.run()
     with runner.store.locked():
@@ -133,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--devices", help="comma-separated: cpu, cuda, auto (every device present); default: the suite's")
     run.add_argument("--epochs", type=positive_int, help="override every data set's epoch count")
     run.add_argument("--params", nargs="+", help="best_params.json files from bench tune")
+    run.add_argument("--tune", type=nonnegative_int, metavar="N",
+                     help="first give every (data set, variant) its own Optuna study of N trials (same sampler "
+                          "seed and pruner, validation split of a tuning seed), then run the seeds with each "
+                          "variant's best settings; 0 = the paper's defaults (default: the suite's)")
     run.add_argument("--all-rows", action="store_true",
                      help="read every row of a data set whose protocol reads the first N (anime: 100,000); "
                           "its label gets -all-rows")

@@ -113,6 +113,8 @@ def record_run(run_dir: Path, runner: Any, *, suite: Any, options: Any, started:
     fields: dict[str, Any] = {"suite": suite, "options": opts, "seeds": runner.seeds, "devices": runner.devices,
                               "variants": runner.variants, "stand_ins": stand_ins,
                               "datasets": [spec.label for spec, _ in getattr(runner, "specs", [])]}
+    if getattr(runner, "tuning", None):
+        fields["tuning"] = runner.tuning
     stacking = runner.stacking_note()
     if stacking:
         fields["seed_stacking"] = stacking

@@ -6,6 +6,7 @@ and renamed once all are ready, so a kill leaves the previous report or the new 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -94,11 +95,12 @@ def write_report(run_dir: Path) -> dict[str, Path]:
     staged["throughput.csv"] = throughput
     if not devices.empty:
         staged["devices.csv"] = devices
+    budgets = budget_lines(records)
     stand_ins = {r["dataset"]: (r.get("config") or {}).get("data", {}).get("stands_in_for") for r in records}
     stand_ins = {k: v for k, v in stand_ins.items() if v}
     plots = write_plots(records, frame, run_dir)  # each plot is itself written to a temporary name first
     staged["summary.md"] = summary_markdown(frame, sig, friedman, throughput, devices, plots, stand_ins,
-                                            store.skipped)
+                                            store.skipped, budgets)
     paths = {}
     tmps = []
     for name, content in staged.items():
@@ -217,9 +219,28 @@ def agreement_line(group: pd.DataFrame, full: str, sampled: str) -> str | None:
     return head + " Pairs that flip: " + "; ".join(f"{a} vs {b}" for a, b in flips) + "."
 
 
+def budget_lines(records: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
+    """Per data set, one line on how the variants were tuned: the comparison is only fair if equally."""
+    out = {}
+    for key in dict.fromkeys((r["dataset"], r["task"]) for r in records):
+        learned = [r for r in records if (r["dataset"], r["task"]) == key and not r["variant"].startswith("baseline-")]
+        tunings = {json.dumps((r.get("config") or {}).get("tuning"), sort_keys=True) for r in learned}
+        if tunings == {"null"}:
+            out[key] = ("Tuning: none — every variant runs at the paper's default settings; untuned comparisons "
+                        "can mislead (Rendle et al. 2020), see `bench run --tune N`.")
+        elif len(tunings) == 1:
+            t = json.loads(tunings.pop())
+            out[key] = (f"Tuning: every variant had the same budget — {t['budget']} Optuna trials ({t['sampler']}, "
+                        f"{t['pruner']} pruner) on the validation split of seed {t['split_seed']}, none of the "
+                        "evaluation seeds; best settings and study times in manifest.json.")
+        else:
+            out[key] = "Tuning: **unequal** — the variants of this data set were tuned differently."
+    return out
+
+
 def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, friedman: pd.DataFrame, throughput: pd.DataFrame,
                      devices: pd.DataFrame, plots: list[Path], stand_ins: dict[str, str] | None = None,
-                     skipped: list[int] | None = None) -> str:
+                     skipped: list[int] | None = None, budgets: dict[tuple[str, str], str] | None = None) -> str:
     out = ["# Benchmark summary", ""]
     for label, real in (stand_ins or {}).items():
         out += [f"> **Stand-in data:** `{real}` was not found; **{label}** is synthetic data run in its place. "
@@ -246,6 +267,8 @@ def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, friedman: pd.DataFr
         primary = primary_of(group, task)
         primary = primary if primary in names else names[0]
         out += [verdict(f"{dataset} ({device})", primary, best.get(primary), s), ""]
+        if budgets and (dataset, task) in budgets:
+            out += [budgets[(dataset, task)], ""]
         if task == "ranking":
             line = agreement_line(group, primary, primary.removeprefix("full_"))
             if line:

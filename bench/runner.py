@@ -46,6 +46,7 @@ class RunOptions:
     params: TunedParams = field(default_factory=TunedParams)
     refit: bool | None = None  # None: each data set's protocol decides
     all_rows: bool = False  # read every row, not the protocol's first N (anime's seed protocol: 100,000)
+    tune: int | None = None  # equal Optuna budget per (data set, variant) before the seeds; None: the suite's
     stack: bool = True  # train a variant's seeds as one stacked model, in groups that fit memory
 
     def __post_init__(self) -> None:
@@ -164,7 +165,7 @@ def variant_configs(spec: DataSpec, variant: Variant, params: TunedParams) -> tu
     if variant.pretrained:
         train = replace(train, optimizer=variant.optimizer)
         (gmf, _), (mlp, _) = (_configs(spec, name, params) for name in ("gmf", "mlp"))
-        model = replace(model, n_factors=gmf.n_factors, mlp_layers=mlp.mlp_layers,
+        model = replace(model, n_factors=gmf.n_factors, mlp_layers=mlp.mlp_layers, dropout=mlp.dropout,
                         use_item_features=gmf.use_item_features or mlp.use_item_features)
     return model, train
 
@@ -206,9 +207,19 @@ def _record(spec: DataSpec, variant: str, device: str, seed: int, **fields: Any)
             "seed": seed, **fields}
 
 
+Tuner = Callable[..., tuple[TunedParams, dict[str, Any]]]  # bench.tune.tune_suite
+
+
 class Runner:
-    def __init__(self, suite: Suite, opts: RunOptions, out_dir: Path, log: Log = print) -> None:
-        self.suite, self.opts, self.log = suite, opts, log
+    def __init__(self, suite: Suite, opts: RunOptions, out_dir: Path, log: Log = print,
+                 tuner: Tuner | None = None) -> None:
+        self.suite, self.opts, self.log, self.tuner = suite, opts, log, tuner
+        self.budget = opts.tune if opts.tune is not None else suite.tune
+        if self.budget and tuner is None:
+            raise ValueError("a tuned run needs a tuner (bench.tune.tune_suite)")
+        if self.budget and opts.params:
+            raise DataError("--tune", "tunes every variant itself: leave out --params")
+        self.tuning: dict[str, Any] = {}
         self.store = TrialStore(out_dir)
         self.variants = opts.variants or suite.variants
         unknown = [v for v in self.variants if v not in VARIANTS]
@@ -250,7 +261,10 @@ class Runner:
         return trials
 
     def planned_config(self, spec: DataSpec, variant: str) -> dict[str, Any]:
-        return trial_config(spec, VARIANTS.get(variant), self.opts.params)
+        config = trial_config(spec, VARIANTS.get(variant), self.opts.params)
+        if self.tuning and variant in VARIANTS:
+            config["tuning"] = {k: self.tuning[k] for k in ("budget", "sampler", "pruner", "split_seed")}
+        return config
 
     def run(self) -> list[dict[str, Any]]:
         """Run every pending trial; returns the records of this call (failed ones included).
@@ -264,6 +278,10 @@ class Runner:
             if dropped:
                 self.log(f"warning: {self.store.path}: dropped a torn last line ({dropped} bytes) left by a crash; "
                          "its trial runs again")
+            if self.budget:
+                tuned, self.tuning = self.tuner(specs, tuple(self.variants), self.budget,
+                                                self.store.run_dir / "tuning", device=self.devices[0], log=self.log)
+                self.opts = replace(self.opts, params=tuned)
             return self._run(specs)
 
     def _run(self, specs: list[tuple[DataSpec, Any]]) -> list[dict[str, Any]]:

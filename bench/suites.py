@@ -133,6 +133,7 @@ class Suite:
     variants: tuple[str, ...] = ALL_VARIANTS
     devices: tuple[str, ...] = ("auto",)  # "auto" = every device present
     baselines: bool = True
+    tune: int = 0  # Optuna trials per (data set, variant) before the seeded trials; 0 = paper defaults
 
 
 SUITES: dict[str, Suite] = {

@@ -44,10 +44,11 @@ class Objective:
     """
 
     def __init__(self, spec: DataSpec, split: Split, variant: Variant, device: str = "cpu",
-                 base: TunedParams | None = None, cache: PretrainCache | None = None) -> None:
+                 base: TunedParams | None = None, cache: PretrainCache | None = None, seed: int = SEED) -> None:
         self.spec, self.split, self.variant, self.device = spec, split, variant, device
         self.base = base or TunedParams()
         self.cache = cache or PretrainCache()
+        self.seed = seed
 
     def configs(self, params: dict[str, dict[str, Any]]):
         model_cfg, train_cfg = variant_configs(self.spec, self.variant, self.base)
@@ -55,18 +56,18 @@ class Objective:
 
     def build(self, model_cfg) -> torch.nn.Module:
         if not self.variant.pretrained:
-            return seeded_model(self.variant.model, model_cfg, self.split, SEED, self.device)
+            return seeded_model(self.variant.model, model_cfg, self.split, self.seed, self.device)
         base = {}
         for name in ("gmf", "mlp"):
             cfg, train = variant_configs(self.spec, VARIANTS[name], self.base)
-            base[name] = self.cache.models(name, self.spec.label, self.spec.task, {SEED: self.split}, [SEED],
-                                           self.device, cfg, train, _train_alone)[SEED]
+            base[name] = self.cache.models(name, self.spec.label, self.spec.task, {self.seed: self.split},
+                                           [self.seed], self.device, cfg, train, _train_alone)[self.seed]
         return pretrained_neumf(base["gmf"], base["mlp"], model_cfg, self.split).to(self.device)
 
     def train(self, params: dict[str, dict[str, Any]], on_epoch=None) -> tuple[torch.nn.Module, float]:
         model_cfg, train_cfg = self.configs(params)
         model = self.build(model_cfg)
-        history = fit(model, self.split, train_cfg, self.device, seed=SEED, on_epoch=on_epoch)
+        history = fit(model, self.split, train_cfg, self.device, seed=self.seed, on_epoch=on_epoch)
         return model, history.best_value
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -224,3 +225,55 @@ def run(args: argparse.Namespace) -> int:
 def _print_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     value = "" if trial.value is None else f" value {trial.value:.5f}"
     print(f"trial {trial.number:>3} {trial.state.name.lower():<8}{value} {trial.params}")
+
+
+TUNE_SEED = 1_000_003  # the tuning split's seed: none of a run's evaluation seeds (0..N-1)
+SAMPLER_SEED = 0
+PRUNER = "median (3 start-up trials, 1 warm-up epoch)"
+
+
+def _pruner() -> optuna.pruners.BasePruner:
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+
+
+def tune_suite(specs: list[tuple[DataSpec, Any]], variants: tuple[str, ...], budget: int, folder: Path,
+               device: str = "cpu", log=print) -> tuple[TunedParams, dict[str, Any]]:
+    """Equal tuning budgets (Rendle et al. 2020): every (data set, variant) gets its own study of
+    ``budget`` trials with the same sampler seed and pruner, on the validation split of a tuning seed
+    that is none of the evaluation seeds. GMF and MLP are tuned first; the pretrained NeuMFs then
+    start from the tuned GMF and MLP and tune only what is theirs (alpha, the fine-tuning step).
+    Studies live in ``folder`` (SQLite), so a rerun resumes them; finished trials of any state count
+    against the budget."""
+    storage = storage_for(f"sqlite:///{Path(folder) / 'studies.db'}")
+    cache = PretrainCache(Path(folder) / "checkpoints")
+    tuned = TunedParams()
+    info: dict[str, Any] = {"budget": budget, "sampler": f"TPE, seed {SAMPLER_SEED}", "pruner": PRUNER,
+                            "split_seed": TUNE_SEED, "studies": {}}
+    order = sorted(variants, key=lambda v: VARIANTS[v].pretrained)  # the pretrained ones last
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for spec, data in specs:
+        split = _split(spec, data, TUNE_SEED)
+        metric = task_of(spec.task).selection_metric(spec.train.k)
+        for name in order:
+            variant = VARIANTS[name]
+            study_name = f"{spec.label.replace('/', '_')}-{spec.task}-{name}"
+            study = create_study(study_name, storage, direction="maximize" if higher_is_better(metric) else "minimize",
+                                 sampler=optuna.samplers.TPESampler(seed=SAMPLER_SEED), pruner=_pruner())
+            done = [t for t in study.trials if t.state.is_finished()]
+            started = time.time()
+            objective = Objective(spec, split, variant, device, base=tuned, cache=cache, seed=TUNE_SEED)
+            if len(done) < budget:
+                log(f"tuning {name} on {spec.label}: {budget - len(done)} of {budget} trials to run")
+                study.optimize(objective, n_trials=budget - len(done), catch=(Diverged,))
+            finished = [t for t in study.trials if t.state.is_finished()]
+            if not any(t.state == optuna.trial.TrialState.COMPLETE for t in finished):
+                raise DataError(folder, f"no tuning trial of {name} on {spec.label} completed")
+            params = best_params(study, objective)
+            tuned.entries.append({"variant": name, "dataset": spec.label, "task": spec.task, **params})
+            info["studies"][study_name] = {
+                "trials": len(finished), "best_validation": study.best_value, "metric": metric, "best": params,
+                "seconds": round(sum((t.duration.total_seconds() if t.duration else 0.0) for t in finished), 1),
+                "seconds_this_call": round(time.time() - started, 1)}
+            log(f"tuned {name} on {spec.label}: best validation {metric} {study.best_value:.5f} "
+                f"after {len(finished)} trials")
+    return tuned, info

@@ -114,3 +114,29 @@ def test_the_study_lives_in_the_out_folder_by_default(tmp_path, monkeypatch):
                  "--out", str(out)]) == 0
     assert (out / "optuna.db").is_file() and not (tmp_path / "results").exists()
     assert json.loads((out / "best_params.json").read_text())["storage"] == f"sqlite:///{out / 'optuna.db'}"
+
+
+def test_a_tuned_run_gives_every_variant_the_same_budget_and_neumf_the_tuned_bases(tmp_path):
+    from bench.store import TrialStore
+
+    out = tmp_path / "run"
+    assert main(["run", "--suite", "smoke", "--datasets", "synthetic", "--tune", "3", "--seeds", "2",
+                 "--epochs", "2", "--variants", "mf,gmf,mlp,neumf-pre-adam", "--out", str(out)]) == 0
+    db = f"sqlite:///{out / 'tuning' / 'studies.db'}"
+    counts = {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(db)}
+    assert counts == {f"synthetic-rating-{v}": 3 for v in ("mf", "gmf", "mlp", "neumf-pre-adam")}
+    manifest = json.loads((out / "manifest.json").read_text())["tuning"]
+    assert manifest["budget"] == 3 and set(manifest["studies"]) == set(counts)
+    best = {k.removeprefix("synthetic-rating-"): v["best"] for k, v in manifest["studies"].items()}
+    records = {(r["variant"], r["seed"]): r for r in TrialStore(out).records()}
+    neumf = records[("neumf-pre-adam", 0)]["config"]
+    assert neumf["model"]["n_factors"] == best["gmf"]["model"]["n_factors"]
+    assert neumf["model"]["mlp_layers"] == list(best["mlp"]["model"]["mlp_layers"])
+    assert neumf["model"]["alpha"] == pytest.approx(best["neumf-pre-adam"]["model"]["alpha"])
+    assert records[("mf", 1)]["config"]["train"]["lr"] == pytest.approx(best["mf"]["train"]["lr"])
+    assert "every variant had the same budget — 3 Optuna trials" in (out / "summary.md").read_text()
+    # resuming the same command reruns nothing: studies full, trials stored, settings equal
+    before = (out / "trials.jsonl").read_text()
+    assert main(["run", "--suite", "smoke", "--datasets", "synthetic", "--tune", "3", "--seeds", "2",
+                 "--epochs", "2", "--variants", "mf,gmf,mlp,neumf-pre-adam", "--out", str(out)]) == 0
+    assert (out / "trials.jsonl").read_text() == before
