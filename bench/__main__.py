@@ -182,6 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--sampler-seed", type=int, default=0, help="TPE seed (give each extra worker its own)")
     tune.add_argument("--epochs", type=positive_int, help="override the data set's epoch count")
     tune.add_argument("--device", default="cpu", help="cpu or cuda")
+    tune.add_argument("--workers", type=positive_int, default=1,
+                      help="local worker processes on the one study (sampler seeds --sampler-seed, +1, ...), "
+                           "each running --trials")
+    tune.add_argument("--worker-only", action="store_true", help=argparse.SUPPRESS)
     tune.add_argument("--heartbeat", type=positive_int, default=10, help="seconds between a worker's heartbeats")
     tune.add_argument("--grace", type=positive_int, default=30,
                       help="seconds without a heartbeat after which a trial counts as failed and is retried")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -46,7 +47,7 @@ class PretrainCache:
         if self.checkpoints is not None:
             self.checkpoints.mkdir(parents=True, exist_ok=True)
             path = self.checkpoints / f"{key}.pt"
-            tmp = path.with_suffix(".tmp")
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")  # workers may share the folder
             torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
             tmp.replace(path)
 

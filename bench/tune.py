@@ -186,21 +186,27 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise DataError(out, "is a file, not a folder")
     storage = args.storage or f"sqlite:///{out / 'optuna.db'}"
+    args.out_dir = out
     objective = Objective(spec, split, variant, device, cache=PretrainCache(out / "checkpoints"))
     metric = task_of(spec.task).selection_metric(spec.train.k)
     direction = "maximize" if higher_is_better(metric) else "minimize"
     study = create_study(
         name, storage_for(storage, getattr(args, "heartbeat", HEARTBEAT_S), getattr(args, "grace", GRACE_S)),
-        direction=direction, sampler=optuna.samplers.TPESampler(seed=args.sampler_seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
+        direction=direction, sampler=optuna.samplers.TPESampler(seed=args.sampler_seed), pruner=_pruner(),
     )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     started = time.time()
-    study.optimize(objective, n_trials=args.trials, timeout=args.timeout, catch=(Diverged,),
-                   callbacks=[_print_trial])
+    workers = getattr(args, "workers", 1)
+    if workers > 1:
+        _run_workers(args, workers, name, storage)
+    else:
+        study.optimize(objective, n_trials=args.trials, timeout=args.timeout, catch=(Diverged,),
+                       callbacks=[_print_trial])
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
         raise DataError(storage, f"study {name!r} has no complete trial")
+    if getattr(args, "worker_only", False):
+        return 0  # the process that started this worker reads the best settings
 
     params = best_params(study, objective)
     model, _ = objective.train(params)  # the one and only look at the test split
@@ -220,6 +226,25 @@ def run(args: argparse.Namespace) -> int:
           + ", ".join(f"{k}={v:.4f}" for k, v in test_metrics.items()))
     print(f"wrote best_params.json, trials.csv, tune.md to {out}")
     return 0
+
+
+def _run_workers(args: argparse.Namespace, workers: int, study: str, storage: str) -> None:
+    """``--workers N``: N local worker processes on the one study (sampler seeds seed, seed+1, ...),
+    each running ``--trials``; the best settings are read once they are all done."""
+    import subprocess
+    import sys
+
+    argv = ["tune", "--dataset", args.dataset, "--variant", args.variant, "--trials", str(args.trials),
+            "--device", args.device, "--storage", storage, "--study", study, "--out", str(args.out_dir),
+            "--heartbeat", str(args.heartbeat), "--grace", str(args.grace), "--workers", "1", "--worker-only"]
+    for flag, value in (("--data-dir", args.data_dir), ("--epochs", args.epochs), ("--timeout", args.timeout)):
+        if value is not None:
+            argv += [flag, str(value)]
+    procs = [subprocess.Popen([sys.executable, "-m", "bench", *argv, "--sampler-seed", str(args.sampler_seed + i)])
+             for i in range(workers)]
+    codes = [p.wait() for p in procs]
+    if any(codes):
+        raise DataError(storage, f"a tuning worker failed (exit codes {codes})")
 
 
 def _print_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
