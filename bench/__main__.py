@@ -123,6 +123,44 @@ def cmd_benchtable(args: argparse.Namespace) -> int:
     return speed.benchmark_table(args)
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+    from tqdm import tqdm
+
+    from ncf_core.data.fetch import SOURCES, fetch, status
+
+    data_dir = Path(args.data_dir)
+    if args.action == "list":
+        if not data_dir.is_dir():
+            raise DataError(data_dir, "data directory not found")
+        print(tabulate([[s.name, status(s, data_dir), s.note] for s in SOURCES.values()],
+                       headers=["source", f"under {data_dir}", ""]))
+        print("\nanime (Kaggle, needs an account): put anime.csv and rating.csv in "
+              f"{data_dir / 'anime'} yourself")
+        return 0
+    unknown = [n for n in args.names if n not in SOURCES]
+    if unknown or not args.names:
+        raise DataError("bench data fetch", f"name one or more of {', '.join(SOURCES)}"
+                        + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for name in args.names:
+        bars = []
+
+        def progress(start: int, total: int | None, name: str = name, bars: list = bars):
+            bar = tqdm(total=total, initial=start, unit="B", unit_scale=True, desc=name, dynamic_ncols=True)
+            bars.append(bar)
+            return bar.update
+
+        try:
+            stamp = fetch(SOURCES[name], data_dir, progress, mirror=args.mirror)
+        finally:
+            for bar in bars:
+                bar.close()
+        print(f"{name}: {len(stamp['verified'])} file(s) in {data_dir}; " + "; ".join(
+            f"{k.rsplit('/', 1)[-1]} {v}" for k, v in stamp["verified"].items()))
+    return 0
+
+
 SUITE_NAMES = ("smoke", "quick", "full")  # bench.suites.SUITES; a test keeps the two in step
 VARIANT_NAMES = ("mf", "gmf", "mlp", "neumf", "neumf-pre-adam", "neumf-pre-sgd")
 
@@ -204,6 +242,14 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--out", default="results/speed", help="folder for speed.csv and speed.md")
     speed.set_defaults(func=cmd_speed)
 
+    data = sub.add_parser("data", help="fetch the public data sets (resumable, checksummed) or list what is present",
+                          formatter_class=fmt)
+    data.add_argument("action", choices=("fetch", "list"))
+    data.add_argument("names", nargs="*", help="for fetch: ml-100k, ml-1m, ml-20m, ml-25m, ncf-ml-1m, ncf-pinterest-20")
+    data.add_argument("--data-dir", required=True, help="the folder bench run --data-dir reads")
+    data.add_argument("--mirror", help="fetch each file from this folder URL instead of its origin (same file names)")
+    data.set_defaults(func=cmd_data)
+
     table = sub.add_parser("benchtable", help="markdown table of GPU/CPU speed-ups from pytest-benchmark JSON",
                            formatter_class=fmt)
     table.add_argument("json", help="pytest-benchmark's --benchmark-json file")
@@ -222,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished trials are stored; rerun the same command to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into a reader that stopped (| head)
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -450,3 +450,15 @@ def test_average_ranks_and_critical_difference_by_hand():
     lower = stats.rank_analysis(table, "rmse")  # lower is better: the order turns round
     assert list(lower["ranks"].index) == ["c", "b", "a"]
     assert ra["pvalues"].loc["a", "c"] == pytest.approx(ra["pvalues"].loc["c", "a"]) and ra["pvalues"].loc["a", "c"] < 1
+
+
+def test_the_ncf_files_as_fetched_run_by_name(tmp_path):
+    prefix = _ncf_prefix(tmp_path / "data" / "ncf", 3)
+    for path in prefix.parent.iterdir():
+        path.rename(path.with_name(path.name.replace("p.", "ml-1m.", 1)))
+    out = tmp_path / "run"
+    assert main(["run", "--suite", "full", "--datasets", "ncf-ml-1m", "--data-dir", str(tmp_path / "data"),
+                 "--variants", "mf", "--seeds", "1", "--epochs", "1", "--devices", "cpu", "--out", str(out)]) == 0
+    record = next(r for r in TrialStore(out).records() if r["variant"] == "mf")
+    assert record["dataset"] == "ncf-ml-1m" and record["config"]["model"]["n_factors"] == 64
+    assert record["config"]["data"]["refit"] and record["config"]["data"]["n_eval_negatives"] == 99

@@ -38,6 +38,10 @@ DATASETS: dict[str, DatasetSpec] = {
                           "ranking"),
     "ml-25m": DatasetSpec("ml-25m", "ml-25m", "ratings.csv", partial(movielens.load, name="ml-25m"),
                           "ranking"),
+    "ncf-ml-1m": DatasetSpec("ncf-ml-1m", "ncf", "ml-1m.train.rating",
+                             partial(ncf_files.load_named, stem="ml-1m"), "ranking"),
+    "ncf-pinterest-20": DatasetSpec("ncf-pinterest-20", "ncf", "pinterest-20.train.rating",
+                                    partial(ncf_files.load_named, stem="pinterest-20"), "ranking"),
     "synthetic": DatasetSpec("synthetic", None, None, synthetic.generate, "rating"),
 }
 

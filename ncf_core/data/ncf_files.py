@@ -108,3 +108,10 @@ def load(prefix: str | Path, *, name: str = "") -> Split:
     if train.has_duplicate_pairs():
         raise DataError(train_path, "repeats a (user, item) pair")
     return Split("ranking", train, train, interactions(test_frame), None, negatives)
+
+
+def load_named(folder: Path, *, stem: str, task: str = "ranking") -> Split:
+    """The paper's files as fetched by ``bench data fetch ncf-<stem>``: ``<folder>/<stem>.*``."""
+    if task != "ranking":
+        raise DataError(folder, "the NCF paper's files are a ranking split")
+    return load(Path(folder) / stem, name=f"ncf-{stem}")

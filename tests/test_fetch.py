@@ -1,0 +1,139 @@
+"""bench data fetch against archives served by a loopback HTTP server started here (no internet)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import threading
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.__main__ import main
+from ncf_core import DataError
+from ncf_core.data import fetch as fetch_mod
+from ncf_core.data.fetch import Remote, Source, fetch, status
+
+
+def _archive() -> bytes:
+    """A MovieLens-100K-shaped zip: ml-100k/u.data with 60 users x 20 of 150 items."""
+    rng = np.random.default_rng(0)
+    lines = [f"{u}\t{i}\t{rng.integers(1, 6)}\t{t}" for u in range(1, 61)
+             for t, i in enumerate(rng.choice(np.arange(1, 151), 20, replace=False))]
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("ml-100k/u.data", "\n".join(lines) + "\n")
+        zf.writestr("ml-100k/README", "fixture\n")
+    return buffer.getvalue()
+
+
+class Server:
+    """Serves one body at /ml-100k.zip with range requests; ``cut`` drops the first response early."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body, self.cut, self.ranges = body, None, []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_GET(self):  # noqa: N802 - http.server's name
+                if not self.path.endswith("/ml-100k.zip"):
+                    self.send_error(404)
+                    return
+                start = 0
+                header = self.headers.get("Range")
+                outer.ranges.append(header)
+                if header:
+                    start = int(header.removeprefix("bytes=").split("-")[0])
+                    if start >= len(outer.body):
+                        self.send_error(416)
+                        return
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(outer.body) - 1}/{len(outer.body)}")
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Length", str(len(outer.body) - start))
+                self.end_headers()
+                payload = outer.body[start:]
+                if outer.cut is not None:
+                    payload, outer.cut = payload[:outer.cut], None  # the connection drops mid-file
+                self.wfile.write(payload)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/files"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture()
+def server():
+    srv = Server(_archive())
+    yield srv
+    srv.close()
+
+
+def _source(srv: Server, digest: str | None = None) -> Source:
+    digest = digest or "sha256:" + hashlib.sha256(srv.body).hexdigest()
+    return Source("ml-100k", (Remote(f"{srv.url}/ml-100k.zip", digest, unpack=True),), "ml-100k/u.data")
+
+
+def test_fresh_download_unpacks_verified_files_that_bench_run_loads(server, tmp_path):
+    data = tmp_path / "data"
+    stamp = fetch(_source(server), data)
+    assert (data / "ml-100k" / "u.data").is_file() and not list((data / ".downloads").iterdir())
+    assert stamp["verified"] and status(_source(server), data) == "present, verified"
+    assert main(["run", "--suite", "smoke", "--datasets", "ml-100k", "--data-dir", str(data), "--variants", "mf",
+                 "--seeds", "1", "--epochs", "1", "--out", str(tmp_path / "run")]) == 0
+
+
+def test_an_interrupted_download_resumes_with_a_range_request(server, tmp_path):
+    data = tmp_path / "data"
+    server.cut = 1000
+    with pytest.raises(DataError, match="interrupted at 1,000 of"):
+        fetch(_source(server), data)
+    assert (data / ".downloads" / "ml-100k.zip.part").stat().st_size == 1000
+    assert not (data / "ml-100k").exists()
+    fetch(_source(server), data)
+    assert server.ranges == [None, "bytes=1000-"]
+    assert (data / "ml-100k" / "u.data").is_file()
+
+
+def test_a_checksum_mismatch_unpacks_nothing(server, tmp_path, capsys):
+    data = tmp_path / "data"
+    with pytest.raises(DataError, match="does not match the published"):
+        fetch(_source(server, digest="md5:" + "0" * 32), data)
+    assert not (data / "ml-100k").exists() and not (data / ".downloads" / "ml-100k.zip.part").exists()
+    # the command line, with the real table (GroupLens' MD5) and the fixture served as a mirror
+    assert main(["data", "fetch", "ml-100k", "--data-dir", str(data), "--mirror", server.url]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: ") and "md5" in err and "nothing unpacked" in err
+    assert not (data / "ml-100k").exists()
+
+
+def test_an_archive_member_cannot_escape_the_data_directory(tmp_path):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("../evil.txt", "x")
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(buffer.getvalue())
+    with pytest.raises(DataError, match="outside"):
+        fetch_mod._unpack(archive, tmp_path / "data")
+    assert not (tmp_path / "evil.txt").exists()
+
+
+def test_the_source_table_names_what_the_loaders_read():
+    from ncf_core.data import DATASETS
+
+    for name, source in fetch_mod.SOURCES.items():
+        spec = DATASETS[name]
+        assert source.marker == f"{spec.folder}/{spec.marker}", name
+        assert all(r.url.startswith("https://") for r in source.files)
+    assert Path(fetch_mod.SOURCES["ncf-ml-1m"].files[2].target).name == "ml-1m.test.negative"
