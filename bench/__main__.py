@@ -56,7 +56,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         from bench.tune import tune_suite  # optuna only for a tuned run
 
         tuner = tune_suite
-    runner = Runner(suite, opts, out, log=lambda m: print(m, file=sys.stderr), tuner=tuner)
+    executor = None
+    if args.ray is not None:
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise DataError("--ray", "Ray is not installed: pip install -e '.[ray]'") from None
+        from bench.executors import RayExecutor
+
+        executor = RayExecutor(None if args.ray == "local" else args.ray)
+    runner = Runner(suite, opts, out, log=lambda m: print(m, file=sys.stderr), tuner=tuner, executor=executor)
     started = time.time()
     records = runner.run()
     with runner.store.locked():
@@ -192,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--refit", action=argparse.BooleanOptionalAction,
                      help="after choosing the epoch count on validation, retrain on training + validation data "
                           "before the test (default: each data set's protocol; on for full's ranking sets)")
+    run.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                     help="run each unit of work as a Ray task: on a local Ray instance, or on a cluster "
+                          "(auto, ray://host:10001); the driver stays the only writer of the trial store")
     run.add_argument("--no-stack", action="store_true",
                      help="train each seed alone instead of a variant's seeds as one stacked model")
     run.add_argument("--out", help="run folder (default results/<suite>-<UTC time>); rerunning the same "

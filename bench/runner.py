@@ -210,10 +210,24 @@ def _record(spec: DataSpec, variant: str, device: str, seed: int, **fields: Any)
 Tuner = Callable[..., tuple[TunedParams, dict[str, Any]]]  # bench.tune.tune_suite
 
 
+@dataclass(frozen=True)
+class Unit:
+    """One piece of work: a variant on a device for some seeds of one data set's seed group."""
+
+    dataset: int  # index into the run's data sets
+    group: tuple[int, ...]  # the seed group (trained stacked)
+    device: str
+    variant: str
+    seeds: tuple[int, ...]  # its pending seeds
+
+
 class Runner:
     def __init__(self, suite: Suite, opts: RunOptions, out_dir: Path, log: Log = print,
-                 tuner: Tuner | None = None) -> None:
+                 tuner: Tuner | None = None, executor: Any = None) -> None:
+        from bench.executors import LocalExecutor
+
         self.suite, self.opts, self.log, self.tuner = suite, opts, log, tuner
+        self.executor = executor or LocalExecutor()
         self.budget = opts.tune if opts.tune is not None else suite.tune
         if self.budget and tuner is None:
             raise ValueError("a tuned run needs a tuner (bench.tune.tune_suite)")
@@ -229,6 +243,8 @@ class Runner:
         self.devices = resolve_devices(opts.devices or suite.devices)
         self.stacked_groups: dict[str, list[int]] = {}  # data set -> sizes of its seed groups
         self.pretrain = PretrainCache(self.store.checkpoints)
+        self._group: tuple | None = None
+        self._splits: dict[int, Split] = {}
 
     def stacking_note(self) -> dict[str, str]:
         """Per data set, how its seeds were trained (written to the manifest)."""
@@ -304,33 +320,52 @@ class Runner:
         if len(done & {trial_key(t) for t in plan}):
             self.log(f"resuming: {len(plan) - len(pending)} of {len(plan)} trials already stored")
         results: list[dict[str, Any]] = []
+        units = self.units(specs, [t for t in plan if trial_key(t) in pending])
         bar = tqdm(total=len(plan), initial=len(plan) - len(pending), unit="trial", dynamic_ncols=True)
         try:
-            for spec, data in specs:
-                mine = [t for t in plan if (t["dataset"], t["task"]) == (spec.label, spec.task)
-                        and trial_key(t) in pending]
-                groups = self.seed_groups(spec, data, sorted({t["seed"] for t in mine}))
-                if groups:
-                    self.stacked_groups[spec.label] = [len(g) for g in groups]
-                for group in groups:
-                    splits = {s: _split(spec, data, s) for s in group}
-                    for record in self._run_group(spec, splits, [t for t in mine if t["seed"] in group]):
-                        self.store.append(record)
-                        results.append(record)
-                        bar.update()
-                        bar.write(_one_line(record))
+            for record in self.executor.execute(self, specs, units):
+                self.store.append(record)  # the driver is the store's only writer, whatever computed it
+                results.append(record)
+                bar.update()
+                bar.write(_one_line(record))
         finally:
             bar.close()
         return results
 
-    def _run_group(self, spec: DataSpec, splits: dict[int, Split], trials: list[dict[str, Any]]):
-        for device in self.devices:
-            for name in self.variants:
-                seeds = [t["seed"] for t in trials if (t["device"], t["variant"]) == (device, name)]
-                if seeds:
-                    yield from self._trials(spec, splits, seeds, device, VARIANTS[name])
-        for t in (t for t in trials if t["variant"].startswith("baseline-")):
-            yield self._baseline(spec, splits[t["seed"]], t["seed"], t["variant"])
+    def units(self, specs: list[tuple[DataSpec, Any]], pending: list[dict[str, Any]]) -> list[Unit]:
+        """The work, in dependency order: per data set and seed group, each device's variants (GMF and
+        MLP before the pretrained NeuMFs that start from them), then the group's baselines."""
+        units: list[Unit] = []
+        order = sorted(self.variants, key=lambda v: VARIANTS[v].pretrained)
+        for index, (spec, data) in enumerate(specs):
+            mine = [t for t in pending if (t["dataset"], t["task"]) == (spec.label, spec.task)]
+            groups = self.seed_groups(spec, data, sorted({t["seed"] for t in mine}))
+            if groups:
+                self.stacked_groups[spec.label] = [len(g) for g in groups]
+            for group in groups:
+                for device in self.devices:
+                    for name in order:
+                        seeds = tuple(t["seed"] for t in mine if t["seed"] in group
+                                      and (t["device"], t["variant"]) == (device, name))
+                        if seeds:
+                            units.append(Unit(index, tuple(group), device, name, seeds))
+                for t in mine:
+                    if t["seed"] in group and t["variant"].startswith("baseline-"):
+                        units.append(Unit(index, tuple(group), "cpu", t["variant"], (t["seed"],)))
+        return units
+
+    def compute(self, spec: DataSpec, data: Any, unit: Unit) -> list[dict[str, Any]]:
+        """One unit's records (what an executor runs, in this process or in a worker)."""
+        if self._group != (unit.dataset, unit.group):  # a new seed group: drop the last one's splits and models
+            self._group, self._splits = (unit.dataset, unit.group), {}
+            self.pretrain.memory.clear()
+        for s in unit.seeds:
+            if s not in self._splits:
+                self._splits[s] = _split(spec, data, s)
+        splits = {s: self._splits[s] for s in unit.seeds}
+        if unit.variant.startswith("baseline-"):
+            return [self._baseline(spec, splits[s], s, unit.variant) for s in unit.seeds]
+        return self._trials(spec, splits, list(unit.seeds), unit.device, VARIANTS[unit.variant])
 
     def _trials(self, spec: DataSpec, splits: dict[int, Split], seeds: list[int], device: str,
                 variant: Variant) -> list[dict[str, Any]]:

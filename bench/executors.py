@@ -1,0 +1,76 @@
+"""Executors: who computes the units the runner planned. The runner stays the store's only writer.
+
+``LocalExecutor`` runs them in this process, in order. ``RayExecutor`` runs each unit as a Ray task
+with the resources it needs (a GPU for a CUDA unit, CPUs otherwise), on a local Ray instance or an
+existing cluster; a pretrained NeuMF's unit depends on its seed group's GMF and MLP units through
+their object references, not by waiting in a loop; each data set is put in Ray's object store once,
+and reaches a node once. Ray is imported only here, and only for ``--ray``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from bench.suites import VARIANTS
+
+
+class LocalExecutor:
+    def execute(self, runner: Any, specs: list[tuple[Any, Any]], units: list[Any]) -> Iterator[dict[str, Any]]:
+        for unit in units:
+            spec, data = specs[unit.dataset]
+            yield from runner.compute(spec, data, unit)
+
+
+def _ray_unit(suite: Any, opts: Any, out_dir: str, tuning: dict, threads: int, spec: Any, data: Any, unit: Any,
+              *bases: tuple[list[dict[str, Any]], dict[str, torch.nn.Module]]):
+    """A unit in a Ray worker: the runner's own code, with the GMF/MLP of ``bases`` in its cache."""
+    from bench.runner import Runner
+
+    torch.set_num_threads(threads)  # as the driver: the same kernels, the same numbers
+    runner = Runner(suite, opts, out_dir, log=lambda _: None)
+    runner.tuning = tuning
+    runner._group, runner._splits = (unit.dataset, unit.group), {}  # so that compute keeps the bases
+    for _, models in bases:
+        runner.pretrain.memory.update(models)
+    records = runner.compute(spec, data, unit)
+    trained = {k: m.cpu() for k, m in runner.pretrain.memory.items()} if unit.variant in ("gmf", "mlp") else {}
+    return records, trained
+
+
+class RayExecutor:
+    def __init__(self, address: str | None = None) -> None:
+        self.address = address
+
+    def execute(self, runner: Any, specs: list[tuple[Any, Any]], units: list[Any]) -> Iterator[dict[str, Any]]:
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(address=self.address or None, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+        threads = torch.get_num_threads()
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        remote = ray.remote(_ray_unit)
+        data_refs = {i: ray.put(data) for i, (_, data) in enumerate(specs)}  # once per data set
+        refs: dict[Any, Any] = {}  # unit -> ObjectRef
+        pending = []
+        for unit in units:
+            spec, _ = specs[unit.dataset]
+            deps = []
+            if not unit.variant.startswith("baseline-") and VARIANTS[unit.variant].pretrained:
+                deps = [refs[u] for u in refs if (u.dataset, u.group, u.device) == (unit.dataset, unit.group,
+                                                                                      unit.device)
+                        and u.variant in ("gmf", "mlp")]
+            resources = {"num_gpus": 1, "num_cpus": 1} if unit.device == "cuda" else \
+                {"num_cpus": max(1, min(threads, cpus))}
+            ref = remote.options(**resources, max_retries=3).remote(
+                runner.suite, runner.opts, str(runner.store.run_dir), runner.tuning, threads, spec,
+                data_refs[unit.dataset], unit, *deps)
+            refs[unit] = ref
+            pending.append(ref)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            records, _ = ray.get(done[0])
+            yield from records
