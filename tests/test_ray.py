@@ -51,10 +51,10 @@ def test_a_killed_ray_driver_resumes_with_no_trial_lost_or_repeated(tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     killed_at = len(store.records())
-    assert 4 <= killed_at < 26, "the kill should land mid-run"
+    assert 4 <= killed_at < 22, "the kill should land mid-run"
     subprocess.run(["ray", "stop", "--force"], capture_output=True)  # what the killed driver left running
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
     lines = [json.loads(x) for x in store.path.read_text().splitlines() if x.strip()]
     keys = [trial_key(r) for r in lines if r["status"] == "ok"]
-    assert len(keys) == len(set(keys)) == 26  # 4 variants x 2 seeds x 2 tasks + 3 + 1 baselines x 2 seeds
+    assert len(keys) == len(set(keys)) == 22  # (4 variants x 2 tasks + 3 baselines) x 2 seeds
