@@ -361,7 +361,7 @@ class Runner:
             self.pretrain.memory.clear()
         for s in unit.seeds:
             if s not in self._splits:
-                self._splits[s] = _split(spec, data, s)
+                self._splits[s] = split_for(spec, data, s)
         splits = {s: self._splits[s] for s in unit.seeds}
         if unit.variant.startswith("baseline-"):
             return [self._baseline(spec, splits[s], s, unit.variant) for s in unit.seeds]
@@ -379,7 +379,7 @@ class Runner:
             else:
                 models = [seeded_model(variant.model, model_cfg, splits[s], s, device, train_cfg.sparse)
                           for s in seeds]
-            outcomes, stacked = self._fit(models, [splits[s] for s in seeds], train_cfg, device, seeds)
+            outcomes, stacked = fit_group(models, [splits[s] for s in seeds], train_cfg, device, seeds)
         except Exception as err:  # recorded as failed; the suite goes on
             return [_failed(spec, variant.name, device, s, err, config, started) for s in seeds]
         config = {**config, "engine": {"stacked_seeds": stacked}}
@@ -436,22 +436,9 @@ class Runner:
             else:
                 models = [seeded_model(variant.model, model_cfg, whole[s], s, device, train_cfg.sparse) for s in group]
             cfg = replace(train_cfg, epochs=epochs, patience=None)
-            results, _ = self._fit(models, [whole[s] for s in group], cfg, device, group, select=False)
+            results, _ = fit_group(models, [whole[s] for s in group], cfg, device, group, select=False)
             out.update({s: (m, r) for s, m, r in zip(group, models, results)})
         return out
-
-    def _fit(self, models: list[torch.nn.Module], splits: list[Split], cfg: TrainConfig, device: str,
-             seeds: list[int], select: bool = True) -> tuple[list[History | Exception], int]:
-        """Stacked when there are several seeds with training sets of one size; else one by one."""
-        if len(models) > 1 and len({len(sp.train) for sp in splits}) == 1:
-            return list(fit_stacked(models, splits, cfg, device, seeds=seeds, select=select)), len(models)
-        outcomes: list[History | Exception] = []
-        for model, split, seed in zip(models, splits, seeds):
-            try:
-                outcomes.append(fit(model, split, cfg, device, seed=seed, select=select))
-            except Diverged as err:
-                outcomes.append(err)
-        return outcomes, 1
 
     def _pretrained_neumfs(self, spec: DataSpec, splits: dict[int, Split], seeds: list[int], device: str,
                            cfg: ModelConfig, sparse: bool) -> list[torch.nn.Module]:
@@ -460,7 +447,7 @@ class Runner:
         for name in ("gmf", "mlp"):
             base_cfg, base_train = variant_configs(spec, VARIANTS[name], self.opts.params)
             base[name] = self.pretrain.models(name, spec.label, spec.task, splits, seeds, device, base_cfg,
-                                              base_train, lambda *a: self._fit(*a)[0])
+                                              base_train, lambda *a: fit_group(*a)[0])
         return [pretrained_neumf(base["gmf"][s], base["mlp"][s], cfg, splits[s], sparse).to(device) for s in seeds]
 
     def _baseline(self, spec: DataSpec, split: Split, seed: int, variant: str) -> dict[str, Any]:
@@ -473,7 +460,22 @@ class Runner:
                        config=self.planned_config(spec, variant))
 
 
-def _split(spec: DataSpec, data: Interactions | Split, seed: int) -> Split:
+def fit_group(models: list[torch.nn.Module], splits: list[Split], cfg: TrainConfig, device: str,
+              seeds: list[int], select: bool = True) -> tuple[list[History | Exception], int]:
+    """Stacked when there are several seeds with training sets of one size, else one by one; a
+    diverged seed is an outcome, not an exception. Returns the outcomes and the stack size."""
+    if len(models) > 1 and len({len(sp.train) for sp in splits}) == 1:
+        return list(fit_stacked(models, splits, cfg, device, seeds=seeds, select=select)), len(models)
+    outcomes: list[History | Exception] = []
+    for model, split, seed in zip(models, splits, seeds):
+        try:
+            outcomes.append(fit(model, split, cfg, device, seed=seed, select=select))
+        except Diverged as err:
+            outcomes.append(err)
+    return outcomes, 1
+
+
+def split_for(spec: DataSpec, data: Interactions | Split, seed: int) -> Split:
     try:
         return split_for_seed(data, spec.task, seed, spec.n_eval_negatives)
     except ValueError as err:

@@ -24,7 +24,7 @@ import torch
 from bench import params as tuned_params
 from bench.params import TunedParams
 from bench.pretrain import PretrainCache, pretrained_neumf
-from bench.runner import RunOptions, _split, resolve_datasets, resolve_devices, variant_configs
+from bench.runner import RunOptions, fit_group, resolve_datasets, resolve_devices, split_for, variant_configs
 from bench.suites import SUITES, VARIANTS, DataSpec, Variant, search_space
 from ncf_core import DataError
 from ncf_core.config import with_overrides
@@ -61,7 +61,8 @@ class Objective:
         for name in ("gmf", "mlp"):
             cfg, train = variant_configs(self.spec, VARIANTS[name], self.base)
             base[name] = self.cache.models(name, self.spec.label, self.spec.task, {self.seed: self.split},
-                                           [self.seed], self.device, cfg, train, _train_alone)[self.seed]
+                                           [self.seed], self.device, cfg, train,
+                                           lambda *a: fit_group(*a)[0])[self.seed]
         return pretrained_neumf(base["gmf"], base["mlp"], model_cfg, self.split).to(self.device)
 
     def train(self, params: dict[str, dict[str, Any]], on_epoch=None) -> tuple[torch.nn.Module, float]:
@@ -83,16 +84,6 @@ class Objective:
         if not math.isfinite(value):
             raise Diverged(f"validation metric is {value}")
         return value
-
-
-def _train_alone(models, splits, cfg, device, seeds):
-    outcomes = []
-    for model, split, seed in zip(models, splits, seeds):
-        try:
-            outcomes.append(fit(model, split, cfg, device, seed=seed))
-        except Diverged as err:
-            outcomes.append(err)
-    return outcomes
 
 
 HEARTBEAT_S, GRACE_S, MAX_RETRY = 10, 30, 2
@@ -179,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     opts = RunOptions(data_dir=Path(args.data_dir) if args.data_dir else None, datasets=(args.dataset,),
                       epochs=args.epochs)
     [(spec, data)] = resolve_datasets(SUITES["quick"], opts, log=print)
-    split = _split(spec, data, SEED)
+    split = split_for(spec, data, SEED)
     variant = VARIANTS[args.variant]
     name = args.study or f"{spec.label.replace('/', '_')}-{spec.task}-{variant.name}"
     out = Path(args.out or f"results/tune-{name}")
@@ -277,7 +268,7 @@ def tune_suite(specs: list[tuple[DataSpec, Any]], variants: tuple[str, ...], bud
     order = sorted(variants, key=lambda v: VARIANTS[v].pretrained)  # the pretrained ones last
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for spec, data in specs:
-        split = _split(spec, data, TUNE_SEED)
+        split = split_for(spec, data, TUNE_SEED)
         metric = task_of(spec.task).selection_metric(spec.train.k)
         for name in order:
             variant = VARIANTS[name]
