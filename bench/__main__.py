@@ -49,7 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         seeds=args.seeds, devices=_csv(args.devices) if args.devices else None,
         epochs=args.epochs, params=TunedParams.load(args.params or []), refit=args.refit, all_rows=args.all_rows,
         tune=args.tune,
-        stack=not args.no_stack,
+        stack=not args.no_stack, jobs=args.jobs,
     )
     tuner = None
     if (args.tune if args.tune is not None else suite.tune):
@@ -204,6 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                      help="run each unit of work as a Ray task: on a local Ray instance, or on a cluster "
                           "(auto, ray://host:10001); the driver stays the only writer of the trial store")
+    run.add_argument("--jobs", type=positive_int, metavar="N",
+                     help="worker processes for tuning studies and trials, each with its share of the cores "
+                          "(small models train faster on one thread than on two); default: one per core on a "
+                          "CPU-only run, 1 when a GPU takes part. Results do not depend on it; throughput is "
+                          "measured under the other jobs' load")
     run.add_argument("--no-stack", action="store_true",
                      help="train each seed alone instead of a variant's seeds as one stacked model")
     run.add_argument("--out", help="run folder (default results/<suite>-<UTC time>); rerunning the same "

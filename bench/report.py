@@ -26,7 +26,7 @@ from bench.store import TrialStore  # noqa: E402
 from ncf_core.tasks import TASKS, higher_is_better  # noqa: E402
 
 BASE_COLUMNS = ["dataset", "task", "variant", "device", "seed", "status", "epochs", "best_epoch",
-                "train_seconds", "train_samples_per_s", "infer_samples_per_s", "stacked_seeds"]
+                "train_seconds", "train_samples_per_s", "infer_samples_per_s", "stacked_seeds", "threads", "jobs"]
 SPREAD_WARNING = 0.25  # coefficient of variation of samples/s across seeds that suggests a busy machine
 
 
@@ -129,9 +129,17 @@ def throughput_table(frame: pd.DataFrame) -> pd.DataFrame:
         infer_samples_per_s_std=("infer_samples_per_s", "std"),
         train_seconds_mean=("train_seconds", "mean"),
         stacked_seeds=("stacked_seeds", "max"),
+        threads=("threads", "max"),
+        jobs=("jobs", "max"),
     ).reset_index()
     agg["train_cv"] = agg["train_samples_per_s_std"] / agg["train_samples_per_s_mean"]
     return agg
+
+
+def _threads(threads: Any, jobs: Any) -> str:
+    if threads is None or (isinstance(threads, float) and math.isnan(threads)):
+        return "—"  # stored before the harness recorded it
+    return f"{int(threads)} × {1 if jobs is None or jobs != jobs else int(jobs)}"
 
 
 def _fmt(x: float, digits: int = 4) -> str:
@@ -303,7 +311,7 @@ def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, friedman: pd.DataFr
         out += [f"## Across data sets — {device}", "", _ranks_text(ra, "each data set's primary metric, data sets "
                                                                        "as blocks (means over seeds)"), ""]
     if len(throughput):
-        rows = [[r.dataset, r.task, r.variant, r.device, r.n, _stacked(r.stacked_seeds),
+        rows = [[r.dataset, r.task, r.variant, r.device, r.n, _stacked(r.stacked_seeds), _threads(r.threads, r.jobs),
                  f"{r.train_samples_per_s_mean:,.0f}", _fmt(r.train_cv, 2),
                  f"{r.train_samples_per_s_mean * _stacked(r.stacked_seeds):,.0f}",
                  f"{r.infer_samples_per_s_mean:,.0f}", f"{r.train_seconds_mean:.1f}"]
@@ -312,13 +320,15 @@ def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, friedman: pd.DataFr
         out += ["## Throughput", "",
                 "Stacked seeds train as one model: samples/s per seed count each seed's own samples over "
                 "the shared wall clock, so the aggregate is per seed × stacked. `cv` is the coefficient of "
-                "variation of samples/s across seeds.", ""]
+                "variation of samples/s across seeds. `threads × jobs`: torch threads of the trial, and how "
+                "many such jobs ran side by side (`--jobs`; each job's share of the cores, measured under "
+                "the others' load).", ""]
         if len(noisy):
             out += [f"> **Warning:** samples/s varied by more than {SPREAD_WARNING:.0%} across seeds for "
                     f"{len(noisy)} row(s) ({', '.join(sorted(set(noisy['variant'])))}): the machine was busy or "
                     "its clock varied; compare speeds only from `bench speed`, which takes ratios in one process.",
                     ""]
-        out += [tabulate(rows, headers=["dataset", "task", "variant", "device", "n", "stacked",
+        out += [tabulate(rows, headers=["dataset", "task", "variant", "device", "n", "stacked", "threads × jobs",
                                         "train samples/s per seed", "cv", "aggregate", "inference samples/s",
                                         "train s"], tablefmt="github"), ""]
     if len(devices):

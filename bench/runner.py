@@ -19,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from bench.params import TunedParams
+from bench.pool import threads_per_job
 from bench.pretrain import PretrainCache, pretrained_neumf
 from bench.store import TrialStore, trial_key
 from bench.suites import VARIANTS, DataSpec, Suite, Variant, default_spec, synthetic
@@ -48,14 +49,23 @@ class RunOptions:
     all_rows: bool = False  # read every row, not the protocol's first N (anime's seed protocol: 100,000)
     tune: int | None = None  # equal Optuna budget per (data set, variant) before the seeds; None: the suite's
     stack: bool = True  # train a variant's seeds as one stacked model, in groups that fit memory
+    jobs: int | None = None  # worker processes for studies and units; None: one per core on a CPU-only run
 
     def __post_init__(self) -> None:
-        for name in ("seeds", "epochs"):
+        for name in ("seeds", "epochs", "jobs"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise DataError(f"--{name}", f"must be a whole number >= 1, not {value!r}")
         if self.data_dir is not None and not Path(self.data_dir).is_dir():
             raise DataError(self.data_dir, "data directory not found")
+
+
+def cpu_cores() -> int:
+    """The cores this process may use (a container's or taskset's limit, not the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def present_devices() -> tuple[str, ...]:
@@ -224,10 +234,16 @@ class Unit:
 class Runner:
     def __init__(self, suite: Suite, opts: RunOptions, out_dir: Path, log: Log = print,
                  tuner: Tuner | None = None, executor: Any = None) -> None:
-        from bench.executors import LocalExecutor
+        from bench.executors import LocalExecutor, PoolExecutor
 
         self.suite, self.opts, self.log, self.tuner = suite, opts, log, tuner
-        self.executor = executor or LocalExecutor()
+        self.devices = resolve_devices(opts.devices or suite.devices)
+        self.jobs = opts.jobs or (cpu_cores() if self.devices == ("cpu",) else 1)
+        self.threads = threads_per_job(self.jobs, torch.get_num_threads())
+        self.opts = replace(self.opts, jobs=self.jobs)
+        if executor is None:
+            executor = PoolExecutor(self.jobs, self.threads) if self.jobs > 1 else LocalExecutor()
+        self.executor = executor
         self.budget = opts.tune if opts.tune is not None else suite.tune
         if self.budget and tuner is None:
             raise ValueError("a tuned run needs a tuner (bench.tune.tune_suite)")
@@ -240,7 +256,6 @@ class Runner:
         if unknown:
             raise DataError("--variants", f"unknown variants {unknown}; known: {list(VARIANTS)}")
         self.seeds = list(range(opts.seeds if opts.seeds is not None else suite.seeds))
-        self.devices = resolve_devices(opts.devices or suite.devices)
         self.stacked_groups: dict[str, list[int]] = {}  # data set -> sizes of its seed groups
         self.pretrain = PretrainCache(self.store.checkpoints)
         self._group: tuple | None = None
@@ -261,9 +276,7 @@ class Runner:
         and stacked copies). Without stacking, one seed at a time, so one split is in memory."""
         if not self.opts.stack:
             return [[s] for s in seeds]
-        rows = len(data.train) if isinstance(data, Split) else len(data)
-        pairs = rows * (1 + spec.train.n_negatives if spec.task == "ranking" else 1)
-        size = int(max(1, min(len(seeds), memory_budget(self.devices) // (64 * pairs))))
+        size = int(max(1, min(len(seeds), memory_budget(self.devices) // (64 * training_pairs(spec, data)))))
         return [seeds[k:k + size] for k in range(0, len(seeds), size)]
 
     def plan(self, specs: list[tuple[DataSpec, Any]]) -> list[dict[str, Any]]:
@@ -296,7 +309,8 @@ class Runner:
                          "its trial runs again")
             if self.budget:
                 tuned, self.tuning = self.tuner(specs, tuple(self.variants), self.budget,
-                                                self.store.run_dir / "tuning", device=self.devices[0], log=self.log)
+                                                self.store.run_dir / "tuning", device=self.devices[0], log=self.log,
+                                                jobs=self.jobs, threads=self.threads)
                 self.opts = replace(self.opts, params=tuned)
             return self._run(specs)
 
@@ -416,6 +430,7 @@ class Runner:
                 spec, variant.name, device, seed, status="ok", epochs=len(outcome.epochs),
                 best_epoch=outcome.best_epoch, train_seconds=outcome.train_seconds,
                 train_samples_per_s=outcome.train_samples_per_s, stacked_seeds=stacked,
+                threads=torch.get_num_threads(), jobs=self.jobs,
                 infer_samples_per_s=evaluation.samples_per_s, wall_seconds=time.time() - started,
                 metrics=evaluation.metrics, history=[asdict(e) for e in outcome.epochs], config=config, **extra,
             ))
@@ -473,6 +488,12 @@ def fit_group(models: list[torch.nn.Module], splits: list[Split], cfg: TrainConf
         except Diverged as err:
             outcomes.append(err)
     return outcomes, 1
+
+
+def training_pairs(spec: DataSpec, data: Interactions | Split) -> int:
+    """Examples in one epoch at the protocol's defaults: a size to schedule and budget memory by."""
+    rows = len(data.train) if isinstance(data, Split) else len(data)
+    return rows * (1 + spec.train.n_negatives if spec.task == "ranking" else 1)
 
 
 def split_for(spec: DataSpec, data: Interactions | Split, seed: int) -> Split:

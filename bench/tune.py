@@ -23,8 +23,17 @@ import torch
 
 from bench import params as tuned_params
 from bench.params import TunedParams
+from bench.pool import Task, run_tasks
 from bench.pretrain import PretrainCache, pretrained_neumf
-from bench.runner import RunOptions, fit_group, resolve_datasets, resolve_devices, split_for, variant_configs
+from bench.runner import (
+    RunOptions,
+    fit_group,
+    resolve_datasets,
+    resolve_devices,
+    split_for,
+    training_pairs,
+    variant_configs,
+)
 from bench.suites import SUITES, VARIANTS, DataSpec, Variant, search_space
 from ncf_core import DataError
 from ncf_core.config import with_overrides
@@ -253,43 +262,83 @@ def _pruner() -> optuna.pruners.BasePruner:
 
 
 def tune_suite(specs: list[tuple[DataSpec, Any]], variants: tuple[str, ...], budget: int, folder: Path,
-               device: str = "cpu", log=print) -> tuple[TunedParams, dict[str, Any]]:
+               device: str = "cpu", log=print, jobs: int = 1, threads: int = 1) -> tuple[TunedParams, dict[str, Any]]:
     """Equal tuning budgets (Rendle et al. 2020): every (data set, variant) gets its own study of
     ``budget`` trials with the same sampler seed and pruner, on the validation split of a tuning seed
     that is none of the evaluation seeds. GMF and MLP are tuned first; the pretrained NeuMFs then
     start from the tuned GMF and MLP and tune only what is theirs (alpha, the fine-tuning step).
     Studies live in ``folder`` (SQLite), so a rerun resumes them; finished trials of any state count
-    against the budget."""
-    storage = storage_for(f"sqlite:///{Path(folder) / 'studies.db'}")
-    cache = PretrainCache(Path(folder) / "checkpoints")
+    against the budget.
+
+    Studies are independent but for that dependency, so ``jobs`` worker processes run them side by
+    side; each study is sequential, so its trials and best settings do not depend on ``jobs``.
+    """
     tuned = TunedParams()
     info: dict[str, Any] = {"budget": budget, "sampler": f"TPE, seed {SAMPLER_SEED}", "pruner": PRUNER,
                             "split_seed": TUNE_SEED, "studies": {}}
-    order = sorted(variants, key=lambda v: VARIANTS[v].pretrained)  # the pretrained ones last
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    for spec, data in specs:
-        split = split_for(spec, data, TUNE_SEED)
-        metric = task_of(spec.task).selection_metric(spec.train.k)
+    warm = any(VARIANTS[v].pretrained for v in variants)
+    # The long chains first: the largest data set's GMF and MLP, then its pretrained NeuMFs.
+    first = ("gmf", "mlp", "neumf-pre-adam", "neumf-pre-sgd")
+    order = sorted(variants, key=lambda v: first.index(v) if v in first else len(first))
+    by_size = sorted(range(len(specs)), key=lambda i: -training_pairs(*specs[i]))
+    tasks = []
+    for i in by_size:
+        spec, data = specs[i]
         for name in order:
-            variant = VARIANTS[name]
-            study_name = f"{spec.label.replace('/', '_')}-{spec.task}-{name}"
-            study = create_study(study_name, storage, direction="maximize" if higher_is_better(metric) else "minimize",
-                                 sampler=optuna.samplers.TPESampler(seed=SAMPLER_SEED), pruner=_pruner())
-            done = [t for t in study.trials if t.state.is_finished()]
-            started = time.time()
-            objective = Objective(spec, split, variant, device, base=tuned, cache=cache, seed=TUNE_SEED)
-            if len(done) < budget:
-                log(f"tuning {name} on {spec.label}: {budget - len(done)} of {budget} trials to run")
-                study.optimize(objective, n_trials=budget - len(done), catch=(Diverged,))
-            finished = [t for t in study.trials if t.state.is_finished()]
-            if not any(t.state == optuna.trial.TrialState.COMPLETE for t in finished):
-                raise DataError(folder, f"no tuning trial of {name} on {spec.label} completed")
-            params = best_params(study, objective)
-            tuned.entries.append({"variant": name, "dataset": spec.label, "task": spec.task, **params})
-            info["studies"][study_name] = {
-                "trials": len(finished), "best_validation": study.best_value, "metric": metric, "best": params,
-                "seconds": round(sum((t.duration.total_seconds() if t.duration else 0.0) for t in finished), 1),
-                "seconds_this_call": round(time.time() - started, 1)}
-            log(f"tuned {name} on {spec.label}: best validation {metric} {study.best_value:.5f} "
-                f"after {len(finished)} trials")
+            bases = tuple((i, b) for b in ("gmf", "mlp") if b in variants) if VARIANTS[name].pretrained else ()
+
+            def args(results, spec=spec, data=data, name=name, bases=bases):
+                entries = [results[b]["entry"] for b in bases]
+                return (spec, data, name, budget, str(folder), device, entries, warm and name in ("gmf", "mlp"))
+
+            tasks.append(Task((i, name), tune_study, args, bases))
+    log(f"tuning: {len(tasks)} studies of {budget} trials"
+        + (f", {jobs} at a time ({threads} thread{'s' * (threads > 1)} each)" if jobs > 1 else ""))
+    done = {}
+    for task, result in run_tasks(tasks, jobs, threads,
+                                  started=lambda t: log(f"tuning {t.key[1]} on {specs[t.key[0]][0].label}")):
+        done[task.key] = result
+        spec = specs[task.key[0]][0]
+        log(f"tuned {task.key[1]} on {spec.label}: best validation {result['info']['metric']} "
+            f"{result['info']['best_validation']:.5f} after {result['info']['trials']} trials "
+            f"({result['info']['seconds_this_call']:.0f} s)")
+    for i in range(len(specs)):  # the manifest in the data sets' and variants' order
+        for name in sorted(variants, key=lambda v: VARIANTS[v].pretrained):
+            tuned.entries.append(done[i, name]["entry"])
+            info["studies"][done[i, name]["study"]] = done[i, name]["info"]
     return tuned, info
+
+
+def tune_study(spec: DataSpec, data: Any, name: str, budget: int, folder: str, device: str,
+               bases: list[dict[str, Any]], warm: bool) -> dict[str, Any]:
+    """One (data set, variant) study, in this process or a pool worker: resumes what is stored, runs
+    the rest of the budget, and with ``warm`` trains the tuned GMF/MLP a pretrained NeuMF starts from
+    into the checkpoint cache, so the two pretrained studies do not both train it."""
+    storage = storage_for(f"sqlite:///{Path(folder) / 'studies.db'}")
+    cache = PretrainCache(Path(folder) / "checkpoints")
+    split = split_for(spec, data, TUNE_SEED)
+    metric = task_of(spec.task).selection_metric(spec.train.k)
+    variant = VARIANTS[name]
+    study_name = f"{spec.label.replace('/', '_')}-{spec.task}-{name}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = create_study(study_name, storage, direction="maximize" if higher_is_better(metric) else "minimize",
+                         sampler=optuna.samplers.TPESampler(seed=SAMPLER_SEED), pruner=_pruner())
+    done = [t for t in study.trials if t.state.is_finished()]
+    started = time.time()
+    objective = Objective(spec, split, variant, device, base=TunedParams(list(bases)), cache=cache, seed=TUNE_SEED)
+    if len(done) < budget:
+        study.optimize(objective, n_trials=budget - len(done), catch=(Diverged,))
+    finished = [t for t in study.trials if t.state.is_finished()]
+    if not any(t.state == optuna.trial.TrialState.COMPLETE for t in finished):
+        raise DataError(folder, f"no tuning trial of {name} on {spec.label} completed")
+    params = best_params(study, objective)
+    entry = {"variant": name, "dataset": spec.label, "task": spec.task, **params}
+    if warm:
+        cfg, train = variant_configs(spec, variant, TunedParams([entry]))
+        cache.models(name, spec.label, spec.task, {TUNE_SEED: split}, [TUNE_SEED], device, cfg, train,
+                     lambda *a: fit_group(*a)[0])
+    info = {"trials": len(finished), "best_validation": study.best_value, "metric": metric, "best": params,
+            "seconds": round(sum((t.duration.total_seconds() if t.duration else 0.0) for t in finished), 1),
+            "seconds_this_call": round(time.time() - started, 1)}
+    return {"entry": entry, "study": study_name, "info": info}

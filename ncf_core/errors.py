@@ -12,3 +12,6 @@ class DataError(ValueError):
         self.path = str(path)
         self.problem = " ".join(str(problem).split())
         super().__init__(f"{self.path}: {self.problem}")
+
+    def __reduce__(self):  # crosses process boundaries (bench's worker pool) with both fields
+        return (type(self), (self.path, self.problem))
