@@ -23,6 +23,7 @@ from tabulate import tabulate  # noqa: E402
 
 from bench import stats  # noqa: E402
 from bench.store import TrialStore  # noqa: E402
+from bench.suites import ALL_VARIANTS  # noqa: E402
 from ncf_core.tasks import TASKS, higher_is_better  # noqa: E402
 
 BASE_COLUMNS = ["dataset", "task", "variant", "device", "seed", "status", "epochs", "best_epoch",
@@ -71,11 +72,30 @@ def better(metric: str) -> str:
     return "max" if higher_is_better(metric) else "min"
 
 
+def canonical_order(records: list[dict[str, Any]], run_dir: Path) -> list[dict[str, Any]]:
+    """Trials in the run's order, not the order they finished (parallel jobs finish in any order):
+    data sets as the manifest lists them, then task, variant (baselines last), device and seed."""
+    try:
+        listed = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8")).get("datasets") or []
+    except (OSError, ValueError):
+        listed = []
+    first_seen = list(dict.fromkeys([*listed, *(r["dataset"] for r in records)]))
+    tasks = list(dict.fromkeys(r["task"] for r in records))
+    variants = list(ALL_VARIANTS)
+
+    def key(r: dict[str, Any]) -> tuple:
+        v = r["variant"]
+        return (first_seen.index(r["dataset"]), tasks.index(r["task"]),
+                variants.index(v) if v in variants else len(variants), v, r["device"], r["seed"])
+
+    return sorted(records, key=key)
+
+
 def write_report(run_dir: Path) -> dict[str, Path]:
     """Rebuild every table and plot from the stored trials (``bench report`` calls only this)."""
     run_dir = Path(run_dir)
     store = TrialStore(run_dir)
-    records = store.records()
+    records = canonical_order(store.records(), run_dir)
     if not records:
         raise FileNotFoundError(f"{run_dir / 'trials.jsonl'}: no stored trials")
     frame = trials_frame(records)
@@ -121,6 +141,7 @@ def throughput_table(frame: pd.DataFrame) -> pd.DataFrame:
     ok = frame[(frame["status"] == "ok") & ~frame["variant"].str.startswith("baseline-")]
     if ok.empty:
         return pd.DataFrame(columns=["dataset", "task", "variant", "device", "n"])
+    ok = ok.assign(**{c: ok.get(c, np.nan) for c in ("threads", "jobs")})  # older stores lack them
     agg = ok.groupby(["dataset", "task", "variant", "device"], sort=False).agg(
         n=("seed", "count"),
         train_samples_per_s_mean=("train_samples_per_s", "mean"),

@@ -322,14 +322,16 @@ def test_summary_throughput_names_the_task_and_warns_on_spread():
         for seed, sps_ in enumerate(speeds):
             rows.append({"dataset": "synthetic", "task": task, "variant": "mf", "device": "cpu", "seed": seed,
                          "status": "ok", "train_samples_per_s": sps_, "infer_samples_per_s": 1e6,
-                         "train_seconds": 1.0, "stacked_seeds": 1})
+                         "train_seconds": 1.0, "stacked_seeds": 1, **({"threads": 1, "jobs": 2} if task == "rating"
+                                                                       else {})})
     frame = pd.DataFrame(rows)
     table = throughput_table(frame)
     text = summary_markdown(frame.iloc[:0], pd.DataFrame(columns=["dataset", "task", "device", "metric"]),
                             pd.DataFrame(), table, pd.DataFrame(), [])
     import re
 
-    assert re.search(r"\| synthetic +\| rating +\| mf ", text) and re.search(r"\| synthetic +\| ranking +\| mf ", text)
+    assert re.search(r"\| synthetic +\| rating +\| mf +\| cpu +\| +3 \| +1 \| 1 × 2 ", text)
+    assert re.search(r"\| synthetic +\| ranking +\| mf +\| cpu +\| +3 \| +1 \| — ", text)  # stored before threads were
     assert "varied by more than 25% across seeds for 1 row(s)" in text
 
 
