@@ -54,6 +54,7 @@ def run_tasks(tasks: list[Task], jobs: int, threads: int,
         missing = [k for k in t.after if k not in keys and k not in results]
         if missing:
             raise ValueError(f"task {t.key!r} depends on unlisted {missing}")
+    jobs = min(jobs, len(tasks))  # a worker for nothing still costs a torch import
     if jobs <= 1:
         for t in tasks:
             started(t)
