@@ -254,11 +254,14 @@ def _print_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
 
 TUNE_SEED = 1_000_003  # the tuning split's seed: none of a run's evaluation seeds (0..N-1)
 SAMPLER_SEED = 0
-PRUNER = "median (3 start-up trials, 1 warm-up epoch)"
+STARTUP_TRIALS, WARMUP_EPOCHS = 3, 1
+PRUNER = f"median ({STARTUP_TRIALS} start-up trials, {WARMUP_EPOCHS} warm-up epoch{'s' * (WARMUP_EPOCHS > 1)})"
 
 
 def _pruner() -> optuna.pruners.BasePruner:
-    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    """No trial is pruned on its first WARMUP_EPOCHS epochs. Epochs count from 1 and Optuna prunes a
+    step unless ``step < n_warmup_steps``, hence the + 1 (without it, nothing was warm-up)."""
+    return optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS, n_warmup_steps=WARMUP_EPOCHS + 1)
 
 
 def tune_suite(specs: list[tuple[DataSpec, Any]], variants: tuple[str, ...], budget: int, folder: Path,

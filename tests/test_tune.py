@@ -140,3 +140,18 @@ def test_a_tuned_run_gives_every_variant_the_same_budget_and_neumf_the_tuned_bas
     assert main(["run", "--suite", "smoke", "--datasets", "synthetic", "--tune", "3", "--seeds", "2",
                  "--epochs", "2", "--variants", "mf,gmf,mlp,neumf-pre-adam", "--out", str(out)]) == 0
     assert (out / "trials.jsonl").read_text() == before
+
+
+def test_the_pruner_spares_the_warm_up_epochs_it_states():
+    """Epochs count from 1: with one warm-up epoch a trial may be pruned at epoch 2, never at 1."""
+    from bench.tune import PRUNER, WARMUP_EPOCHS, _pruner
+
+    assert (WARMUP_EPOCHS, PRUNER) == (1, "median (3 start-up trials, 1 warm-up epoch)")
+    study = optuna.create_study(direction="maximize", pruner=_pruner())
+    for _ in range(3):  # the start-up trials: 0.5 at every epoch
+        study.add_trial(optuna.trial.create_trial(value=0.5, intermediate_values={1: 0.5, 2: 0.5, 3: 0.5}))
+    trial = study.ask()
+    trial.report(0.1, 1)
+    assert not trial.should_prune()  # far below the median, but in its warm-up epoch
+    trial.report(0.1, 2)
+    assert trial.should_prune()
