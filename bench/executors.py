@@ -66,7 +66,7 @@ class PoolExecutor:
 
         first = ("gmf", "mlp", "neumf-pre-adam", "neumf-pre-sgd")  # the long chains start first
         size = {i: training_pairs(spec, data) for i, (spec, data) in enumerate(specs)}
-        units = sorted(units, key=lambda u: (-size[u.dataset], u.dataset, u.group, u.device,
+        units = sorted(units, key=lambda u: (u.variant not in first, -size[u.dataset], u.dataset, u.group, u.device,
                                              first.index(u.variant) if u.variant in first else len(first)))
         tasks = []
         for unit in units:

@@ -281,21 +281,22 @@ def tune_suite(specs: list[tuple[DataSpec, Any]], variants: tuple[str, ...], bud
                             "split_seed": TUNE_SEED, "studies": {}}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warm = any(VARIANTS[v].pretrained for v in variants)
-    # The long chains first: the largest data set's GMF and MLP, then its pretrained NeuMFs.
-    first = ("gmf", "mlp", "neumf-pre-adam", "neumf-pre-sgd")
-    order = sorted(variants, key=lambda v: first.index(v) if v in first else len(first))
+    # The long chains first, every data set's (largest first): GMF and MLP, then the pretrained
+    # NeuMFs that wait for them; the studies nothing waits for fill the gaps after.
+    chain = ("gmf", "mlp", "neumf-pre-adam", "neumf-pre-sgd")
     by_size = sorted(range(len(specs)), key=lambda i: -training_pairs(*specs[i]))
+    ordered = [(i, v) for i in by_size for v in chain if v in variants]
+    ordered += [(i, v) for i in by_size for v in variants if v not in chain]
     tasks = []
-    for i in by_size:
+    for i, name in ordered:
         spec, data = specs[i]
-        for name in order:
-            bases = tuple((i, b) for b in ("gmf", "mlp") if b in variants) if VARIANTS[name].pretrained else ()
+        bases = tuple((i, b) for b in ("gmf", "mlp") if b in variants) if VARIANTS[name].pretrained else ()
 
-            def args(results, spec=spec, data=data, name=name, bases=bases):
-                entries = [results[b]["entry"] for b in bases]
-                return (spec, data, name, budget, str(folder), device, entries, warm and name in ("gmf", "mlp"))
+        def args(results, spec=spec, data=data, name=name, bases=bases):
+            entries = [results[b]["entry"] for b in bases]
+            return (spec, data, name, budget, str(folder), device, entries, warm and name in ("gmf", "mlp"))
 
-            tasks.append(Task((i, name), tune_study, args, bases))
+        tasks.append(Task((i, name), tune_study, args, bases))
     log(f"tuning: {len(tasks)} studies of {budget} trials"
         + (f", {jobs} at a time ({threads} thread{'s' * (threads > 1)} each)" if jobs > 1 else ""))
     done = {}
