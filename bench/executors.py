@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from bench.suites import VARIANTS
+from bench.suites import PRETRAIN_BASES, VARIANTS, chain_rank
 
 
 class LocalExecutor:
@@ -50,7 +50,7 @@ def bases_of(unit: Any, earlier: Any) -> list[Any]:
     if unit.variant.startswith("baseline-") or not VARIANTS[unit.variant].pretrained:
         return []
     return [u for u in earlier if (u.dataset, u.group, u.device) == (unit.dataset, unit.group, unit.device)
-            and u.variant in ("gmf", "mlp")]
+            and u.variant in PRETRAIN_BASES]
 
 
 class PoolExecutor:
@@ -64,10 +64,10 @@ class PoolExecutor:
         from bench.pool import Task, run_tasks
         from bench.runner import training_pairs
 
-        first = ("gmf", "mlp", "neumf-pre-adam", "neumf-pre-sgd")  # the long chains start first
         size = {i: training_pairs(spec, data) for i, (spec, data) in enumerate(specs)}
-        units = sorted(units, key=lambda u: (u.variant not in first, -size[u.dataset], u.dataset, u.group, u.device,
-                                             first.index(u.variant) if u.variant in first else len(first)))
+        last = chain_rank("")  # the long chains start first, the largest data set's first
+        units = sorted(units, key=lambda u: (chain_rank(u.variant) == last, -size[u.dataset], u.dataset, u.group,
+                                             u.device, chain_rank(u.variant)))
         tasks = []
         for unit in units:
             spec, data = specs[unit.dataset]

@@ -158,9 +158,9 @@ def throughput_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _threads(threads: Any, jobs: Any) -> str:
-    if threads is None or (isinstance(threads, float) and math.isnan(threads)):
+    if pd.isna(threads):
         return "—"  # stored before the harness recorded it
-    return f"{int(threads)} × {1 if jobs is None or jobs != jobs else int(jobs)}"
+    return f"{int(threads)} × {1 if pd.isna(jobs) else int(jobs)}"
 
 
 def _fmt(x: float, digits: int = 4) -> str:

@@ -29,6 +29,14 @@ VARIANTS: dict[str, Variant] = {
     )
 }
 ALL_VARIANTS = tuple(VARIANTS)
+PRETRAIN_BASES = ("gmf", "mlp")  # what a pretrained NeuMF starts from
+
+
+def chain_rank(name: str) -> int:
+    """Scheduling priority: the pretraining bases, then the pretrained variants that wait for them
+    (the long chains), then everything nothing waits for."""
+    chain = PRETRAIN_BASES + tuple(v for v in VARIANTS if VARIANTS[v].pretrained)
+    return chain.index(name) if name in chain else len(chain)
 
 
 def search_space(trial, variant: Variant, task: str) -> dict[str, dict[str, object]]:

@@ -34,7 +34,7 @@ from bench.runner import (
     training_pairs,
     variant_configs,
 )
-from bench.suites import SUITES, VARIANTS, DataSpec, Variant, search_space
+from bench.suites import PRETRAIN_BASES, SUITES, VARIANTS, DataSpec, Variant, chain_rank, search_space
 from ncf_core import DataError
 from ncf_core.config import with_overrides
 from ncf_core.data import Split
@@ -283,18 +283,18 @@ def tune_suite(specs: list[tuple[DataSpec, Any]], variants: tuple[str, ...], bud
     warm = any(VARIANTS[v].pretrained for v in variants)
     # The long chains first, every data set's (largest first): GMF and MLP, then the pretrained
     # NeuMFs that wait for them; the studies nothing waits for fill the gaps after.
-    chain = ("gmf", "mlp", "neumf-pre-adam", "neumf-pre-sgd")
+    last = chain_rank("")
     by_size = sorted(range(len(specs)), key=lambda i: -training_pairs(*specs[i]))
-    ordered = [(i, v) for i in by_size for v in chain if v in variants]
-    ordered += [(i, v) for i in by_size for v in variants if v not in chain]
+    ordered = [(i, v) for i in by_size for v in sorted(variants, key=chain_rank) if chain_rank(v) < last]
+    ordered += [(i, v) for i in by_size for v in variants if chain_rank(v) == last]
     tasks = []
     for i, name in ordered:
         spec, data = specs[i]
-        bases = tuple((i, b) for b in ("gmf", "mlp") if b in variants) if VARIANTS[name].pretrained else ()
+        bases = tuple((i, b) for b in PRETRAIN_BASES if b in variants) if VARIANTS[name].pretrained else ()
 
         def args(results, spec=spec, data=data, name=name, bases=bases):
             entries = [results[b]["entry"] for b in bases]
-            return (spec, data, name, budget, str(folder), device, entries, warm and name in ("gmf", "mlp"))
+            return (spec, data, name, budget, str(folder), device, entries, warm and name in PRETRAIN_BASES)
 
         tasks.append(Task((i, name), tune_study, args, bases))
     log(f"tuning: {len(tasks)} studies of {budget} trials"
