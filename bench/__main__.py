@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench.presets import PRESETS
 from ncf_core import DataError
 
 
@@ -49,7 +50,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         seeds=args.seeds, devices=_csv(args.devices) if args.devices else None,
         epochs=args.epochs, params=TunedParams.load(args.params or []), refit=args.refit, all_rows=args.all_rows,
         tune=args.tune,
-        stack=not args.no_stack, jobs=args.jobs,
+        stack=not args.no_stack, jobs=args.jobs, strict_files=args.strict_files,
     )
     tuner = None
     if (args.tune if args.tune is not None else suite.tune):
@@ -136,6 +137,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     from tabulate import tabulate
     from tqdm import tqdm
 
+    from ncf_core.data import DATASETS, available, load
     from ncf_core.data.fetch import SOURCES, fetch, status
 
     data_dir = Path(args.data_dir)
@@ -144,6 +146,12 @@ def cmd_data(args: argparse.Namespace) -> int:
             raise DataError(data_dir, "data directory not found")
         print(tabulate([[s.name, status(s, data_dir), s.note] for s in SOURCES.values()],
                        headers=["source", f"under {data_dir}", ""]))
+        for name, spec in DATASETS.items():  # a published split's quirks, as bench run will read them
+            if spec.published and available(name, data_dir):
+                anomalies = load(name, data_dir=data_dir).anomalies
+                print(f"\n{name}: " + ("no quirks: every row has its own distinct negatives" if not anomalies else
+                                       "read as the reference code reads it:\n  " +
+                                       "\n  ".join(a.line() for a in anomalies)))
         print("\nanime (Kaggle, needs an account): put anime.csv and rating.csv in "
               f"{data_dir / 'anime'} yourself")
         return 0
@@ -190,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", type=positive_int, help="number of seeds, 0..N-1; default: the suite's")
     run.add_argument("--devices", help="comma-separated: cpu, cuda, auto (every device present); default: the suite's")
     run.add_argument("--epochs", type=positive_int, help="override every data set's epoch count")
-    run.add_argument("--params", nargs="+", help="best_params.json files from bench tune")
+    run.add_argument("--params", nargs="+", help="best_params.json files from bench tune, or published settings by "
+                                                 f"name ({', '.join(PRESETS)}: MF as Rendle et al. 2020 trained it)")
     run.add_argument("--tune", type=nonnegative_int, metavar="N",
                      help="first give every (data set, variant) its own Optuna study of N trials (same sampler "
                           "seed and pruner, validation split of a tuning seed), then run the seeds with each "
@@ -209,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "(small models train faster on one thread than on two); default: one per core on a "
                           "CPU-only run, 1 when a GPU takes part. Results do not depend on it; throughput is "
                           "measured under the other jobs' load")
+    run.add_argument("--strict-files", action="store_true",
+                     help="refuse a published split's quirks (a test item among its negatives, a repeated negative, "
+                          "...) with a one-line error instead of reading them as the reference code does")
     run.add_argument("--no-stack", action="store_true",
                      help="train each seed alone instead of a variant's seeds as one stacked model")
     run.add_argument("--out", help="run folder (default results/<suite>-<UTC time>); rerunning the same "

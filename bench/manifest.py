@@ -113,6 +113,9 @@ def record_run(run_dir: Path, runner: Any, *, suite: Any, options: Any, started:
     fields: dict[str, Any] = {"suite": suite, "options": opts, "seeds": runner.seeds, "devices": runner.devices,
                               "variants": runner.variants, "stand_ins": stand_ins,
                               "datasets": [spec.label for spec, _ in getattr(runner, "specs", [])]}
+    anomalies = {spec.label: list(spec.anomalies) for spec, _ in getattr(runner, "specs", []) if spec.anomalies}
+    if anomalies:
+        fields["file_anomalies"] = anomalies
     if getattr(runner, "tuning", None):
         fields["tuning"] = runner.tuning
     stacking = runner.stacking_note()

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from bench.presets import PRESETS
 from ncf_core import DataError, ModelConfig, TrainConfig
 from ncf_core.config import with_overrides
 
@@ -41,9 +42,13 @@ class TunedParams:
 
     @classmethod
     def load(cls, paths: list[str | Path]) -> TunedParams:
+        """Files from ``bench tune``, or the names of published settings (``bench.presets``)."""
         entries: list[dict[str, Any]] = []
         for p in paths:
-            entries += _read(Path(p))
+            if str(p) in PRESETS and not Path(p).exists():
+                entries += _entries(str(p), PRESETS[str(p)])
+            else:
+                entries += _read(Path(p))
         return cls(entries)
 
 
@@ -51,13 +56,17 @@ def _read(path: Path) -> list[dict[str, Any]]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise DataError(path, "file not found") from None
+        raise DataError(path, f"file not found (nor a preset: {', '.join(PRESETS)})") from None
     except IsADirectoryError:
         raise DataError(path, "is a folder, not a best_params.json file") from None
     except UnicodeDecodeError:
         raise DataError(path, "is not UTF-8 text") from None
     except json.JSONDecodeError as e:
         raise DataError(path, f"not valid JSON ({e.msg} at line {e.lineno})") from None
+    return _entries(path, data)
+
+
+def _entries(path: Path | str, data: Any) -> list[dict[str, Any]]:
     variants = data.get("variants") if isinstance(data, dict) else None
     if not isinstance(variants, dict):
         raise DataError(path, "expected an object with a 'variants' mapping (bench tune's best_params.json)")

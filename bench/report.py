@@ -118,9 +118,11 @@ def write_report(run_dir: Path) -> dict[str, Path]:
     budgets = budget_lines(records)
     stand_ins = {r["dataset"]: (r.get("config") or {}).get("data", {}).get("stands_in_for") for r in records}
     stand_ins = {k: v for k, v in stand_ins.items() if v}
+    anomalies = {r["dataset"]: (r.get("config") or {}).get("data", {}).get("file_anomalies") for r in records}
+    anomalies = {k: v for k, v in anomalies.items() if v}
     plots = write_plots(records, frame, run_dir)  # each plot is itself written to a temporary name first
     staged["summary.md"] = summary_markdown(frame, sig, friedman, throughput, devices, plots, stand_ins,
-                                            store.skipped, budgets)
+                                            store.skipped, budgets, anomalies)
     paths = {}
     tmps = []
     for name, content in staged.items():
@@ -269,11 +271,15 @@ def budget_lines(records: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
 
 def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, friedman: pd.DataFrame, throughput: pd.DataFrame,
                      devices: pd.DataFrame, plots: list[Path], stand_ins: dict[str, str] | None = None,
-                     skipped: list[int] | None = None, budgets: dict[tuple[str, str], str] | None = None) -> str:
+                     skipped: list[int] | None = None, budgets: dict[tuple[str, str], str] | None = None,
+                     anomalies: dict[str, list[str]] | None = None) -> str:
     out = ["# Benchmark summary", ""]
     for label, real in (stand_ins or {}).items():
         out += [f"> **Stand-in data:** `{real}` was not found; **{label}** is synthetic data run in its place. "
                 f"Its numbers say nothing about {real}.", ""]
+    for label, lines in (anomalies or {}).items():
+        out += [f"> **Published files of {label}**, read as their reference code reads them:", ">",
+                *[f"> - {line}" for line in lines], ""]
     if skipped:
         out += [f"> **Warning:** trials.jsonl lines {skipped[:20]} could not be read and were skipped.", ""]
     failed = frame[frame["status"] != "ok"]

@@ -50,6 +50,7 @@ class RunOptions:
     tune: int | None = None  # equal Optuna budget per (data set, variant) before the seeds; None: the suite's
     stack: bool = True  # train a variant's seeds as one stacked model, in groups that fit memory
     jobs: int | None = None  # worker processes for studies and units; None: one per core on a CPU-only run
+    strict_files: bool = False  # a published split's quirks are errors instead of read as its reference reads them
 
     def __post_init__(self) -> None:
         for name in ("seeds", "epochs", "jobs"):
@@ -153,15 +154,19 @@ def resolve_datasets(suite: Suite, opts: RunOptions, log: Log) -> list[tuple[Dat
             spec = replace(synthetic(spec.task, n_users=1000, n_items=400, epochs=spec.train.epochs),
                            name=f"synthetic-for-{spec.source}", stands_in_for=spec.source)
         if opts.epochs is not None:
-            spec = replace(spec, train=replace(spec.train, epochs=opts.epochs))
+            spec = replace(spec, train=replace(spec.train, epochs=opts.epochs), epochs_fixed=True)
         if opts.refit is not None:
             spec = replace(spec, refit=opts.refit)
         if opts.all_rows and "max_rows" in dict(spec.options):
             spec = replace(spec, options=tuple(o for o in spec.options if o[0] != "max_rows"),
                            name=f"{spec.label}-all-rows")
-        data = load(spec.source, data_dir=opts.data_dir, task=spec.task, **dict(spec.options))
+        data = load(spec.source, data_dir=opts.data_dir, task=spec.task, strict=opts.strict_files,
+                    **dict(spec.options))
         if isinstance(data, Split):  # the paper's files: their negatives are what the record says
-            spec = replace(spec, n_eval_negatives=int(data.test_negatives.shape[1]))
+            spec = replace(spec, n_eval_negatives=int(data.test_negatives.shape[1]),
+                           anomalies=tuple(a.line() for a in data.anomalies))
+            for line in spec.anomalies:
+                log(f"{spec.label}: {line}")
         loaded.append((spec, data))
     if not loaded:
         raise DataError(opts.data_dir or "--data-dir", "no data set of the suite was found")
@@ -181,13 +186,17 @@ def variant_configs(spec: DataSpec, variant: Variant, params: TunedParams) -> tu
 
 
 def _configs(spec: DataSpec, name: str, params: TunedParams) -> tuple[ModelConfig, TrainConfig]:
-    tuned = params.for_variant(name, spec.label, spec.task)
     try:
-        model = with_overrides(spec.model, tuned.get("model", {}))
-        train = with_overrides(spec.train, {k: v for k, v in tuned.get("train", {}).items() if k != "epochs"})
+        return overridden(spec, spec.model, spec.train, params.for_variant(name, spec.label, spec.task))
     except (ValueError, TypeError) as err:
         raise DataError("--params", f"{name} on {spec.label}: {err}") from None
-    return model, train
+
+
+def overridden(spec: DataSpec, model: ModelConfig, train: TrainConfig,
+               tuned: dict[str, dict[str, Any]]) -> tuple[ModelConfig, TrainConfig]:
+    """Configs with tuned or preset settings applied; an epoch count set by --epochs stays."""
+    train_overrides = {k: v for k, v in tuned.get("train", {}).items() if not (spec.epochs_fixed and k == "epochs")}
+    return with_overrides(model, tuned.get("model", {})), with_overrides(train, train_overrides)
 
 
 def trial_config(spec: DataSpec, variant: Variant | None, params: TunedParams) -> dict[str, Any]:
@@ -529,6 +538,8 @@ def _data_config(spec: DataSpec) -> dict[str, Any]:
         out["path"] = str(Path(spec.source).resolve())
     if spec.stands_in_for:
         out["stands_in_for"] = spec.stands_in_for
+    if spec.anomalies:
+        out["file_anomalies"] = list(spec.anomalies)
     return out
 
 

@@ -28,6 +28,7 @@ from bench.pretrain import PretrainCache, pretrained_neumf
 from bench.runner import (
     RunOptions,
     fit_group,
+    overridden,
     resolve_datasets,
     resolve_devices,
     split_for,
@@ -36,7 +37,6 @@ from bench.runner import (
 )
 from bench.suites import PRETRAIN_BASES, SUITES, VARIANTS, DataSpec, Variant, chain_rank, search_space
 from ncf_core import DataError
-from ncf_core.config import with_overrides
 from ncf_core.data import Split
 from ncf_core.evaluate import Evaluator
 from ncf_core.tasks import higher_is_better, task_of
@@ -61,7 +61,7 @@ class Objective:
 
     def configs(self, params: dict[str, dict[str, Any]]):
         model_cfg, train_cfg = variant_configs(self.spec, self.variant, self.base)
-        return with_overrides(model_cfg, params["model"]), with_overrides(train_cfg, params["train"])
+        return overridden(self.spec, model_cfg, train_cfg, params)
 
     def build(self, model_cfg) -> torch.nn.Module:
         if not self.variant.pretrained:
@@ -81,7 +81,7 @@ class Objective:
         return model, history.best_value
 
     def __call__(self, trial: optuna.Trial) -> float:
-        params = search_space(trial, self.variant, self.spec.task)
+        params = search_space(trial, self.variant, self.spec.task, self.spec.search)
 
         def report(stats) -> None:
             trial.report(stats.valid_metric, stats.epoch)
@@ -148,7 +148,7 @@ def create_study(name: str, storage: optuna.storages.BaseStorage, **kwargs: Any)
 def best_params(study: optuna.Study, objective: Objective) -> dict[str, dict[str, Any]]:
     """Re-create the best trial's config through the same search-space function."""
     fixed = optuna.trial.FixedTrial(study.best_trial.params)
-    return search_space(fixed, objective.variant, objective.spec.task)
+    return search_space(fixed, objective.variant, objective.spec.task, objective.spec.search)
 
 
 def tune_markdown(study: optuna.Study, payload: dict[str, Any]) -> str:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from ncf_core.tasks import TASKS
 
 OPTIMIZERS = ("adam", "sgd")
+REDUCTIONS = ("mean", "sum")
 
 
 @dataclass(frozen=True)
@@ -23,14 +25,19 @@ class ModelConfig:
     dropout: float = 0.0
     use_item_features: bool = False
     alpha: float = 0.5  # NeuMF pretraining: weight of the GMF prediction layer
+    init_std: float = 0.01  # embeddings start N(0, init_std): 0.01 as the NCF code, 0.1 as Rendle et al. 2020
 
     def __post_init__(self) -> None:
-        if self.n_factors < 1:
-            raise ValueError("n_factors must be >= 1")
-        if len(self.mlp_layers) < 2 or self.mlp_layers[0] % 2:
-            raise ValueError("mlp_layers needs >= 2 entries and an even first entry")
+        if not _whole(self.n_factors):
+            raise ValueError(f"n_factors must be a whole number >= 1, not {self.n_factors!r}")
+        if len(self.mlp_layers) < 2 or not all(_whole(x) for x in self.mlp_layers) or self.mlp_layers[0] % 2:
+            raise ValueError("mlp_layers needs >= 2 whole numbers >= 1 and an even first entry")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError("alpha must lie in [0, 1]")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError("dropout must lie in [0, 1)")
+        if not 0.0 < self.init_std < float("inf"):
+            raise ValueError("init_std must be a positive number")
         object.__setattr__(self, "mlp_layers", tuple(int(x) for x in self.mlp_layers))
 
 
@@ -44,7 +51,9 @@ class TrainConfig:
     lr: float = 1e-3
     optimizer: str = "adam"
     momentum: float = 0.0
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # the optimizer's L2 on every parameter, every step (torch's weight_decay)
+    l2: float = 0.0  # per-example L2 on the rows an example looks up (Rendle et al. 2020's regularisation)
+    reduction: str = "mean"  # "sum": each example's gradient at the full step, as per-example SGD (Rendle et al.)
     n_negatives: int = 4
     k: int = 10
     patience: int | None = None  # early stopping on the validation metric; None = all epochs
@@ -61,8 +70,24 @@ class TrainConfig:
             raise ValueError("compile needs dense embedding gradients (sparse=False)")
         if self.sparse and self.optimizer == "sgd" and self.weight_decay:
             raise ValueError("SGD with sparse embedding gradients takes no weight_decay")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError("epochs, batch_size and lr must be positive")
+        if self.reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {REDUCTIONS}, not {self.reduction!r}")
+        for name in ("epochs", "batch_size", "n_negatives", "k"):
+            if not _whole(getattr(self, name)):
+                raise ValueError(f"{name} must be a whole number >= 1, not {getattr(self, name)!r}")
+        if self.patience is not None and not _whole(self.patience):
+            raise ValueError(f"patience must be a whole number >= 1 or None, not {self.patience!r}")
+        if not 0.0 < self.lr < float("inf"):
+            raise ValueError(f"lr must be a positive number, not {self.lr!r}")
+        for name in ("weight_decay", "l2", "momentum"):
+            if not 0.0 <= getattr(self, name) < float("inf"):
+                raise ValueError(f"{name} must be a number >= 0, not {getattr(self, name)!r}")
+        if self.momentum >= 1.0:
+            raise ValueError(f"momentum must lie in [0, 1), not {self.momentum!r}")
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
 
 
 def with_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:

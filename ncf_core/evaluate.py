@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ncf_core import metrics
+from ncf_core.data.anomalies import PAD
 from ncf_core.data.splits import Split
 from ncf_core.tasks import task_of
 
@@ -49,12 +50,14 @@ class Evaluator:
         self.users = torch.from_numpy(data.users).to(self.device)
         self.items = torch.from_numpy(data.items).to(self.device)
         self.target = torch.from_numpy(data.target).to(self.device)
+        self.present = None
         if self.task == "ranking":
             negatives = getattr(split, f"{part}_negatives")
             if negatives is None:
                 raise ValueError(f"ranking split has no {part} negatives")
             neg = torch.from_numpy(negatives).to(self.device)
-            self.cand_items = torch.cat([self.items[:, None], neg], dim=1)
+            self.present = (neg != PAD) if bool((neg == PAD).any()) else None  # a published file's short rows
+            self.cand_items = torch.cat([self.items[:, None], neg.clamp(min=0)], dim=1)
             self.cand_users = self.users[:, None].expand_as(self.cand_items)
         self.selection_metric = task_of(self.task).selection_metric(k)
 
@@ -67,8 +70,14 @@ class Evaluator:
         logits = score(model, self.cand_users, self.cand_items)
         labels = torch.zeros_like(logits)
         labels[:, 0] = 1.0
-        loss = float(F.binary_cross_entropy_with_logits(logits, labels))
-        return loss, float(metrics.sampled_ranking(logits, self.k)[self.selection_metric].mean())
+        if self.present is None:
+            loss = float(F.binary_cross_entropy_with_logits(logits, labels))
+        else:  # padded slots are no candidates
+            weight = torch.cat([torch.ones_like(self.present[:, :1]), self.present], dim=1).float()
+            loss = float(F.binary_cross_entropy_with_logits(logits, labels, weight=weight, reduction="sum")
+                         / weight.sum())
+        per = metrics.sampled_ranking(logits, self.k, self.present)
+        return loss, float(per[self.selection_metric].mean())
 
     def evaluate(self, model: nn.Module, full: bool = True) -> Evaluation:
         """Metrics on this part; the timing covers scoring the evaluation pairs only."""
@@ -83,7 +92,7 @@ class Evaluator:
             out = metrics.rating_metrics(pred, self.target)
             per_row = {"abs_error": (pred - self.target).abs().double().cpu().numpy()}
         else:
-            per = metrics.sampled_ranking(logits, self.k)
+            per = metrics.sampled_ranking(logits, self.k, self.present)
             if full:
                 per.update(self._full_ranking(model))
             out = {name: float(v.mean()) for name, v in per.items()}

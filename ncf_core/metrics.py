@@ -23,11 +23,18 @@ def rating_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]
     }
 
 
-def sampled_ranking(scores: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
-    """HR@k and NDCG@k per row of a (rows, 1 + negatives) score matrix, positive in column 0."""
+def sampled_ranking(scores: torch.Tensor, k: int, present: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """HR@k and NDCG@k per row of a (rows, 1 + negatives) score matrix, positive in column 0.
+
+    ``present`` (rows, negatives), where given, is False at padded slots of shorter rows: those
+    are not candidates and never count against the positive, whatever their score.
+    """
     scores = _no_nan(scores)
     pos = scores[:, :1]
-    rank = (scores[:, 1:] >= pos).sum(dim=1)  # 0 = positive ranked first; ties go against it
+    ahead = scores[:, 1:] >= pos  # ties go against the positive
+    if present is not None:
+        ahead &= present
+    rank = ahead.sum(dim=1)  # 0 = positive ranked first
     hit = rank < k
     ndcg = torch.where(hit, 1.0 / torch.log2(rank.double() + 2.0), torch.zeros((), dtype=torch.double))
     return {f"hr@{k}": hit.double(), f"ndcg@{k}": ndcg}

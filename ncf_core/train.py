@@ -26,7 +26,7 @@ from ncf_core.data.negatives import NegativeSampler
 from ncf_core.data.splits import Split
 from ncf_core.evaluate import Evaluator
 from ncf_core.models import build
-from ncf_core.models.base import set_dropout_generators
+from ncf_core.models.base import lookup_penalty, set_dropout_generators
 from ncf_core.optim import make_optimizer
 from ncf_core.stacked import stack, unstack
 from ncf_core.tasks import higher_is_better, task_of
@@ -202,15 +202,21 @@ def train_steps(model: nn.Module, optimizers: list[torch.optim.Optimizer], cfg: 
         hi = lo + cfg.batch_size
         if graphs:
             torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs are dead
+        rows = min(hi, n) - lo
         with autocast:
             logits = model(u[..., lo:hi], i[..., lo:hi])
         losses = loss_fn(cfg.task, logits.float(), y[..., lo:hi])
+        objective = losses
+        if cfg.l2:
+            objective = objective + cfg.l2 / 2 * lookup_penalty(model, u[..., lo:hi], i[..., lo:hi]).mean(-1)
+        if cfg.reduction == "sum":  # every example's gradient at the full step, as per-example SGD
+            objective = objective * rows
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
-        (losses.sum() if losses.dim() else losses).backward()
+        (objective.sum() if objective.dim() else objective).backward()
         for opt in optimizers:
             opt.step()
-        total.add_(losses.detach(), alpha=min(hi, n) - lo)
+        total.add_(losses.detach(), alpha=rows)
     return total
 
 

@@ -147,8 +147,6 @@ TRAIN = "0\t0\t5\t1\n0\t1\t4\t2\n1\t2\t3\t1\n1\t0\t3\t2\n"
     ("test", "negative", "message"),
     [
         ("0\t3\t5\t3\n1\t4\t1\t3\n", "(0,3)\t5\t-3\n(1,4)\t6\t5\n", r"p\.test\.negative: negative item id -3 on"),
-        ("0\t3\t5\t3\n1\t4\t1\t3\n", "(0,3)\t5\t3\n(1,4)\t6\t5\n", "line 1: negative 3 equals the test item"),
-        ("0\t3\t5\t3\n1\t4\t1\t3\n", "(0,3)\t5\t6\n(1,4)\t6\t2\n", "line 2: negative 2 is a positive of the user"),
         ("0\t1\t5\t3\n1\t4\t1\t3\n", "(0,1)\t5\t6\n(1,4)\t6\t5\n", r"p\.test\.rating: line 1: the test pair is also"),
         ("0\t3\t5\t3\n1\t1099511627776\t1\t3\n", "(0,3)\t5\t6\n(1,1099511627776)\t6\t5\n",
          r"p\.test\.rating: item id 1099511627776 for 7 distinct items"),

@@ -130,3 +130,41 @@ def test_bf16_autocast_still_learns(tiny_rating):
     assert h16.epochs[-1].train_loss < h16.epochs[0].train_loss
     assert h16.epochs[-1].train_loss != h32.epochs[-1].train_loss  # bf16 did run
     assert h16.best_value == pytest.approx(h32.best_value, rel=0.05)
+
+
+def test_per_example_sgd_with_l2_is_rendles_update():
+    """Rendle et al. 2020's mf_simple.py steps each example as w += lr * (g * other - reg * w) on the
+    rows it touches, biases included (g = label - sigmoid(prediction)). With reduction="sum" a batch
+    of examples on distinct rows makes exactly those steps, each from the batch's starting weights."""
+    import numpy as np
+
+    from ncf_core.data import Interactions
+    from ncf_core.data.splits import Split
+    from ncf_core.optim import make_optimizer
+    from ncf_core.train import train_steps
+
+    interactions = Interactions.from_codes(np.array([0, 1]), np.array([2, 3]), np.ones(2), n_users=3, n_items=5)
+    split = Split("ranking", interactions, interactions, interactions)
+    model = seeded_model("mf", ModelConfig(n_factors=3, init_std=0.1), split, 0)
+    with torch.no_grad():  # non-zero biases, so that their regularisation shows
+        model.user_bias.weight.uniform_(-0.2, 0.2)
+        model.item_bias.weight.uniform_(-0.2, 0.2)
+        model.bias.fill_(0.05)
+    w = {k: v.detach().double().clone() for k, v in model.state_dict().items()}
+    lr, reg = 0.05, 0.3
+    cfg = TrainConfig(task="ranking", optimizer="sgd", lr=lr, l2=reg, reduction="sum", batch_size=2)
+    users, items, labels = torch.tensor([0, 1]), torch.tensor([2, 4]), torch.tensor([1.0, 0.0])
+    train_steps(model, make_optimizer(model, cfg, torch.device("cpu")), cfg, users, items, labels)
+    want = {k: v.clone() for k, v in w.items()}
+    for u, i, y in zip(users.tolist(), items.tolist(), labels.tolist()):
+        pred = w["bias"][0] + w["user_bias.weight"][u, 0] + w["item_bias.weight"][i, 0] + \
+            w["user.weight"][u] @ w["item.embedding.weight"][i]
+        g = y - torch.sigmoid(pred)
+        want["user.weight"][u] += lr * (g * w["item.embedding.weight"][i] - reg * w["user.weight"][u])
+        want["item.embedding.weight"][i] += lr * (g * w["user.weight"][u] - reg * w["item.embedding.weight"][i])
+        want["user_bias.weight"][u] += lr * (g - reg * w["user_bias.weight"][u])
+        want["item_bias.weight"][i] += lr * (g - reg * w["item_bias.weight"][i])
+        want["bias"] += lr * (g - reg * w["bias"])
+    for name, value in model.state_dict().items():
+        assert torch.allclose(value.double(), want[name], atol=1e-6), name
+    assert not torch.allclose(model.state_dict()["bias"].double(), w["bias"])

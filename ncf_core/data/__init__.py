@@ -26,6 +26,7 @@ class DatasetSpec:
     marker: str | None
     loader: Callable[..., Interactions]
     task: str  # the task its paper protocol uses
+    published: bool = False  # a published split, read as its reference code reads it (``strict`` refuses quirks)
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -39,9 +40,9 @@ DATASETS: dict[str, DatasetSpec] = {
     "ml-25m": DatasetSpec("ml-25m", "ml-25m", "ratings.csv", partial(movielens.load, name="ml-25m"),
                           "ranking"),
     "ncf-ml-1m": DatasetSpec("ncf-ml-1m", "ncf", "ml-1m.train.rating",
-                             partial(ncf_files.load_named, stem="ml-1m"), "ranking"),
+                             partial(ncf_files.load_named, stem="ml-1m"), "ranking", published=True),
     "ncf-pinterest-20": DatasetSpec("ncf-pinterest-20", "ncf", "pinterest-20.train.rating",
-                                    partial(ncf_files.load_named, stem="pinterest-20"), "ranking"),
+                                    partial(ncf_files.load_named, stem="pinterest-20"), "ranking", published=True),
     "synthetic": DatasetSpec("synthetic", None, None, synthetic.generate, "rating"),
 }
 
@@ -71,11 +72,18 @@ def load(
     *,
     data_dir: str | Path | None = None,
     task: str | None = None,
+    strict: bool = False,
     **options: object,
 ) -> Interactions | Split:
-    """Load a registered set (by name, under ``data_dir``) or a path (folder or NCF prefix)."""
+    """Load a registered set (by name, under ``data_dir``) or a path (folder or NCF prefix).
+
+    ``strict``: a published split's quirks (``Split.anomalies``) are errors instead of being read
+    as its reference code reads them.
+    """
     if str(source) in DATASETS:
         spec = DATASETS[str(source)]
+        if spec.published:
+            options["strict"] = strict
         if spec.folder is None:
             return spec.loader(task=task or spec.task, **options)
         if data_dir is None:
@@ -89,8 +97,10 @@ def load(
         raise DataError(source, "neither a registered data set nor an existing folder or NCF prefix")
     kind, path = resolved
     if kind == "ncf":
-        return ncf_files.load(path)
+        return ncf_files.load(path, strict=strict)
     spec = DATASETS[kind]
+    if spec.published:
+        options["strict"] = strict
     return spec.loader(path, task=task or spec.task, **options)
 
 

@@ -15,13 +15,16 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ncf_core.data.anomalies import Anomaly
 from ncf_core.data.interactions import Interactions
 from ncf_core.data.negatives import sample_eval_negatives
 
 
 @dataclass(frozen=True, eq=False)
 class Split:
-    """``*_negatives[j]`` are the candidates ranked against positive ``j`` of ``valid``/``test``."""
+    """``*_negatives[j]`` are the candidates ranked against positive ``j`` of ``valid``/``test``
+    (``PAD`` marks an empty slot of a published file's shorter row). ``anomalies``: what the files
+    it was read from held that a clean split would not (``ncf_core.data.anomalies``)."""
 
     task: str
     train: Interactions
@@ -29,6 +32,7 @@ class Split:
     test: Interactions
     valid_negatives: np.ndarray | None = None
     test_negatives: np.ndarray | None = None
+    anomalies: tuple[Anomaly, ...] = ()
 
     @property
     def n_users(self) -> int:

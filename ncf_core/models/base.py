@@ -7,10 +7,10 @@ from torch import nn
 from torch.nn import functional as F
 
 
-def embedding(n: int, dim: int, sparse: bool = False) -> nn.Embedding:
-    """N(0, 0.01) init, as the NCF paper's code."""
+def embedding(n: int, dim: int, sparse: bool = False, std: float = 0.01) -> nn.Embedding:
+    """N(0, std) init: 0.01 in the NCF paper's code, 0.1 in Rendle et al. 2020's MF."""
     emb = nn.Embedding(n, dim, sparse=sparse)
-    nn.init.normal_(emb.weight, std=0.01)
+    nn.init.normal_(emb.weight, std=std)
     return emb
 
 
@@ -69,9 +69,10 @@ class ItemTower(nn.Module):
     pretraining copies work whether features are used or not.
     """
 
-    def __init__(self, n_items: int, dim: int, features: torch.Tensor | None, sparse: bool) -> None:
+    def __init__(self, n_items: int, dim: int, features: torch.Tensor | None, sparse: bool,
+                 std: float = 0.01) -> None:
         super().__init__()
-        self.embedding = embedding(n_items, dim, sparse)
+        self.embedding = embedding(n_items, dim, sparse, std)
         if features is not None:
             self.register_buffer("features", features.float(), persistent=False)
             self.project = nn.Linear(features.shape[1], dim, bias=False)
@@ -85,3 +86,19 @@ class ItemTower(nn.Module):
         if self.project is not None:
             out = out + self.project(self.features[items])
         return out
+
+
+def lookup_penalty(model: nn.Module, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """Per example, the squared norm of every parameter row it looks up: user and item embeddings,
+    and MF's biases. Its gradient is Rendle et al. 2020's regularisation (``reg * row`` on each row,
+    once per example that touches it), so frequent users and items are held back more than rare
+    ones, unlike weight decay, which shrinks every row every step."""
+    total = model.user(users).square().sum(-1) + model.item.embedding(items).square().sum(-1)
+    for name, ids in (("user_bias", users), ("item_bias", items)):
+        table = getattr(model, name, None)
+        if table is not None:
+            total = total + table(ids).square().sum(-1)
+    bias = getattr(model, "bias", None)
+    if isinstance(bias, torch.Tensor):
+        total = total + bias.square()
+    return total

@@ -14,8 +14,8 @@ class GMF(nn.Module):
                  item_features: torch.Tensor | None = None, sparse: bool = False) -> None:
         super().__init__()
         features = item_features if cfg.use_item_features else None
-        self.user = embedding(n_users, cfg.n_factors, sparse)
-        self.item = ItemTower(n_items, cfg.n_factors, features, sparse)
+        self.user = embedding(n_users, cfg.n_factors, sparse, cfg.init_std)
+        self.item = ItemTower(n_items, cfg.n_factors, features, sparse, cfg.init_std)
         self.out = linear(cfg.n_factors, 1)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:

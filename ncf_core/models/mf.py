@@ -19,8 +19,8 @@ class MF(nn.Module):
                  item_features: torch.Tensor | None = None, sparse: bool = False) -> None:
         super().__init__()
         features = item_features if cfg.use_item_features else None
-        self.user = embedding(n_users, cfg.n_factors, sparse)
-        self.item = ItemTower(n_items, cfg.n_factors, features, sparse)
+        self.user = embedding(n_users, cfg.n_factors, sparse, cfg.init_std)
+        self.item = ItemTower(n_items, cfg.n_factors, features, sparse, cfg.init_std)
         self.user_bias = nn.Embedding(n_users, 1, sparse=sparse)
         self.item_bias = nn.Embedding(n_items, 1, sparse=sparse)
         nn.init.zeros_(self.user_bias.weight)

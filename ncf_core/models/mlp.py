@@ -24,8 +24,8 @@ class MLP(nn.Module):
         super().__init__()
         features = item_features if cfg.use_item_features else None
         half = cfg.mlp_layers[0] // 2
-        self.user = embedding(n_users, half, sparse)
-        self.item = ItemTower(n_items, half, features, sparse)
+        self.user = embedding(n_users, half, sparse, cfg.init_std)
+        self.item = ItemTower(n_items, half, features, sparse, cfg.init_std)
         self.tower = tower(cfg.mlp_layers, cfg.dropout)
         self.out = linear(cfg.mlp_layers[-1], 1)  # no ReLU on the output: it is a logit
 

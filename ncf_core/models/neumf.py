@@ -22,8 +22,8 @@ class NeuMF(nn.Module):
         super().__init__()
         features = item_features if cfg.use_item_features else None
         self.widths = [cfg.n_factors, cfg.mlp_layers[0] // 2]  # GMF's columns, then the MLP's
-        self.user = embedding(n_users, sum(self.widths), sparse)
-        self.item = ItemTower(n_items, sum(self.widths), features, sparse)
+        self.user = embedding(n_users, sum(self.widths), sparse, cfg.init_std)
+        self.item = ItemTower(n_items, sum(self.widths), features, sparse, cfg.init_std)
         self.tower = tower(cfg.mlp_layers, cfg.dropout)
         self.out = linear(cfg.n_factors + cfg.mlp_layers[-1], 1)
 

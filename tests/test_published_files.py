@@ -1,0 +1,206 @@
+"""Published NCF files read as the reference evaluator reads them: quirks counted, reported and scored once."""
+
+from __future__ import annotations
+
+import heapq
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from bench.__main__ import main
+from ncf_core import DataError
+from ncf_core.data import load
+from ncf_core.data.anomalies import PAD
+from ncf_core.evaluate import Evaluator
+
+TRAIN = "".join(f"{u}\t{i}\t1\t{t}\n" for u, items in enumerate([[0, 1, 2], [0, 2, 3], [0, 1, 3], [1, 2, 3]])
+                for t, i in enumerate(items))
+TEST = "0\t4\t1\t9\n1\t7\t1\t9\n2\t6\t1\t9\n3\t5\t1\t9\n"
+# Line 2 lists its test item 7 among its negatives (as line 13 of the published ML-1M file lists 844);
+# line 3 repeats negative 4, and its negative 0 is a training positive of user 2.
+NEGATIVES = ("(0,4)\t5\t6\t7\t8\t9\n(1,7)\t4\t7\t5\t8\t9\n(2,6)\t4\t4\t8\t9\t0\n(3,5)\t4\t6\t7\t8\t9\n")
+
+
+def _files(folder: Path, negatives: str = NEGATIVES, stem: str = "p") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{stem}.train.rating").write_text(TRAIN)
+    (folder / f"{stem}.test.rating").write_text(TEST)
+    (folder / f"{stem}.test.negative").write_text(negatives)
+    return folder / stem
+
+
+class Table(nn.Module):
+    """Fixed, distinct scores: what a trained model would give, without training."""
+
+    def __init__(self, scores: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("scores", torch.from_numpy(scores))
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return self.scores[users, items]
+
+
+def reference_hr_ndcg(scores: np.ndarray, user: int, test_item: int, negatives: list[int], k: int):
+    """He et al.'s evaluate.py: negatives plus the test item in one dict keyed by item, top k by score."""
+    by_item = {item: scores[user, item] for item in [*negatives, test_item]}
+    top = heapq.nlargest(k, by_item, key=by_item.get)
+    if test_item not in top:
+        return 0.0, 0.0
+    return 1.0, math.log(2) / math.log(top.index(test_item) + 2)
+
+
+def test_quirky_rows_are_scored_as_the_reference_scores_them(tmp_path):
+    split = load(_files(tmp_path))
+    assert split.test_negatives.tolist() == [[5, 6, 7, 8, 9], [4, 5, 8, 9, PAD], [4, 8, 9, 0, PAD],
+                                             [4, 6, 7, 8, 9]]
+    kinds = {a.kind: (a.rows, a.occurrences, a.first_line) for a in split.anomalies}
+    assert kinds == {"the test item is among the row's negatives": (1, 1, 2), "a negative is repeated": (1, 1, 3),
+                     "a negative is a positive of the user in p.train.rating": (1, 1, 3)}
+    # the test item of user 1 scores above one of its listed negatives and below the others: naive
+    # reading with pessimistic ties would count the listed copy of 7 as a tie against it
+    scores = np.random.default_rng(5).permutation(40).reshape(4, 10).astype(np.float64)
+    evaluation = Evaluator(split, "test", "cpu", k=3).evaluate(Table(scores), full=False)
+    raw = [line.split("\t") for line in NEGATIVES.splitlines()]
+    for row, (user, item) in enumerate([(0, 4), (1, 7), (2, 6), (3, 5)]):
+        negatives = [int(x) for x in raw[row][1:]]
+        hr, ndcg = reference_hr_ndcg(scores, user, item, negatives, 3)
+        assert evaluation.per_user["hr@3"][row] == hr
+        assert evaluation.per_user["ndcg@3"][row] == pytest.approx(ndcg, abs=1e-12)
+
+
+def test_untouched_rows_keep_their_metrics(tmp_path):
+    clean = NEGATIVES.replace("(1,7)\t4\t7\t5", "(1,7)\t4\t6\t5").replace("(2,6)\t4\t4", "(2,6)\t4\t5")
+    scores = np.random.default_rng(1).permutation(40).reshape(4, 10).astype(np.float64)
+    quirky = Evaluator(load(_files(tmp_path / "a")), "test", "cpu", k=3).evaluate(Table(scores), full=False)
+    plain_split = load(_files(tmp_path / "b", clean))
+    plain = Evaluator(plain_split, "test", "cpu", k=3).evaluate(Table(scores), full=False)
+    assert [a.kind for a in plain_split.anomalies] == ["a negative is a positive of the user in p.train.rating"]
+    for name in ("hr@3", "ndcg@3"):
+        assert quirky.per_user[name][[0, 3]].tolist() == plain.per_user[name][[0, 3]].tolist()
+
+
+@pytest.mark.parametrize(("negatives", "message"), [
+    (NEGATIVES, "line 2: negative 7 equals the test item"),
+    (NEGATIVES.replace("(1,7)\t4\t7", "(1,7)\t4\t6"), "line 3: negative 4 is repeated"),
+    (NEGATIVES.replace("(1,7)\t4\t7", "(1,7)\t4\t6").replace("\t4\t4\t8\t9\t0", "\t4\t5\t8\t9\t0"),
+     "line 3: negative 0 is a positive of the user in p.train.rating"),
+    ("(0,4)\t5\t6\n(1,7)\t4\t5\t8\n(2,6)\t4\t5\t8\n(3,5)\t4\t6\t7\n", "line 1: has 2 negatives, other lines 3"),
+])
+def test_strict_files_refuse_each_quirk_naming_file_and_line(tmp_path, negatives, message):
+    prefix = _files(tmp_path, negatives)
+    with pytest.raises(DataError) as err:
+        load(prefix, strict=True)
+    assert str(err.value) == f"{prefix}.test.negative: {message} (--strict-files)"
+    assert load(prefix).anomalies  # read as the reference reads it without --strict-files
+
+
+def _ml1m_like(folder: Path, stem: str, n_users: int = 40, n_items: int = 30, seed: int = 0) -> Path:
+    """An NCF-format split with the published ML-1M file's quirks in it: line 13 lists its test item
+    among its negatives; line 5 repeats a negative."""
+    rng = np.random.default_rng(seed)
+    train, test, negatives = [], [], []
+    for u in range(n_users):
+        items = rng.choice(n_items, 9, replace=False)
+        train += [f"{u}\t{i}\t1\t{t}" for t, i in enumerate(items[:8])]
+        test.append(f"{u}\t{items[8]}\t1\t9")
+        negs = [int(x) for x in rng.choice(np.setdiff1d(np.arange(n_items), items), 12, replace=False)]
+        if u == 12:
+            negs[3] = int(items[8])
+        if u == 4:
+            negs[5] = negs[2]
+        negatives.append(f"({u},{items[8]})\t" + "\t".join(map(str, negs)))
+    folder.mkdir(parents=True, exist_ok=True)
+    for part, lines in (("train.rating", train), ("test.rating", test), ("test.negative", negatives)):
+        (folder / f"{stem}.{part}").write_text("\n".join(lines) + "\n")
+    return folder / stem
+
+
+def test_a_full_run_on_quirky_files_reports_them_in_all_four_places(tmp_path, capsys):
+    data = tmp_path / "data"
+    _ml1m_like(data / "ncf", "ml-1m")
+    assert main(["data", "list", "--data-dir", str(data)]) == 0
+    listed = capsys.readouterr().out
+    assert "ml-1m.test.negative: 1 of 40 rows: the test item is among the row's negatives (first at line 13)" in listed
+    out = tmp_path / "run"
+    args = ["run", "--suite", "full", "--data-dir", str(data), "--datasets", "ncf-ml-1m", "--variants", "mf,gmf",
+            "--seeds", "2", "--epochs", "1", "--out", str(out)]
+    assert main(args) == 0
+    terminal = capsys.readouterr().err
+    assert "1 of 40 rows: a negative is repeated (first at line 5)" in terminal
+    manifest = json.loads((out / "manifest.json").read_text())["file_anomalies"]["ncf-ml-1m"]
+    assert any("the test item is among the row's negatives (first at line 13)" in line for line in manifest)
+    summary = (out / "summary.md").read_text()
+    assert summary.index("Published files of ncf-ml-1m") < summary.index("## ")
+    assert "a negative is repeated (first at line 5)" in summary
+
+    strict = tmp_path / "strict"
+    assert main([*args[:-1], str(strict), "--strict-files"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {data / 'ncf' / 'ml-1m.test.negative'}: line 5: negative {_repeated(data)} is repeated " \
+                  "(--strict-files)"
+    assert not strict.exists()
+
+
+def _repeated(data: Path) -> int:
+    row = (data / "ncf" / "ml-1m.test.negative").read_text().splitlines()[4].split("\t")
+    return int(row[3])
+
+
+def test_pinterest_runs_end_to_end_under_the_same_rules(tmp_path):
+    data = tmp_path / "data"
+    _ml1m_like(data / "ncf", "pinterest-20", seed=3)
+    out = tmp_path / "run"
+    assert main(["run", "--suite", "full", "--data-dir", str(data), "--datasets", "ncf-pinterest-20",
+                 "--variants", "mf,gmf,mlp,neumf-pre-sgd", "--seeds", "2", "--epochs", "1", "--out", str(out)]) == 0
+    records = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
+    assert {r["status"] for r in records} == {"ok"}
+    assert {r["dataset"] for r in records} == {"ncf-pinterest-20"}
+    assert "ncf-pinterest-20" in json.loads((out / "manifest.json").read_text())["file_anomalies"]
+
+
+# The commands Rendle et al. 2020's code publishes for its MF on the NCF paper's files, as printed.
+RENDLE_COMMANDS = {
+    "rendle2020-ml-1m": "python mf_simple.py --data Data/ml-1m --epochs 256 --embedding_dim 16 "
+                        "--regularization 0.005 --negatives 8 --learning_rate 0.002 --stddev 0.1",
+    "rendle2020-pinterest-20": "python mf_simple.py --data Data/pinterest-20 --epochs 256 --embedding_dim 16 "
+                               "--regularization 0.01 --negatives 10 --learning_rate 0.007 --stddev 0.1",
+}
+
+
+@pytest.mark.parametrize("name", sorted(RENDLE_COMMANDS))
+def test_the_rendle_preset_holds_the_published_command(name, tmp_path):
+    from bench.params import TunedParams
+
+    words = RENDLE_COMMANDS[name].split()
+    flags = {words[i].removeprefix("--"): words[i + 1] for i in range(2, len(words), 2)}
+    mf = TunedParams.load([name]).for_variant("mf", "any-ranking-set", "ranking")
+    model, train = mf["model"], mf["train"]
+    # their embedding_dim counts the bias column: the dot product has one factor fewer
+    assert model["n_factors"] == int(flags["embedding_dim"]) - 1
+    assert model["init_std"] == float(flags["stddev"])
+    assert train["l2"] == float(flags["regularization"])
+    assert train["n_negatives"] == int(flags["negatives"])
+    assert train["lr"] == float(flags["learning_rate"])
+    assert train["epochs"] == int(flags["epochs"])
+    assert (train["optimizer"], train["reduction"], train["momentum"], train["weight_decay"]) == ("sgd", "sum", 0, 0)
+    assert TunedParams.load([name]).for_variant("mf", "anime", "rating") == {}  # a ranking protocol's settings
+
+
+def test_a_preset_runs_mf_as_rendle_trained_it(tmp_path):
+    data = tmp_path / "data"
+    prefix = _ml1m_like(data / "ncf", "ml-1m")
+    out = tmp_path / "run"
+    assert main(["run", "--suite", "full", "--datasets", str(prefix), "--variants", "mf,gmf", "--seeds", "2",
+                 "--epochs", "2", "--params", "rendle2020-ml-1m", "--out", str(out)]) == 0
+    records = {(r["variant"], r["seed"]): r for r in map(json.loads, (out / "trials.jsonl").read_text().splitlines())}
+    mf = records[("mf", 0)]["config"]
+    assert (mf["model"]["n_factors"], mf["model"]["init_std"]) == (15, 0.1)
+    assert (mf["train"]["l2"], mf["train"]["lr"], mf["train"]["reduction"], mf["train"]["n_negatives"]) == \
+        (0.005, 0.002, "sum", 8)
+    assert mf["train"]["epochs"] == 2  # --epochs wins over the preset's 256
+    assert records[("gmf", 0)]["config"]["model"]["n_factors"] == 64  # the preset is MF's only
