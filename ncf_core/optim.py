@@ -6,6 +6,12 @@ training step, and ten stacked seeds make it ten times worse. ``TrainConfig.spar
 embeddings to sparse gradients and this lazy Adam (only the rows in the batch move, their moments
 included, as with ``torch.optim.SparseAdam``). It is a different optimizer from dense Adam, so it
 is opt-in and recorded in every trial's config.
+
+Members: a stacked module (``ncf_core.stacked``) holds S models whose every parameter has the member
+axis first. Given one learning rate, weight decay and momentum per member, each optimizer steps each
+member's block of each parameter with that member's own settings, with the arithmetic of the same
+optimizer on that member alone (``tests/test_members.py``); that is what lets tuning trials with
+different learning rates train as one stacked module.
 """
 
 from __future__ import annotations
@@ -42,9 +48,11 @@ class LazyAdam(_Unhooked, torch.optim.Optimizer):
     torch's fused kernel on them and scatter them back.
     """
 
-    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),  # noqa: ANN001
-                 eps: float = 1e-8, weight_decay: float = 0.0) -> None:
-        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
+    def __init__(self, params, lr: float | list[float] = 1e-3, betas: tuple[float, float] = (0.9, 0.999),  # noqa: ANN001
+                 eps: float = 1e-8, weight_decay: float | list[float] = 0.0) -> None:
+        self.member_lr, self.member_wd = _per_member(lr, weight_decay)
+        super().__init__(params, {"lr": self.member_lr[0], "betas": betas, "eps": eps,
+                                  "weight_decay": self.member_wd[0]})
         self._slots: dict[torch.Tensor, np.ndarray] = {}  # rowadam's scratch, one per CPU table
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -85,14 +93,29 @@ class LazyAdam(_Unhooked, torch.optim.Optimizer):
                 continue
             beta1, beta2 = group["betas"]
             torch._foreach_add_(steps, 1)
-            torch._fused_adam_(p_rows, grads, m_rows, v_rows, [], steps, amsgrad=False, lr=group["lr"],
-                               beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"],
-                               maximize=False)
+            for lr, wd, pick in self._member_rows(params, rows):
+                picked = [(t if m is None else t[m] for t, m in zip(ts, pick))
+                          for ts in (p_rows, grads, m_rows, v_rows)]
+                p_sel, g_sel, m_sel, v_sel = (list(x) for x in picked)
+                torch._fused_adam_(p_sel, g_sel, m_sel, v_sel, [], steps, amsgrad=False, lr=lr, beta1=beta1,
+                                   beta2=beta2, weight_decay=wd, eps=group["eps"], maximize=False)
+                for target, selected, m in ((p_rows, p_sel, pick), (m_rows, m_sel, pick), (v_rows, v_sel, pick)):
+                    for j, mask in enumerate(m):
+                        if mask is not None:  # the kernel updated a gathered copy: write it back
+                            target[j][mask] = selected[j]
             for p, r, pr, mr, vr in zip(params, rows, p_rows, m_rows, v_rows):
                 p.index_copy_(0, r, pr)
                 self.state[p]["exp_avg"].index_copy_(0, r, mr)
                 self.state[p]["exp_avg_sq"].index_copy_(0, r, vr)
         return None
+
+    def _member_rows(self, params: list[torch.Tensor], rows: list[torch.Tensor]):  # noqa: ANN202
+        """(lr, weight decay, row masks) per member: a member's rows are its block of each table."""
+        members = len(self.member_lr)
+        if members == 1:
+            return [(self.member_lr[0], self.member_wd[0], [None] * len(params))]
+        return [(lr, wd, [r // (len(p) // members) == s for p, r in zip(params, rows)])
+                for s, (lr, wd) in enumerate(zip(self.member_lr, self.member_wd))]
 
     def _step_rows_on_cpu(self, p: torch.Tensor, group: dict) -> None:
         state = self.state[p]
@@ -100,8 +123,8 @@ class LazyAdam(_Unhooked, torch.optim.Optimizer):
         if p not in self._slots:
             self._slots[p] = np.full(len(p), -1, dtype=np.int32)
         rowadam.lazy_adam_rows_(p, state["exp_avg"], state["exp_avg_sq"], self._slots[p], p.grad,
-                                float(state["step"]), group["lr"], group["betas"], group["eps"],
-                                group["weight_decay"])
+                                float(state["step"]), self.member_lr, group["betas"], group["eps"],
+                                self.member_wd)
 
     @staticmethod
     def _rows_and_grad(grad: torch.Tensor, seen: list) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,8 +150,10 @@ class FusedAdam(_Unhooked, torch.optim.Adam):
     the gradients. The update is torch's, bit for bit (``tests/test_stacked.py``).
     """
 
-    def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.0) -> None:  # noqa: ANN001
-        super().__init__(params, lr=lr, weight_decay=weight_decay, fused=True)
+    def __init__(self, params, lr: float | list[float] = 1e-3,  # noqa: ANN001
+                 weight_decay: float | list[float] = 0.0) -> None:
+        self.member_lr, self.member_wd = _per_member(lr, weight_decay)
+        super().__init__(params, lr=self.member_lr[0], weight_decay=self.member_wd[0], fused=True)
         # The cached step takes no grad_scale/found_inf: GradScaler must unscale before step, as for
         # any optimizer that does not declare this (torch's fused Adam does).
         self._step_supports_amp_scaling = False
@@ -158,6 +183,8 @@ class FusedAdam(_Unhooked, torch.optim.Adam):
     @torch.no_grad()
     def step(self, closure=None):  # noqa: ANN001 - torch's Optimizer signature
         grads = [p.grad for p in self._params]
+        if len(self.member_lr) > 1:
+            return self._member_step(grads)
         if self._lists is None or any(g is None for g in grads):
             if self._lists is not None:  # a parameter without a gradient: each its own counter again
                 for p in self._params:
@@ -173,6 +200,31 @@ class FusedAdam(_Unhooked, torch.optim.Adam):
                            eps=group["eps"], maximize=False)
         return None
 
+    def _member_step(self, grads: list[torch.Tensor | None]) -> None:
+        """Each member's block of every parameter with its own lr and weight decay: one fused call a
+        member, on views, so each member's arithmetic is that of its own optimizer."""
+        members = len(self.member_lr)
+        live = [(p, g) for p, g in zip(self._params, grads) if g is not None]
+        if self._lists is None:  # state as torch creates it (or carried over), one step counter for all
+            carried = [self.state[p]["step"] for p in self._params if self.state[p]]
+            step = carried[0] if carried else torch.zeros((), dtype=torch.float32, device=self._params[0].device)
+            for p in self._params:
+                state = self.state[p]
+                if not state:
+                    state.update(exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
+                state["step"] = step
+            self._lists = ([], [], [step])
+        step = self._lists[2][0]
+        step.add_(1)
+        group = self.param_groups[0]
+        views = [(p.view(members, -1), g.reshape(members, -1), self.state[p]["exp_avg"].view(members, -1),
+                  self.state[p]["exp_avg_sq"].view(members, -1)) for p, g in live]
+        for s, (lr, wd) in enumerate(zip(self.member_lr, self.member_wd)):
+            torch._fused_adam_([v[0][s] for v in views], [v[1][s] for v in views], [v[2][s] for v in views],
+                               [v[3][s] for v in views], [], [step] * len(views), amsgrad=False, lr=lr,
+                               beta1=group["betas"][0], beta2=group["betas"][1], weight_decay=wd, eps=group["eps"],
+                               maximize=False)
+
     def _shared_state(self) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] | None:
         """Cached state lists, once every parameter has stepped equally often in one group."""
         states = [self.state[p] for p in self._params]
@@ -184,25 +236,90 @@ class FusedAdam(_Unhooked, torch.optim.Adam):
         return [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], [step] * len(states)
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> list[torch.optim.Optimizer]:
+class MemberSGD(_Unhooked, torch.optim.Optimizer):
+    """``torch.optim.SGD`` (no dampening, no Nesterov) with one lr, weight decay and momentum per
+    member: each member's block of each stacked parameter steps as that member's SGD would."""
+
+    def __init__(self, params, lr: list[float], momentum: list[float], weight_decay: list[float]) -> None:  # noqa: ANN001
+        self.member_lr, self.member_mom, self.member_wd = list(lr), list(momentum), list(weight_decay)
+        super().__init__(params, {"lr": self.member_lr[0]})
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: ANN001 - torch's Optimizer signature
+        members = len(self.member_lr)
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = (p.grad.to_dense() if p.grad.is_sparse else p.grad).reshape(members, -1)
+                weights = p.view(members, -1)
+                state = self.state[p]
+                for s, (lr, mom, wd) in enumerate(zip(self.member_lr, self.member_mom, self.member_wd)):
+                    g = grad[s] if wd == 0 else grad[s].add(weights[s], alpha=wd)
+                    if mom != 0:  # a zero buffer's first step is torch's clone of the gradient, bit for bit
+                        if "momentum_buffer" not in state:
+                            state["momentum_buffer"] = torch.zeros_like(p)
+                        g = state["momentum_buffer"].view(members, -1)[s].mul_(mom).add_(g)
+                    weights[s].add_(g, alpha=-lr)
+        return None
+
+
+def _per_member(lr: float | list[float], weight_decay: float | list[float]) -> tuple[list[float], list[float]]:
+    lrs = [float(x) for x in (lr if isinstance(lr, (list, tuple)) else [lr])]
+    wds = [float(x) for x in (weight_decay if isinstance(weight_decay, (list, tuple)) else [weight_decay] * len(lrs))]
+    if len(lrs) == 1 < len(wds):
+        lrs = lrs * len(wds)
+    if len(lrs) != len(wds):
+        raise ValueError("one learning rate and one weight decay per member")
+    if len(set(zip(lrs, wds))) == 1:  # one setting for all: the whole-tensor path
+        return lrs[:1], wds[:1]
+    return lrs, wds
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig | list[TrainConfig],
+                   device: torch.device) -> list[torch.optim.Optimizer]:
     """Sparse embedding gradients get ``LazyAdam`` / sparse SGD; the rest a fused step.
 
-    The fused kernel updates every dense parameter at once: on a
-    2-core CPU about 1.3x the foreach step at batch 256.
+    ``cfg`` is one config, or one per member of a stacked ``model`` (their lr, weight decay and
+    momentum may differ; the rest is one structure). The fused kernel updates every dense
+    parameter at once: on a 2-core CPU about 1.3x the foreach step at batch 256.
     """
+    cfgs = cfg if isinstance(cfg, list) else [cfg]
+    first = cfgs[0]
+    lr, wd, mom = ([getattr(c, f) for c in cfgs] for f in ("lr", "weight_decay", "momentum"))
+    split = len(set(zip(lr, wd, mom))) > 1
+    lr, wd = (x if split else x[0] for x in (lr, wd))
     sparse = [p for m in model.modules() if getattr(m, "sparse", False) for p in m.parameters()]
     sparse_ids = {id(p) for p in sparse}
     dense = [p for p in model.parameters() if id(p) not in sparse_ids]
     fast = {"fused": True} if device.type in ("cuda", "cpu") else {"foreach": True}
     opts: list[torch.optim.Optimizer] = []
-    if cfg.optimizer == "adam":
-        if fast.get("fused"):
-            opts.append(FusedAdam(dense, lr=cfg.lr, weight_decay=cfg.weight_decay))
+    if first.optimizer == "adam":
+        if fast.get("fused") or split:
+            opts.append(FusedAdam(dense, lr=lr, weight_decay=wd))
         else:
-            opts.append(torch.optim.Adam(dense, lr=cfg.lr, weight_decay=cfg.weight_decay, **fast))
+            opts.append(torch.optim.Adam(dense, lr=lr, weight_decay=wd, **fast))
         if sparse:
-            opts.append(LazyAdam(sparse, lr=cfg.lr, weight_decay=cfg.weight_decay))
+            opts.append(LazyAdam(sparse, lr=lr, weight_decay=wd))
+    elif split:
+        opts.append(MemberSGD(dense + sparse, lr=lr, momentum=mom, weight_decay=wd))
     else:
-        opts.append(torch.optim.SGD(dense + sparse, lr=cfg.lr, momentum=cfg.momentum,
-                                    weight_decay=cfg.weight_decay))  # TrainConfig rejects it with sparse
+        opts.append(torch.optim.SGD(dense + sparse, lr=lr, momentum=first.momentum,
+                                    weight_decay=wd))  # TrainConfig rejects it with sparse
     return opts
+
+
+def keep_members(old: torch.optim.Optimizer, new: torch.optim.Optimizer, members: int, keep: list[int]) -> None:
+    """Carry ``old``'s state for the members ``keep`` (of ``members``) over to ``new``, an optimizer of
+    the same kind over the same parameters restacked without the others (a pruned tuning trial)."""
+    old_params = [p for g in old.param_groups for p in g["params"]]
+    new_params = [p for g in new.param_groups for p in g["params"]]
+    for po, pn in zip(old_params, new_params, strict=True):
+        state = old.state.get(po)
+        if not state:
+            continue
+        # each parameter its own step counter, as torch keeps them (FusedAdam shares them again itself)
+        new.state[pn] = {k: v.view(members, -1)[keep].reshape(pn.shape).clone() if v.shape == po.shape
+                         else v.clone() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
+    if isinstance(new, FusedAdam):
+        new._forget_cache()

@@ -7,7 +7,9 @@ uses element-wise ops and ``dim=-1``; that is the contract a new model keeps to 
 (``tests/test_stacked.py`` checks every registered model against its unstacked copies).
 
 Parameters of different seeds never mix, and Adam and SGD are element-wise, so one optimizer
-step on the stacked module is S independent steps.
+step on the stacked module is S independent steps. A member is a seed, or a tuning trial: members
+may differ in anything that leaves the shapes alone (initial weights, NeuMF's alpha, dropout rate,
+and, through ``ncf_core.optim``, learning rate, weight decay and momentum).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import copy
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from ncf_core.models.base import Dropout
 
 
 class StackedEmbedding(nn.Module):
@@ -67,6 +71,8 @@ def stack(models: list[nn.Module]) -> nn.Module:
     stacked = copy.deepcopy(models[0])
     for name, module in list(stacked.named_modules()):
         parts = [m.get_submodule(name) for m in models]
+        if isinstance(module, Dropout):  # each member keeps its own rate (tuning trials differ in it)
+            module.member_p = [part.p for part in parts]
         kind = _STACKED.get(type(module))
         if kind is not None:
             parent, _, child = name.rpartition(".")

@@ -1,8 +1,9 @@
 """Training: batches sliced from device-resident tensors, one seed for everything.
 
 ``fit`` trains in place, keeps the weights of the best validation epoch, and reports each
-epoch to ``on_epoch`` (early stopping and Optuna pruning hook in there by raising).
-``fit_stacked`` does the same for several seeds at once, as one stacked model.
+epoch to ``on_epoch``, which stops training by returning False (Optuna's pruning hooks in there).
+``fit_stacked`` does the same for several members at once, as one stacked model: seeds of one
+variant, or tuning trials with their own learning rates; ``fit_group`` picks one or the other.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import time
 import warnings
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,7 +29,7 @@ from ncf_core.data.splits import Split
 from ncf_core.evaluate import Evaluator
 from ncf_core.models import build
 from ncf_core.models.base import lookup_penalty, set_dropout_generators
-from ncf_core.optim import make_optimizer
+from ncf_core.optim import keep_members, make_optimizer
 from ncf_core.stacked import stack, unstack
 from ncf_core.tasks import higher_is_better, task_of
 
@@ -130,7 +132,7 @@ class _SeedData:
     """
 
     def __init__(self, split: Split, cfg: TrainConfig, device: torch.device, seed: int) -> None:
-        self.cfg, self.gen = cfg, device_generator(device, seed)
+        self.cfg, self.seed, self.gen = cfg, seed, device_generator(device, seed)
         self.dropout_gen = device_generator(device, _stream(seed, "dropout"))
         train = split.train
         self.users = torch.from_numpy(train.users).to(device)
@@ -189,15 +191,18 @@ class _Selector:
 _NO_VALIDATION = (math.nan, math.nan)
 
 
-def train_steps(model: nn.Module, optimizers: list[torch.optim.Optimizer], cfg: TrainConfig,
-                u: torch.Tensor, i: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The engine's inner loop: steps over pre-shuffled pairs (last axis, a leading seed axis when
-    stacked); returns the summed loss per model."""
+def train_steps(model: nn.Module, optimizers: list[torch.optim.Optimizer], cfg: TrainConfig, u: torch.Tensor,
+                i: torch.Tensor, y: torch.Tensor, l2: torch.Tensor | float | None = None) -> torch.Tensor:
+    """The engine's inner loop: steps over pre-shuffled pairs (last axis, a leading member axis when
+    stacked); returns the summed loss per model. ``l2``: per-member weights of the lookup penalty
+    (S,), where stacked members differ in it; else ``cfg.l2``."""
     model.train()
     n = u.shape[-1]
     total = torch.zeros(u.shape[:-1], device=u.device)
     graphs = cfg.compile and u.device.type == "cuda"
     autocast = torch.autocast(u.device.type, dtype=torch.bfloat16) if cfg.amp else contextlib.nullcontext()
+    l2 = cfg.l2 if l2 is None else l2
+    penalised = bool(l2.any()) if isinstance(l2, torch.Tensor) else bool(l2)
     for lo in range(0, n, cfg.batch_size):
         hi = lo + cfg.batch_size
         if graphs:
@@ -207,8 +212,8 @@ def train_steps(model: nn.Module, optimizers: list[torch.optim.Optimizer], cfg: 
             logits = model(u[..., lo:hi], i[..., lo:hi])
         losses = loss_fn(cfg.task, logits.float(), y[..., lo:hi])
         objective = losses
-        if cfg.l2:
-            objective = objective + cfg.l2 / 2 * lookup_penalty(model, u[..., lo:hi], i[..., lo:hi]).mean(-1)
+        if penalised:
+            objective = objective + l2 / 2 * lookup_penalty(model, u[..., lo:hi], i[..., lo:hi]).mean(-1)
         if cfg.reduction == "sum":  # every example's gradient at the full step, as per-example SGD
             objective = objective * rows
         for opt in optimizers:
@@ -240,7 +245,7 @@ def fit(
     device: torch.device | str = "cpu",
     *,
     seed: int = 0,
-    on_epoch: Callable[[EpochStats], None] | None = None,
+    on_epoch: Callable[[EpochStats], bool | None] | None = None,
     select: bool = True,
 ) -> History:
     """Train ``model`` on ``split.train``, select the best epoch on ``split.valid``.
@@ -268,8 +273,8 @@ def fit(
             valid = evaluator.loss_and_metric(model) if evaluator is not None else _NO_VALIDATION
             stats = EpochStats(epoch, train_loss, *valid, seconds, len(data))
             go_on = selector.record(stats)
-            if on_epoch is not None:
-                on_epoch(stats)
+            if on_epoch is not None and on_epoch(stats) is False:
+                go_on = False
             if not go_on:
                 break
     finally:
@@ -277,54 +282,151 @@ def fit(
     return selector.finish()
 
 
+MEMBER_SETTINGS = ("lr", "weight_decay", "momentum", "l2")  # what stacked members may differ in (TrainConfig)
+
+# After each epoch, per member: False drops the member (a pruned tuning trial); its history ends there.
+OnEpoch = Callable[[int, EpochStats], bool]
+
+
 def fit_stacked(
     models: list[nn.Module],
     splits: list[Split],
-    cfg: TrainConfig,
+    cfg: TrainConfig | list[TrainConfig],
     device: torch.device | str = "cpu",
     *,
     seeds: list[int],
     select: bool = True,
+    on_epoch: OnEpoch | None = None,
 ) -> list[History | Diverged]:
-    """Train one model per seed as one stacked model: the same batches, weights and selection as
-    ``fit`` on each seed alone, with one forward and backward per step for all of them.
+    """Train S members as one stacked model: the same batches, weights and selection as ``fit`` on
+    each member alone, with one forward and backward per step for all of them.
 
-    A seed that diverges or runs out of patience stops being recorded (its weights keep moving
-    but are reset to its best epoch at the end); the others go on.
+    A member is a model with its split, seed and config. Members are seeds of one variant, or tuning
+    trials: ``cfg`` may then be one config per member, differing in ``MEMBER_SETTINGS`` only (the
+    models may differ in anything that keeps their shapes). Members that share a split and seed share
+    one draw of each epoch's examples. A member that diverges, runs out of patience or is stopped by
+    ``on_epoch`` leaves the stack (the others are restacked and go on, their optimizer state carried
+    over) and is reset to its best epoch.
     """
     device = torch.device(device)
-    data = [_SeedData(split, cfg, device, seed) for split, seed in zip(splits, seeds)]
+    cfgs = list(cfg) if isinstance(cfg, list) else [cfg] * len(models)
+    _check_members(cfgs)
+    shared = cfgs[0]
+    data = _once([(id(sp), s) for sp, s in zip(splits, seeds)],
+                 [lambda sp=sp, s=s: _SeedData(sp, shared, device, s) for sp, s in zip(splits, seeds)])
     if len({len(d) for d in data}) != 1:
-        raise ValueError("stacked seeds need training sets of one size")
-    stacked = stack(models)
-    evaluators = [Evaluator(split, "valid", device, k=cfg.k) if select else None for split in splits]
-    selectors = [_Selector(m, task_of(cfg.task).selection_metric(cfg.k), cfg, select) for m in models]
-    optimizers = make_optimizer(stacked, cfg, device)
-    step_model = step_module(stacked, cfg, device)
+        raise ValueError("stacked members need training sets of one size")
+    evaluators = _once([id(sp) for sp in splits],
+                       [lambda sp=sp: Evaluator(sp, "valid", device, k=shared.k) if select else None for sp in splits])
+    metric = task_of(shared.task).selection_metric(shared.k)
+    selectors = [_Selector(m, metric, c, select) for m, c in zip(models, cfgs)]
     outcome: list[History | Diverged | None] = [None] * len(models)
-    set_dropout_generators(stacked, [d.dropout_gen for d in data])
+    live = list(range(len(models)))
+    stack_state = _Stack(models, cfgs, data, device)
     try:
-        for epoch in range(1, cfg.epochs + 1):
+        for epoch in range(1, shared.epochs + 1):
             sync(device)
             start = time.perf_counter()
-            u, i, y = (torch.stack(parts) for parts in zip(*(d.epoch() for d in data)))
-            total = train_steps(step_model, optimizers, cfg, u, i, y).tolist()
+            total = stack_state.epoch().tolist()
             sync(device)
             seconds = time.perf_counter() - start
-            for s, (model, evaluator, selector) in enumerate(zip(models, evaluators, selectors)):
-                if outcome[s] is not None:
-                    continue
-                train_loss = total[s] / len(data[s])
-                if task_of(cfg.task).diverged(train_loss):
+            for position, s in enumerate(live):
+                train_loss = total[position] / len(data[s])
+                if task_of(shared.task).diverged(train_loss):
                     outcome[s] = Diverged(f"training loss is {train_loss:.4g} at epoch {epoch}")
                     continue
-                model.load_state_dict(unstack(stacked, s))
-                valid = evaluator.loss_and_metric(model) if evaluator is not None else _NO_VALIDATION
+                models[s].load_state_dict(unstack(stack_state.module, position))
+                valid = evaluators[s].loss_and_metric(models[s]) if evaluators[s] is not None else _NO_VALIDATION
                 stats = EpochStats(epoch, train_loss, *valid, seconds, len(data[s]))
-                if not selector.record(stats):
-                    outcome[s] = selector.history
-            if all(o is not None for o in outcome):
+                go_on = selectors[s].record(stats)
+                if on_epoch is not None and not on_epoch(s, stats):
+                    go_on = False
+                if not go_on:
+                    outcome[s] = selectors[s].history
+            keep = [position for position, s in enumerate(live) if outcome[s] is None]
+            if not keep:
                 break
+            if len(keep) < len(live):
+                live = [live[position] for position in keep]
+                stack_state.keep(keep, live)
     finally:
-        set_dropout_generators(stacked, None)
+        stack_state.close()
     return [o if isinstance(o, Diverged) else sel.finish() for o, sel in zip(outcome, selectors)]
+
+
+def _once(keys: list, makers: list[Callable[[], Any]]) -> list[Any]:
+    """``makers[j]()`` for each distinct key, shared by the members with that key."""
+    made: dict[Any, Any] = {}
+    for key, make in zip(keys, makers):
+        if key not in made:
+            made[key] = make()
+    return [made[key] for key in keys]
+
+
+def _check_members(cfgs: list[TrainConfig]) -> None:
+    shared = {f.name for f in fields(TrainConfig)} - set(MEMBER_SETTINGS)
+    for c in cfgs[1:]:
+        differ = [name for name in sorted(shared) if getattr(c, name) != getattr(cfgs[0], name)]
+        if differ:
+            raise ValueError(f"stacked members may differ only in {MEMBER_SETTINGS}, not in {differ}")
+
+
+class _Stack:
+    """The live members as one stacked module with its optimizers; restacked when members leave."""
+
+    def __init__(self, models: list[nn.Module], cfgs: list[TrainConfig], data: list[_SeedData],
+                 device: torch.device) -> None:
+        self.models, self.cfgs, self.data, self.device = models, cfgs, data, device
+        # members that share their examples still draw their own dropout masks
+        self.dropout_gens = [device_generator(device, _stream(d.seed, "dropout")) for d in data]
+        self._build(list(range(len(models))))
+
+    def _build(self, live: list[int]) -> None:
+        self.live = live
+        self.module = stack([self.models[s] for s in live])
+        cfgs = [self.cfgs[s] for s in live]
+        self.optimizers = make_optimizer(self.module, cfgs, self.device)
+        self.step_model = step_module(self.module, cfgs[0], self.device)
+        l2 = [c.l2 for c in cfgs]
+        self.l2 = torch.tensor(l2, device=self.device) if len(set(l2)) > 1 else None
+        set_dropout_generators(self.module, [self.dropout_gens[s] for s in live])
+
+    def epoch(self) -> torch.Tensor:
+        parts = _once([id(self.data[s]) for s in self.live], [self.data[s].epoch for s in self.live])
+        draws = {id(p) for p in parts}
+        if len(draws) == 1:  # members that share their examples: one draw, viewed S times
+            u, i, y = (t.expand(len(parts), -1) for t in parts[0])
+        else:
+            u, i, y = (torch.stack(column) for column in zip(*parts))
+        return train_steps(self.step_model, self.optimizers, self.cfgs[self.live[0]], u, i, y, self.l2)
+
+    def keep(self, positions: list[int], live: list[int]) -> None:
+        """Restack without the members that left; the others' optimizer state comes along."""
+        old, members = self.optimizers, len(self.live)
+        self.close()
+        self._build(live)
+        for before, after in zip(old, self.optimizers, strict=True):
+            keep_members(before, after, members, positions)
+
+    def close(self) -> None:
+        set_dropout_generators(self.module, None)
+
+
+def fit_group(models: list[nn.Module], splits: list[Split], cfg: TrainConfig | list[TrainConfig],
+              device: torch.device | str, seeds: list[int], select: bool = True,
+              on_epoch: OnEpoch | None = None, stack_members: bool = True) -> tuple[list[History | Exception], int]:
+    """Members stacked when there are several with training sets of one size (and ``stack_members``),
+    else one by one; a diverged member is an outcome, not an exception. Returns the outcomes and
+    the stack size."""
+    cfgs = list(cfg) if isinstance(cfg, list) else [cfg] * len(models)
+    if stack_members and len(models) > 1 and len({len(sp.train) for sp in splits}) == 1:
+        return list(fit_stacked(models, splits, cfgs, device, seeds=seeds, select=select,
+                                on_epoch=on_epoch)), len(models)
+    outcomes: list[History | Exception] = []
+    for member, (model, split, c, seed) in enumerate(zip(models, splits, cfgs, seeds)):
+        hook = None if on_epoch is None else (lambda stats, m=member: on_epoch(m, stats))
+        try:
+            outcomes.append(fit(model, split, c, device, seed=seed, select=select, on_epoch=hook))
+        except Diverged as err:
+            outcomes.append(err)
+    return outcomes, 1

@@ -37,22 +37,26 @@ class Dropout(nn.Module):
     def __init__(self, p: float) -> None:
         super().__init__()
         self.p = float(p)
+        self.member_p: list[float] | None = None  # stacked members' own rates (ncf_core.stacked)
         self.generators: list[torch.Generator] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
+        rates = self.member_p or [self.p]
+        if not self.training or not any(rates):
             return x
         gens = self.generators
         if not gens:
             return F.dropout(x, self.p, training=True)
         if len(gens) == 1:
-            return x * self._mask(x.shape, x, gens[0])
+            return x * self._mask(x.shape, x, gens[0], self.p)
         if x.shape[0] != len(gens):
             raise ValueError(f"{len(gens)} dropout generators for a stack of {x.shape[0]}")
-        return x * torch.stack([self._mask(x.shape[1:], x, g) for g in gens])
+        rates = rates if len(rates) == len(gens) else rates * len(gens)
+        return x * torch.stack([self._mask(x.shape[1:], x, g, p) for g, p in zip(gens, rates)])
 
-    def _mask(self, shape: torch.Size, like: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        keep = 1.0 - self.p
+    @staticmethod
+    def _mask(shape: torch.Size, like: torch.Tensor, gen: torch.Generator, p: float) -> torch.Tensor:
+        keep = 1.0 - p
         return torch.empty(shape, dtype=like.dtype, device=like.device).bernoulli_(keep, generator=gen).div_(keep)
 
 

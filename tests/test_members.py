@@ -1,0 +1,131 @@
+"""Members: tuning trials with their own learning rates, weight decays, momenta, dropout rates and
+initialisations trained as one stacked module must each be the trial trained alone."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import pytest
+import torch
+
+from ncf_core import ModelConfig, TrainConfig, rowadam
+from ncf_core.data import split_for_seed, synthetic
+from ncf_core.optim import FusedAdam, LazyAdam, MemberSGD, make_optimizer
+from ncf_core.stacked import stack, unstack
+from ncf_core.train import fit, fit_stacked, seeded_model
+
+CPU = torch.device("cpu")
+SETTINGS = [dict(lr=0.01, weight_decay=0.0, momentum=0.0), dict(lr=0.003, weight_decay=1e-3, momentum=0.9),
+            dict(lr=0.05, weight_decay=1e-2, momentum=0.5)]
+
+
+def _models(name="mlp", **kw):
+    torch.manual_seed(0)
+    from ncf_core.models import build
+
+    return [build(name, ModelConfig(n_factors=4, mlp_layers=(16, 8)), 10, 12, **kw) for _ in SETTINGS]
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_per_member_settings_step_like_separate_optimizers_bit_for_bit(optimizer):
+    """Same gradients in, same weights out: each member's block steps as its own optimizer would."""
+    cfgs = [TrainConfig(optimizer=optimizer, **kw) for kw in SETTINGS]
+    alone = _models()
+    stacked = stack(alone)
+    member_opts = make_optimizer(stacked, cfgs, CPU)
+    assert isinstance(member_opts[0], FusedAdam if optimizer == "adam" else MemberSGD)
+    own_opts = [make_optimizer(m, c, CPU) for m, c in zip(alone, cfgs)]
+    ghost = copy.deepcopy(stacked)  # holds the stacked gradients as weights, so that unstack splits them
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(4):
+        with torch.no_grad():
+            for p, g in zip(stacked.parameters(), ghost.parameters()):
+                p.grad = torch.randn(p.shape, generator=gen)
+                g.copy_(p.grad)
+        for s, (model, opts) in enumerate(zip(alone, own_opts)):
+            grads = unstack(ghost, s)
+            for name, p in model.named_parameters():
+                p.grad = grads[name].contiguous().clone()
+            for o in opts:
+                o.step()
+        for o in member_opts:
+            o.step()
+    for s, model in enumerate(alone):
+        for key, value in unstack(stacked, s).items():
+            assert torch.equal(value, model.state_dict()[key]), (s, key)
+
+
+@pytest.mark.parametrize("kernel", [True, False])
+def test_lazy_adam_steps_each_member_with_its_own_lr_and_weight_decay(kernel, monkeypatch):
+    if kernel:
+        pytest.importorskip("numba")
+    else:
+        monkeypatch.setattr(rowadam, "AVAILABLE", False)
+    cfgs = [TrainConfig(sparse=True, **{k: v for k, v in kw.items() if k != "momentum"}) for kw in SETTINGS]
+    alone = _models("mf", sparse=True)
+    stacked = stack(alone)
+    member_opts = make_optimizer(stacked, cfgs, CPU)
+    assert isinstance(member_opts[1], LazyAdam) and len(member_opts[1].member_lr) == 3
+    own_opts = [make_optimizer(m, c, CPU) for m, c in zip(alone, cfgs)]
+    gen = torch.Generator().manual_seed(2)
+    for _ in range(4):
+        users, items = torch.randint(10, (3, 16), generator=gen), torch.randint(8, (3, 16), generator=gen)
+        for model, opts, u, i in zip(alone, own_opts, users, items):
+            for o in opts:
+                o.zero_grad()
+            model(u, i).pow(2).sum().backward()
+            for o in opts:
+                o.step()
+        for o in member_opts:
+            o.zero_grad()
+        stacked(users, items).pow(2).sum().backward()
+        for o in member_opts:
+            o.step()
+    for s, model in enumerate(alone):
+        for key, value in unstack(stacked, s).items():
+            torch.testing.assert_close(value, model.state_dict()[key], rtol=1e-5, atol=1e-7, msg=f"{s} {key}")
+        assert torch.equal(unstack(stacked, s)["user.weight"][10:], model.user.weight[10:])  # never in a batch
+
+
+@pytest.fixture(scope="module")
+def split():
+    return split_for_seed(synthetic.generate(120, 80, 15, seed=3, task="ranking"), "ranking", 0, n_eval_negatives=20)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_a_stacked_trial_equals_the_trial_trained_alone_pruned_or_not(split, sparse):
+    """Three tuning trials of one structure on one split and seed: their own lr, weight decay, l2,
+    dropout and initialisation; trial 1 is pruned after epoch 2 and leaves the stack."""
+    models_cfg = [ModelConfig(n_factors=4, mlp_layers=(16, 8), dropout=p, init_std=std)
+                  for p, std in ((0.1, 0.01), (0.3, 0.05), (0.2, 0.02))]
+    cfgs = [TrainConfig(task="ranking", epochs=4, batch_size=64, lr=lr, weight_decay=wd, l2=l2, sparse=sparse)
+            for lr, wd, l2 in ((0.01, 0.0, 0.0), (0.03, 1e-4, 1e-3), (0.005, 1e-3, 0.0))]
+    if sparse:
+        cfgs = [dataclasses.replace(c, weight_decay=0.0) for c in cfgs]
+
+    def prune(member, stats):
+        return not (member == 1 and stats.epoch == 2)
+
+    alone = []
+    for m, (mc, c) in enumerate(zip(models_cfg, cfgs)):
+        model = seeded_model("neumf", mc, split, 7, sparse=sparse)
+        alone.append((model, fit(model, split, c, seed=7, on_epoch=lambda st, m=m: prune(m, st))))
+    together = [seeded_model("neumf", mc, split, 7, sparse=sparse) for mc in models_cfg]
+    histories = fit_stacked(together, [split] * 3, cfgs, seeds=[7] * 3, on_epoch=prune)
+    assert [len(h.epochs) for h in histories] == [4, 2, 4]
+    for (model, history), stacked_history, stacked_model in zip(alone, histories, together):
+        assert stacked_history.best_epoch == history.best_epoch
+        for e1, e2 in zip(history.epochs, stacked_history.epochs, strict=True):
+            assert e2.train_loss == pytest.approx(e1.train_loss, rel=1e-5)
+            assert e2.valid_metric == pytest.approx(e1.valid_metric, rel=1e-4, abs=1e-5)
+        for key, value in model.state_dict().items():
+            torch.testing.assert_close(stacked_model.state_dict()[key], value, rtol=1e-4, atol=1e-5, msg=key)
+    assert len({round(h.epochs[1].train_loss, 6) for h in histories}) == 3  # three trials, not one thrice
+
+
+def test_members_must_share_their_structure(split):
+    models = [seeded_model("gmf", ModelConfig(n_factors=4), split, 0) for _ in range(2)]
+    cfgs = [TrainConfig(task="ranking", epochs=1), TrainConfig(task="ranking", epochs=1, batch_size=128)]
+    with pytest.raises(ValueError, match="batch_size"):
+        fit_stacked(models, [split] * 2, cfgs, seeds=[0, 0])
