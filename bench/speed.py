@@ -20,13 +20,13 @@ from torch.utils.data import DataLoader, Dataset
 from ncf_core import ModelConfig, TrainConfig
 from ncf_core.data import split_for_seed, synthetic
 from ncf_core.data.splits import Split
-from ncf_core.models import build
+from ncf_core.losses import loss_fn
+from ncf_core.models import MODELS, build
 from ncf_core.optim import make_optimizer
 from ncf_core.train import (
     device_generator,
     fit,
     fit_stacked,
-    loss_fn,
     seeded_global_rng,
     seeded_model,
     step_module,
@@ -34,7 +34,6 @@ from ncf_core.train import (
     train_steps,
 )
 
-MODELS = ("mf", "gmf", "mlp", "neumf")
 # ML-1M's table sizes (6,040 users, 3,706 items) with fewer rows, so an epoch takes seconds.
 SHAPE = {"n_users": 6040, "n_items": 3706, "per_user": 10}
 
@@ -113,11 +112,11 @@ CUDA_ONLY = ("graphs", "graphs-bf16")
 MAX_DRIFT = 1.5  # reference before vs after: beyond this the machine's load changed mid-measurement
 
 
-def measure(devices: tuple[str, ...], batch_sizes: tuple[int, ...], models: tuple[str, ...] = MODELS,
+def measure(devices: tuple[str, ...], batch_sizes: tuple[int, ...], models: tuple[str, ...] = tuple(MODELS),
             modes: tuple[str, ...] = tuple(MODES), log=print, shape: dict[str, int] = SHAPE) -> pd.DataFrame:
     data = synthetic.generate(**shape, seed=0, task="ranking")
     splits = [split_for_seed(data, "ranking", s) for s in range(max(MODES[m] for m in modes))]
-    cfg = ModelConfig()  # NCF defaults: GMF 8, MLP 64-32-16-8
+    cfg = ModelConfig()  # He et al. defaults: 8 factors, the paper tower 32-16-8
     rows = []
     for device in devices:
         engines = [e for e in ENGINES if device == "cuda" or e not in CUDA_ONLY]
@@ -232,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
     devices = resolve_devices(tuple(d.strip() for d in args.devices.split(",")) if args.devices else ("auto",))
     batch_sizes = tuple(int(b) for b in args.batch_sizes.split(","))
     log = lambda m: print(m, flush=True)  # noqa: E731
-    frame = measure(devices, batch_sizes, tuple(args.models.split(",")) if args.models else MODELS,
+    frame = measure(devices, batch_sizes, tuple(args.models.split(",")) if args.models else tuple(MODELS),
                     tuple(args.modes.split(",")), log=log)
     if args.large:
         frame = pd.concat([frame, measure_large(devices, log=log)], ignore_index=True)

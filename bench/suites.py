@@ -97,11 +97,6 @@ def mf_space(trial) -> dict[str, dict[str, object]]:
     return {"model": model, "train": train}
 
 
-def paper_model(factors: int, **kw: object) -> ModelConfig:
-    """He et al. 2017: predictive factors f -> GMF size f, MLP tower 4f -> 2f -> f."""
-    return ModelConfig(n_factors=factors, mlp_layers=(4 * factors, 2 * factors, factors), **kw)
-
-
 @dataclass(frozen=True)
 class DataSpec:
     """A data set under one protocol. ``source`` is a registered name or a path."""
@@ -140,7 +135,7 @@ def ncf_ranking(source: str, factors: int = 8, epochs: int = 20, fallback: str |
     ``refit``: the paper trains on all but the test item, so after the epoch count is chosen on
     the validation item the model is retrained with it given back."""
     return DataSpec(
-        source, "ranking", paper_model(factors),
+        source, "ranking", ModelConfig(n_factors=factors),  # the paper tower (4f-2f-f)
         TrainConfig(task="ranking", epochs=epochs, batch_size=batch_size, lr=1e-3, n_negatives=4, k=10),
         fallback=fallback, refit=refit, search=search,
     )
@@ -148,7 +143,7 @@ def ncf_ranking(source: str, factors: int = 8, epochs: int = 20, fallback: str |
 
 def synthetic(task: str, n_users: int = 300, n_items: int = 150, epochs: int = 4) -> DataSpec:
     return DataSpec(
-        "synthetic", task, ModelConfig(n_factors=8, mlp_layers=(32, 16, 8), use_item_features=True),
+        "synthetic", task, ModelConfig(use_item_features=True),
         TrainConfig(task=task, epochs=epochs, batch_size=256, lr=3e-3),
         options=(("n_users", n_users), ("n_items", n_items), ("per_user", 25)),
         n_eval_negatives=99 if n_items > 120 else n_items // 2,

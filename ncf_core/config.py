@@ -14,14 +14,15 @@ REDUCTIONS = ("mean", "sum")
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Shapes follow the NCF paper's code: GMF factors 8, MLP tower 64-32-16-8.
+    """Shapes follow He et al. 2017: 8 predictive factors, and unless given the MLP tower the paper
+    describes for them (``paper_tower``).
 
     ``mlp_layers[0]`` is the width of the concatenated user+item embedding (each half of it);
     the last entry is the MLP's predictive-factor count.
     """
 
     n_factors: int = 8
-    mlp_layers: tuple[int, ...] = (64, 32, 16, 8)
+    mlp_layers: tuple[int, ...] | None = None  # None: paper_tower(n_factors)
     dropout: float = 0.0
     use_item_features: bool = False
     alpha: float = 0.5  # NeuMF pretraining: weight of the GMF prediction layer
@@ -30,6 +31,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if not _whole(self.n_factors):
             raise ValueError(f"n_factors must be a whole number >= 1, not {self.n_factors!r}")
+        if self.mlp_layers is None:
+            object.__setattr__(self, "mlp_layers", paper_tower(self.n_factors))
         if len(self.mlp_layers) < 2 or not all(_whole(x) for x in self.mlp_layers) or self.mlp_layers[0] % 2:
             raise ValueError("mlp_layers needs >= 2 whole numbers >= 1 and an even first entry")
         if not 0.0 <= self.alpha <= 1.0:
@@ -84,6 +87,12 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a number >= 0, not {getattr(self, name)!r}")
         if self.momentum >= 1.0:
             raise ValueError(f"momentum must lie in [0, 1), not {self.momentum!r}")
+
+
+def paper_tower(factors: int) -> tuple[int, ...]:
+    """He et al. 2017, section 4.1: with f predictive factors the MLP's layers are 4f -> 2f -> f
+    (each embedding 2f wide), e.g. 32 -> 16 -> 8 for 8 factors."""
+    return (4 * factors, 2 * factors, factors)
 
 
 def _whole(value: Any) -> bool:

@@ -13,6 +13,7 @@ from torch.nn import functional as F
 from ncf_core import metrics
 from ncf_core.data.anomalies import PAD
 from ncf_core.data.splits import Split
+from ncf_core.losses import loss_fn, predictions
 from ncf_core.tasks import task_of
 
 
@@ -47,11 +48,12 @@ class Evaluator:
         self.device = torch.device(device)
         data = getattr(split, part)
         self.task = split.task
+        self.implicit = task_of(split.task).implicit  # rank each held-out positive among candidates
         self.users = torch.from_numpy(data.users).to(self.device)
         self.items = torch.from_numpy(data.items).to(self.device)
         self.target = torch.from_numpy(data.target).to(self.device)
         self.present = None
-        if self.task == "ranking":
+        if self.implicit:
             negatives = getattr(split, f"{part}_negatives")
             if negatives is None:
                 raise ValueError(f"ranking split has no {part} negatives")
@@ -63,10 +65,11 @@ class Evaluator:
 
     def loss_and_metric(self, model: nn.Module) -> tuple[float, float]:
         """Validation loss (same loss as training) and the model-selection metric."""
-        if self.task == "rating":
-            pred = torch.sigmoid(score(model, self.users, self.items))
-            mse = float(F.mse_loss(pred, self.target))
-            return mse, mse**0.5
+        if not self.implicit:
+            logits = score(model, self.users, self.items)
+            loss = float(loss_fn(self.task, logits, self.target))
+            scored = metrics.rating_metrics(predictions(self.task, logits), self.target)
+            return loss, float(scored[self.selection_metric])
         logits = score(model, self.cand_users, self.cand_items)
         labels = torch.zeros_like(logits)
         labels[:, 0] = 1.0
@@ -82,13 +85,13 @@ class Evaluator:
     def evaluate(self, model: nn.Module, full: bool = True) -> Evaluation:
         """Metrics on this part; the timing covers scoring the evaluation pairs only."""
         start = self._clock()
-        if self.task == "rating":
+        if not self.implicit:
             logits = score(model, self.users, self.items)
         else:
             logits = score(model, self.cand_users, self.cand_items)
         seconds = self._clock() - start
-        if self.task == "rating":
-            pred = torch.sigmoid(logits)
+        if not self.implicit:
+            pred = predictions(self.task, logits)
             out = metrics.rating_metrics(pred, self.target)
             per_row = {"abs_error": (pred - self.target).abs().double().cpu().numpy()}
         else:

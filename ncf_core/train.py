@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from ncf_core.config import ModelConfig, TrainConfig
 from ncf_core.data.negatives import NegativeSampler
 from ncf_core.data.splits import Split
 from ncf_core.evaluate import Evaluator
+from ncf_core.losses import loss_fn
 from ncf_core.models import build
 from ncf_core.models.base import lookup_penalty, set_dropout_generators
 from ncf_core.optim import keep_members, make_optimizer
@@ -104,19 +104,6 @@ def seeded_model(name: str, cfg: ModelConfig, split: Split, seed: int,
     return model.to(device)
 
 
-def loss_fn(task: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Rating: MSE of sigmoid(logit) against rating/max (the seed's target). Ranking: BCE.
-
-    The mean runs over the last axis only: one loss per model when seeds are stacked (one model's
-    batch takes the reduced kernel, two autograd nodes fewer per step).
-    """
-    pred, loss = (torch.sigmoid(logits), F.mse_loss) if task == "rating" else \
-        (logits, F.binary_cross_entropy_with_logits)
-    if pred.dim() == 1:
-        return loss(pred, target)
-    return loss(pred, target, reduction="none").mean(-1)
-
-
 def sync(device: torch.device | str) -> None:
     """Wait for the device, so that a timer measures finished work."""
     device = torch.device(device)
@@ -139,12 +126,12 @@ class _SeedData:
         self.items = torch.from_numpy(train.items).to(device)
         self.target = torch.from_numpy(train.target).to(device)
         self.sampler = None
-        if cfg.task == "ranking":
+        if task_of(cfg.task).implicit:
             self.target = torch.ones_like(self.target)
             self.sampler = NegativeSampler(self.users * train.n_items + self.items, train.n_items)
 
     def __len__(self) -> int:
-        return len(self.users) * (1 + (self.cfg.n_negatives if self.sampler is not None else 0))
+        return len(self.users) * task_of(self.cfg.task).examples_per_row(self.cfg.n_negatives)
 
     def epoch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """This epoch's (users, items, targets): negatives drawn in one call, then shuffled."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ncf_core.data import anime, movielens, ncf_files, synthetic
 from ncf_core.data.interactions import Interactions
-from ncf_core.data.splits import Split, add_validation, make_split
+from ncf_core.data.splits import N_EVAL_NEGATIVES, Split, add_validation, make_split
 from ncf_core.errors import DataError
 
 
@@ -104,12 +104,12 @@ def load(
     return spec.loader(path, task=task or spec.task, **options)
 
 
-def split_for_seed(data: Interactions | Split, task: str, seed: int, n_eval_negatives: int = 99) -> Split:
+def split_for_seed(data: Interactions | Split, task: str, seed: int, n_eval_negatives: int = N_EVAL_NEGATIVES) -> Split:
     """Same seed, same split and negatives, for every variant (paired comparisons)."""
     if isinstance(data, Split):
         return add_validation(data, seed, n_eval_negatives)
     return make_split(data, task, seed, n_eval_negatives=n_eval_negatives)
 
 
-__all__ = ["DATASETS", "DataError", "DatasetSpec", "Interactions", "Split", "available", "load",
+__all__ = ["DATASETS", "N_EVAL_NEGATIVES", "DataError", "DatasetSpec", "Interactions", "Split", "available", "load",
            "make_split", "split_for_seed"]

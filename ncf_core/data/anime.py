@@ -16,6 +16,7 @@ import pandas as pd
 from ncf_core.data._io import numeric, read_table
 from ncf_core.data.interactions import Interactions, encode
 from ncf_core.errors import DataError
+from ncf_core.tasks import task_of
 
 FILES = ("anime.csv", "rating.csv")
 MAX_RATING = 10.0
@@ -57,7 +58,7 @@ def load(
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise DataError(rating_path, f"rating {rating[row]:g} at data row {row + 1} is not -1 or 1-10")
-    keep = rating != -1 if task == "rating" else np.ones(len(rating), bool)
+    keep = task_of(task).keeps(rating, unrated=-1)
 
     feat_ids = matrix = None
     names: tuple[str, ...] = ()
@@ -70,7 +71,7 @@ def load(
         raise DataError(rating_path, "no usable ratings left after filtering")
 
     users, items, _, item_ids = encode(users_raw[keep], items_raw[keep])
-    target = (rating[keep] / MAX_RATING) if task == "rating" else np.ones(int(keep.sum()))
+    target = task_of(task).targets(rating[keep], MAX_RATING)
     feats = None if matrix is None else matrix[feat_ids.get_indexer(item_ids)]
     return Interactions.from_codes(
         users, items, target, item_features=feats, feature_names=names, name="anime"

@@ -14,6 +14,7 @@ import pandas as pd
 from ncf_core.data._io import numeric, read_table, require_file
 from ncf_core.data.interactions import Interactions, encode
 from ncf_core.errors import DataError
+from ncf_core.tasks import task_of
 
 MAX_RATING = 5.0
 COLUMNS = ["user", "item", "rating", "timestamp"]
@@ -82,7 +83,7 @@ def load(folder: Path, *, task: str = "ranking", features: bool = False, name: s
         if (pos < 0).any():
             raise DataError(path, f"{int((pos < 0).sum())} rated items missing from the movie table")
         feats = matrix[pos]
-    target = rating / MAX_RATING if task == "rating" else np.ones(len(rating))
+    target = task_of(task).targets(rating, MAX_RATING)
     return Interactions.from_codes(
         users, items, target, timestamps=ts, item_features=feats, feature_names=names,
         name=name or folder.name,

@@ -23,6 +23,7 @@ from ncf_core.data.anomalies import PAD, Anomaly
 from ncf_core.data.interactions import Interactions
 from ncf_core.data.splits import Split
 from ncf_core.errors import DataError
+from ncf_core.tasks import task_of
 
 COLUMNS = ["user", "item", "rating", "timestamp"]
 
@@ -178,6 +179,6 @@ def load(prefix: str | Path, *, name: str = "", strict: bool = False) -> Split:
 
 def load_named(folder: Path, *, stem: str, task: str = "ranking", strict: bool = False) -> Split:
     """The paper's files as fetched by ``bench data fetch ncf-<stem>``: ``<folder>/<stem>.*``."""
-    if task != "ranking":
-        raise DataError(folder, "the NCF paper's files are a ranking split")
+    if not task_of(task).implicit:
+        raise DataError(folder, "the NCF paper's files are implicit feedback: a ranking split")
     return load(Path(folder) / stem, name=f"ncf-{stem}", strict=strict)

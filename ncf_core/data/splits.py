@@ -11,6 +11,7 @@ pairs are reduced to their latest row before splitting.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -18,6 +19,7 @@ import numpy as np
 from ncf_core.data.anomalies import Anomaly
 from ncf_core.data.interactions import Interactions
 from ncf_core.data.negatives import sample_eval_negatives
+from ncf_core.tasks import task_of
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,6 +67,17 @@ def leave_one_out(data: Interactions) -> tuple[Interactions, Interactions]:
     return data.subset(~mask), data.subset(np.sort(held))
 
 
+def _leave_one_out(data: Interactions, fraction: float, rng: np.random.Generator) -> tuple[Interactions, Interactions]:
+    return leave_one_out(data)
+
+
+# How a task holds rows out (Task.split): (rows, fraction, rng) -> (kept, held out).
+SPLITTERS: dict[str, Callable[[Interactions, float, np.random.Generator], tuple[Interactions, Interactions]]] = {
+    "ratio": ratio_split, "leave-one-out": _leave_one_out,
+}
+N_EVAL_NEGATIVES = 99  # He et al. 2017: each held-out positive ranked among 99 sampled non-positives
+
+
 def make_split(
     data: Interactions,
     task: str,
@@ -72,41 +85,41 @@ def make_split(
     *,
     test_fraction: float = 0.2,
     valid_fraction: float = 0.1,
-    n_eval_negatives: int = 99,
+    n_eval_negatives: int = N_EVAL_NEGATIVES,
 ) -> Split:
     """One seed fixes the whole split, including the evaluation negatives."""
     rng = np.random.default_rng([seed, 1])
+    kind = task_of(task)
     if data.has_duplicate_pairs():
         data = data.unique_pairs()
-    if task == "rating":
-        rest, test = ratio_split(data, test_fraction, rng)
-        train, valid = ratio_split(rest, valid_fraction, rng)
+    hold_out = SPLITTERS[kind.split]
+    rest, test = hold_out(data, test_fraction, rng)
+    if not kind.implicit:
+        train, valid = hold_out(rest, valid_fraction, rng)
         _check_parts(train, valid, test)
         return Split(task, train, valid, test)
-    rest, test = leave_one_out(data)
     all_keys = data.keys()
     _check_negatives(data, n_eval_negatives)
     test_neg = sample_eval_negatives(test.users, all_keys, data.n_items, n_eval_negatives, rng)
     return add_validation(Split(task, rest, rest, test, None, test_neg), seed, n_eval_negatives,
-                          positive_keys=all_keys)
+                          valid_fraction=valid_fraction, positive_keys=all_keys)
 
 
 def add_validation(
     split: Split,
     seed: int,
-    n_eval_negatives: int = 99,
+    n_eval_negatives: int = N_EVAL_NEGATIVES,
     *,
     valid_fraction: float = 0.1,
     positive_keys: np.ndarray | None = None,
 ) -> Split:
     """Carve the validation set out of ``split.train`` (the test set is never touched)."""
     rng = np.random.default_rng([seed, 2])
-    if split.task == "rating":
-        train, valid = ratio_split(split.train, valid_fraction, rng)
-        _check_parts(train, valid, split.test)
-        return replace(split, train=train, valid=valid)
-    train, valid = leave_one_out(split.train)
+    kind = task_of(split.task)
+    train, valid = SPLITTERS[kind.split](split.train, valid_fraction, rng)
     _check_parts(train, valid, split.test)
+    if not kind.implicit:
+        return replace(split, train=train, valid=valid)
     keys = split.train.keys() if positive_keys is None else positive_keys
     keys = np.concatenate([keys, split.test.keys()])
     neg = sample_eval_negatives(valid.users, keys, split.n_items, n_eval_negatives, rng)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ncf_core.data.interactions import Interactions
+from ncf_core.tasks import task_of
 
 TYPES = ("TV", "OVA", "Movie", "Special", "ONA", "Music")
 N_GENRES = 12
@@ -68,7 +69,7 @@ def generate(
     log_eps = np.log1p(episodes).astype(np.float32)
     features = np.hstack([type_hot, (log_eps / log_eps.max())[:, None], genres])
     names = (*(f"type_{t}" for t in TYPES), "log_episodes", *(f"genre_{g}" for g in range(N_GENRES)))
-    target = rating / 10.0 if task == "rating" else np.ones(len(uu))
+    target = task_of(task).targets(rating, 10.0)
     return Interactions.from_codes(
         uu, ii, target, timestamps=timestamps, item_features=features, feature_names=names,
         n_users=n_users, n_items=n_items, name="synthetic",
