@@ -11,7 +11,11 @@ import sys
 import time
 from pathlib import Path
 
+from bench import layout
 from bench.presets import PRESETS
+from bench.search import DEFAULT_PRUNER, GRACE_S, HEARTBEAT_S, PRUNERS
+from bench.suites import SUITES
+from bench.variants import VARIANTS
 from ncf_core import DataError
 
 
@@ -35,69 +39,69 @@ def nonnegative_int(text: str) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench.manifest import record_run
+    from bench.analysis.manifest import record_run
+    from bench.analysis.report import write_report
     from bench.params import TunedParams
-    from bench.report import write_report
-    from bench.runner import Runner, RunOptions
-    from bench.suites import SUITES
+    from bench.run.options import RunOptions
+    from bench.run.runner import Runner
 
     suite = SUITES[args.suite]
     out = Path(args.out or f"results/{suite.name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
     opts = RunOptions(
         data_dir=Path(args.data_dir) if args.data_dir else None,
-        datasets=_csv(args.datasets) if args.datasets else None,
-        variants=_csv(args.variants) if args.variants else None,
-        seeds=args.seeds, devices=_csv(args.devices) if args.devices else None,
+        datasets=_csv(args.datasets) if args.datasets is not None else None,
+        variants=_csv(args.variants) if args.variants is not None else None,
+        seeds=args.seeds, devices=_csv(args.devices) if args.devices is not None else None,
         epochs=args.epochs, params=TunedParams.load(args.params or []), refit=args.refit, all_rows=args.all_rows,
-        tune=args.tune,
-        stack=not args.no_stack, jobs=args.jobs, strict_files=args.strict_files,
+        tune=args.tune, tune_stack=args.tune_stack, pruner=args.pruner, stack=not args.no_stack, jobs=args.jobs,
+        strict_files=args.strict_files,
     )
-    tuner = None
-    if (args.tune if args.tune is not None else suite.tune):
-        from bench.tune import tune_suite  # optuna only for a tuned run
-
-        tuner = tune_suite
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     executor = None
     if args.ray is not None:
         try:
             import ray  # noqa: F401
         except ImportError:
             raise DataError("--ray", "Ray is not installed: pip install -e '.[ray]'") from None
-        from bench.executors import RayExecutor
+        from bench.run.executors import RayExecutor
+        from bench.run.options import cpu_cores
 
-        executor = RayExecutor(None if args.ray == "local" else args.ray)
-    runner = Runner(suite, opts, out, log=lambda m: print(m, file=sys.stderr), tuner=tuner, executor=executor)
+        executor = RayExecutor(None if args.ray == "local" else args.ray, cpu_cores())
+    runner = Runner(suite, opts, out, log=log, executor=executor)
+    if args.plan:
+        runner.load()
+        print(runner.describe(*runner.estimate(log)))
+        return 0
     started = time.time()
     records = runner.run()
     with runner.store.locked():
         record_run(out, runner, suite=suite, options=opts, started=started, trials_run=len(records))
         paths = write_report(out)
     failed = [r for r in runner.store.records() if r["status"] != "ok"]
-    print(f"wrote {', '.join(p.name for p in paths.values())} to {out}")
+    print(f"wrote {', '.join(p.name for p in paths.values())} to {out / layout.REPORT}")
     if failed:
-        print(f"{len(failed)} trial(s) failed; see {out / 'summary.md'}", file=sys.stderr)
+        print(f"{len(failed)} trial(s) failed; see {out / layout.REPORT / 'summary.md'}", file=sys.stderr)
         return 1
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from bench.report import write_report
-    from bench.store import TrialStore
+    from bench.analysis.report import write_report
+    from bench.run.store import TrialStore
 
     run_dir = Path(args.run_dir)
-    if not (run_dir / "trials.jsonl").is_file():
-        raise DataError(run_dir / "trials.jsonl", "no stored trials (not a run folder?)")
+    if not (run_dir / layout.TRIALS).is_file():
+        raise DataError(run_dir / layout.TRIALS, "no stored trials (not a run folder?)")
     with TrialStore(run_dir).locked():
         paths = write_report(run_dir)
-    print(f"wrote {', '.join(p.name for p in paths.values())} to {args.run_dir}")
+    print(f"wrote {', '.join(p.name for p in paths.values())} to {run_dir / layout.REPORT}")
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
-    from bench.runner import present_devices
-    from bench.suites import SUITES, VARIANTS
+    from bench.run.options import present_devices
     from ncf_core.data import DATASETS, available
 
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
@@ -178,10 +182,6 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-SUITE_NAMES = ("smoke", "quick", "full")  # bench.suites.SUITES; a test keeps the two in step
-VARIANT_NAMES = ("mf", "gmf", "mlp", "neumf", "neumf-pre-adam", "neumf-pre-sgd")
-
-
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0],
@@ -189,12 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a suite of seeded trials and write the report", formatter_class=fmt)
-    run.add_argument("--suite", choices=SUITE_NAMES, default="smoke", help="which suite (bench list shows them)")
+    run.add_argument("--suite", choices=list(SUITES), default="smoke", help="which suite (bench list shows them)")
     run.add_argument("--data-dir", help="folder holding anime/, ml-100k/, ... in their original file names "
                                         "(without it, synthetic data stands in for the suite's real sets)")
     run.add_argument("--datasets", help="comma-separated registered names or paths (folder or NCF prefix); "
                                         "default: the suite's")
-    run.add_argument("--variants", help=f"comma-separated subset of {','.join(VARIANT_NAMES)}; default: the suite's")
+    run.add_argument("--variants", help=f"comma-separated subset of {','.join(VARIANTS)}; default: the suite's")
     run.add_argument("--seeds", type=positive_int, help="number of seeds, 0..N-1; default: the suite's")
     run.add_argument("--devices", help="comma-separated: cpu, cuda, auto (every device present); default: the suite's")
     run.add_argument("--epochs", type=positive_int, help="override every data set's epoch count")
@@ -204,6 +204,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="first give every (data set, variant) its own Optuna study of N trials (same sampler "
                           "seed and pruner, validation split of a tuning seed), then run the seeds with each "
                           "variant's best settings; 0 = the paper's defaults (default: the suite's)")
+    run.add_argument("--tune-stack", type=positive_int, metavar="K",
+                     help="train a study's trials K at a time as one stacked module (they share shapes, batch size "
+                          "and negatives; each its own learning rate, regularisation, dropout, ...); 1 = one at a "
+                          "time; default: about the square root of the budget, as memory allows")
+    run.add_argument("--pruner", choices=list(PRUNERS), default=DEFAULT_PRUNER,
+                     help="how studies stop poor trials early: " + "; ".join(f"{k}: {v}" for k, v in PRUNERS.items()))
+    run.add_argument("--plan", action="store_true",
+                     help="print what the run would do (studies, seeded units, seed groups) and its estimated wall "
+                          "time from a short probe of the engine on each data set; trains and writes nothing")
     run.add_argument("--all-rows", action="store_true",
                      help="read every row of a data set whose protocol reads the first N (anime: 100,000); "
                           "its label gets -all-rows")
@@ -239,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune = sub.add_parser("tune", help="Optuna study of one variant on one data set (validation split only)",
                           formatter_class=fmt)
     tune.add_argument("--dataset", required=True, help="registered name or path, as for bench run --datasets")
-    tune.add_argument("--variant", required=True, choices=VARIANT_NAMES, help="the variant to tune")
+    tune.add_argument("--variant", required=True, choices=list(VARIANTS), help="the variant to tune")
     tune.add_argument("--data-dir", help="as for bench run")
     tune.add_argument("--trials", type=positive_int, default=20, help="trials this worker runs")
     tune.add_argument("--timeout", type=float, help="seconds for this worker")
@@ -253,8 +262,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="local worker processes on the one study (sampler seeds --sampler-seed, +1, ...), "
                            "each running --trials")
     tune.add_argument("--worker-only", action="store_true", help=argparse.SUPPRESS)
-    tune.add_argument("--heartbeat", type=positive_int, default=10, help="seconds between a worker's heartbeats")
-    tune.add_argument("--grace", type=positive_int, default=30,
+    tune.add_argument("--stack", type=positive_int, default=1, metavar="K",
+                      help="trials trained at a time as one stacked module (see bench run --tune-stack)")
+    tune.add_argument("--pruner", choices=list(PRUNERS), default=DEFAULT_PRUNER, help="how poor trials stop early")
+    tune.add_argument("--strict-files", action="store_true", help="as for bench run")
+    tune.add_argument("--heartbeat", type=positive_int, default=HEARTBEAT_S,
+                      help="seconds between a worker's heartbeats")
+    tune.add_argument("--grace", type=positive_int, default=GRACE_S,
                       help="seconds without a heartbeat after which a trial counts as failed and is retried")
     tune.add_argument("--out", help="folder for best_params.json, trials.csv, tune.md and the study database "
                                     "(default results/tune-<study>)")

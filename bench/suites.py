@@ -1,100 +1,12 @@
-"""Suites and variants as plain data. Add a suite by adding one ``Suite(...)`` to ``SUITES``."""
+"""Suites and data-set protocols as plain data. Add a suite by adding one ``Suite(...)`` to ``SUITES``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bench.variants import ALL_VARIANTS
 from ncf_core import ModelConfig, TrainConfig
-
-
-@dataclass(frozen=True)
-class Variant:
-    """``pretrained`` NeuMF starts from the GMF and MLP of the same seed, fine-tuned with ``optimizer``."""
-
-    name: str
-    model: str
-    pretrained: bool = False
-    optimizer: str = "adam"
-
-
-VARIANTS: dict[str, Variant] = {
-    v.name: v
-    for v in (
-        Variant("mf", "mf"),
-        Variant("gmf", "gmf"),
-        Variant("mlp", "mlp"),
-        Variant("neumf", "neumf"),
-        Variant("neumf-pre-adam", "neumf", pretrained=True, optimizer="adam"),
-        Variant("neumf-pre-sgd", "neumf", pretrained=True, optimizer="sgd"),
-    )
-}
-ALL_VARIANTS = tuple(VARIANTS)
-PRETRAIN_BASES = ("gmf", "mlp")  # what a pretrained NeuMF starts from
-
-
-def chain_rank(name: str) -> int:
-    """Scheduling priority: the pretraining bases, then the pretrained variants that wait for them
-    (the long chains), then everything nothing waits for."""
-    chain = PRETRAIN_BASES + tuple(v for v in VARIANTS if VARIANTS[v].pretrained)
-    return chain.index(name) if name in chain else len(chain)
-
-
-SEARCH_SPACES = ("ncf", "rendle")  # DataSpec.search: the space a protocol's studies search
-
-
-def search_space(trial, variant: Variant, task: str, space: str = "ncf") -> dict[str, dict[str, object]]:
-    """Optuna search space of a variant: ``trial`` is an ``optuna.Trial`` (duck-typed here).
-
-    A pretrained NeuMF keeps the shapes of the GMF and MLP it starts from; it tunes alpha and
-    the fine-tuning step instead. ``space="rendle"`` widens MF's space to the region Rendle et al.
-    2020 trained it in (their MF's settings: mf_space).
-    """
-    if space == "rendle" and variant.model == "mf" and task == "ranking":
-        return mf_space(trial)
-    train: dict[str, object] = {
-        "lr": trial.suggest_float("lr", 1e-4, 3e-2, log=True),
-        "batch_size": trial.suggest_categorical("batch_size", [128, 256, 512, 1024]),
-        "weight_decay": trial.suggest_float("weight_decay", 1e-8, 1e-3, log=True),
-    }
-    model: dict[str, object] = {}
-    if task == "ranking":
-        train["n_negatives"] = trial.suggest_int("n_negatives", 1, 8)
-    if variant.optimizer == "sgd":
-        train["momentum"] = trial.suggest_float("momentum", 0.0, 0.99)
-    if variant.pretrained:
-        model["alpha"] = trial.suggest_float("alpha", 0.0, 1.0)
-        return {"model": model, "train": train}
-    if variant.model in ("mf", "gmf", "neumf"):
-        model["n_factors"] = trial.suggest_categorical("n_factors", [8, 16, 32, 64])
-    if variant.model in ("mlp", "neumf"):
-        depth = trial.suggest_int("mlp_depth", 1, 3)
-        width = trial.suggest_categorical("mlp_width", [32, 64, 128, 256])
-        model["mlp_layers"] = tuple(width // 2**k for k in range(depth + 1))
-        model["dropout"] = trial.suggest_float("dropout", 0.0, 0.5)
-    return {"model": model, "train": train}
-
-
-RENDLE_EPOCHS, RENDLE_PATIENCE = 256, 16
-
-
-def mf_space(trial) -> dict[str, dict[str, object]]:
-    """MF where Rendle et al. 2020 found it strong on the NCF paper's files: embeddings up to 192,
-    1-10 negatives, per-example L2 on the rows an example touches, SGD (per-example steps, as their
-    mf_simple.py) as well as Adam, the initialisation scale, and up to 256 epochs with validation
-    early stopping so that a poor setting stops early."""
-    optimizer = trial.suggest_categorical("optimizer", ["sgd", "adam"])
-    train: dict[str, object] = {
-        "optimizer": optimizer,
-        "reduction": "sum" if optimizer == "sgd" else "mean",
-        "lr": trial.suggest_float("lr", 1e-4, 3e-2, log=True),
-        "batch_size": trial.suggest_categorical("batch_size", [128, 256, 512, 1024]),
-        "n_negatives": trial.suggest_int("n_negatives", 1, 10),
-        "l2": trial.suggest_float("l2", 1e-5, 1e-1, log=True),
-        "epochs": RENDLE_EPOCHS, "patience": RENDLE_PATIENCE,
-    }
-    model = {"n_factors": trial.suggest_categorical("n_factors", [8, 16, 32, 64, 128, 192]),
-             "init_std": trial.suggest_float("init_std", 3e-3, 0.3, log=True)}
-    return {"model": model, "train": train}
+from ncf_core.tasks import N_EVAL_NEGATIVES
 
 
 @dataclass(frozen=True)
@@ -106,7 +18,7 @@ class DataSpec:
     model: ModelConfig
     train: TrainConfig
     options: tuple[tuple[str, object], ...] = ()  # loader keyword arguments
-    n_eval_negatives: int = 99
+    n_eval_negatives: int = N_EVAL_NEGATIVES
     fallback: str | None = None  # registered set used (and said so) when ``source`` is missing
     refit: bool = False  # after selecting epoch E on validation, retrain on train + validation for E epochs
     name: str | None = None  # the label, where the last path component would be ambiguous
@@ -146,7 +58,7 @@ def synthetic(task: str, n_users: int = 300, n_items: int = 150, epochs: int = 4
         "synthetic", task, ModelConfig(use_item_features=True),
         TrainConfig(task=task, epochs=epochs, batch_size=256, lr=3e-3),
         options=(("n_users", n_users), ("n_items", n_items), ("per_user", 25)),
-        n_eval_negatives=99 if n_items > 120 else n_items // 2,
+        n_eval_negatives=N_EVAL_NEGATIVES if n_items > 120 else n_items // 2,
     )
 
 

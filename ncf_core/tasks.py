@@ -66,6 +66,7 @@ class Task:
         return 1 + n_negatives if self.implicit else 1
 
 
+N_EVAL_NEGATIVES = 99  # He et al. 2017: each held-out positive ranked among 99 sampled non-positives
 DIVERGENCE_FACTOR = 10.0
 LOWER_IS_BETTER = frozenset({"mae", "rmse", "mse"})
 

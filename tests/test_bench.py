@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from bench import stats
 from bench.__main__ import main
-from bench.store import TrialStore, trial_key
+from bench.analysis import stats
+from bench.run.store import TrialStore, trial_key
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--suite", "smoke", "--epochs", "2"]
@@ -32,10 +32,11 @@ def smoke_run(tmp_path_factory) -> Path:
 
 
 def test_smoke_writes_every_output(smoke_run):
-    for name in ("trials.csv", "significance.csv", "throughput.csv", "summary.md", "manifest.json",
+    assert (smoke_run / "manifest.json").is_file()
+    for name in ("trials.csv", "significance.csv", "throughput.csv", "summary.md",
                  "loss-synthetic-rating.png", "metrics-synthetic-ranking.png", "cd-synthetic-rating-cpu.png"):
-        assert (smoke_run / name).is_file(), name
-    trials = pd.read_csv(smoke_run / "trials.csv")
+        assert (smoke_run / "report" / name).is_file(), name
+    trials = pd.read_csv(smoke_run / "report" / "trials.csv")
     learned = trials[~trials["variant"].str.startswith("baseline-")]
     assert set(learned["variant"]) == {"mf", "gmf", "mlp", "neumf", "neumf-pre-adam", "neumf-pre-sgd"}
     assert len(learned) == 6 * 3 * 2 and (trials["status"] == "ok").all()
@@ -52,8 +53,8 @@ def test_stacked_run_matches_one_seed_at_a_time(smoke_run, tmp_path):
     assert "stacked" in manifest["seed_stacking"]["synthetic"]
     out = tmp_path / "alone"
     assert main(["run", *TINY, "--no-stack", "--out", str(out)]) == 0
-    stacked = pd.read_csv(smoke_run / "trials.csv").set_index(["task", "variant", "seed"]).sort_index()
-    alone = pd.read_csv(out / "trials.csv").set_index(["task", "variant", "seed"]).sort_index()
+    stacked = pd.read_csv(smoke_run / "report" / "trials.csv").set_index(["task", "variant", "seed"]).sort_index()
+    alone = pd.read_csv(out / "report" / "trials.csv").set_index(["task", "variant", "seed"]).sort_index()
     learned = ~stacked.index.get_level_values("variant").str.startswith("baseline-")
     assert (stacked.loc[learned, "stacked_seeds"] == 3).all()
     assert (alone["stacked_seeds"].fillna(1) == 1).all()
@@ -62,21 +63,21 @@ def test_stacked_run_matches_one_seed_at_a_time(smoke_run, tmp_path):
     assert "one seed at a time (--no-stack)" in (out / "manifest.json").read_text()
 
 
-def test_seeds_stack_in_groups_that_fit_memory(monkeypatch, tmp_path):
-    from bench import runner as runner_mod
-    from bench.suites import SUITES, synthetic
+def test_seeds_stack_in_groups_that_fit_memory(monkeypatch):
+    from bench.run import plan as plan_mod
+    from bench.suites import synthetic
     from ncf_core.data import load
 
     spec = synthetic("ranking")
     data = load("synthetic", task="ranking", **dict(spec.options))
     pairs = len(data) * (1 + spec.train.n_negatives)
-    run = runner_mod.Runner(SUITES["smoke"], runner_mod.RunOptions(), tmp_path)
     seeds = list(range(10))
-    assert run.seed_groups(spec, data, seeds) == [seeds]
-    monkeypatch.setattr(runner_mod, "memory_budget", lambda devices: 64 * pairs * 4)
-    assert run.seed_groups(spec, data, seeds) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
-    monkeypatch.setattr(runner_mod, "memory_budget", lambda devices: 1)
-    assert run.seed_groups(spec, data, seeds) == [[s] for s in seeds]
+    assert plan_mod.seed_groups(spec, data, seeds, ("cpu",), True) == [seeds]
+    monkeypatch.setattr(plan_mod, "memory_budget", lambda devices: 64 * pairs * 4)
+    assert plan_mod.seed_groups(spec, data, seeds, ("cpu",), True) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    monkeypatch.setattr(plan_mod, "memory_budget", lambda devices: 1)
+    assert plan_mod.seed_groups(spec, data, seeds, ("cpu",), True) == [[s] for s in seeds]
+    assert plan_mod.seed_groups(spec, data, seeds, ("cpu",), False) == [[s] for s in seeds]
 
 
 def test_pretrained_neumf_starts_from_the_runs_own_tuned_gmf_and_mlp(tmp_path):
@@ -85,9 +86,9 @@ def test_pretrained_neumf_starts_from_the_runs_own_tuned_gmf_and_mlp(tmp_path):
     shows the shapes it really has."""
     import torch
 
+    from bench.compute.pretrain import PretrainCache, pretrained_neumf
     from bench.params import TunedParams
-    from bench.pretrain import PretrainCache, pretrained_neumf
-    from bench.runner import spec_for
+    from bench.run.datasets import spec_for
     from bench.suites import SUITES
     from ncf_core import ModelConfig, TrainConfig
     from ncf_core.data import load, split_for_seed
@@ -124,8 +125,8 @@ def test_pretrained_neumf_starts_from_the_runs_own_tuned_gmf_and_mlp(tmp_path):
 
 
 def test_significance_matches_scipy_recomputed_from_trials_csv(smoke_run):
-    trials = pd.read_csv(smoke_run / "trials.csv")
-    sig = pd.read_csv(smoke_run / "significance.csv")
+    trials = pd.read_csv(smoke_run / "report" / "trials.csv")
+    sig = pd.read_csv(smoke_run / "report" / "significance.csv")
     rating = trials[trials["task"] == "rating"]
     a = rating[rating["variant"] == "gmf"].sort_values("seed")["rmse"].to_numpy()
     b = rating[rating["variant"] == "neumf"].sort_values("seed")["rmse"].to_numpy()
@@ -151,10 +152,10 @@ def test_holm_by_hand():
 
 
 def test_report_rebuilds_identical_tables(smoke_run, tmp_path):
-    before = (smoke_run / "significance.csv").read_text()
-    (smoke_run / "significance.csv").unlink()
+    before = (smoke_run / "report" / "significance.csv").read_text()
+    (smoke_run / "report" / "significance.csv").unlink()
     assert main(["report", str(smoke_run)]) == 0
-    assert (smoke_run / "significance.csv").read_text() == before
+    assert (smoke_run / "report" / "significance.csv").read_text() == before
 
 
 def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path):
@@ -174,7 +175,7 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path):
     lines = [json.loads(x) for x in store.path.read_text().splitlines() if x.strip()]
     keys = [trial_key(r) for r in lines if r["status"] == "ok"]
     assert len(keys) == len(set(keys)) == 45  # 6 variants x 3 seeds x 2 tasks + 9 baselines
-    trials = pd.read_csv(out / "trials.csv")
+    trials = pd.read_csv(out / "report" / "trials.csv")
     assert len(trials) == 45
 
 
@@ -204,12 +205,12 @@ def test_a_diverging_trial_is_recorded_and_the_suite_goes_on(tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["run", *TINY, "--seeds", "1", "--variants", "mf,gmf", "--params", str(params),
                  "--out", str(out)])
-    trials = pd.read_csv(out / "trials.csv")
+    trials = pd.read_csv(out / "report" / "trials.csv")
     gmf = trials[trials["variant"] == "gmf"]
     assert code == 1
     assert "diverged" in set(gmf["status"])  # the ranking one; a saturated sigmoid may stay finite
     assert (trials[trials["variant"] == "mf"]["status"] == "ok").all()
-    assert "diverged" in (out / "summary.md").read_text()
+    assert "diverged" in (out / "report" / "summary.md").read_text()
 
 
 def test_params_file_with_unknown_field_is_rejected(tmp_path, capsys):
@@ -269,7 +270,7 @@ def test_two_data_sets_whose_paths_end_alike_keep_their_own_trials(tmp_path):
     out = tmp_path / "run"
     assert main(["run", "--suite", "smoke", "--datasets", f"{a},{b}", "--variants", "mf", "--seeds", "2",
                  "--epochs", "1", "--out", str(out)]) == 0
-    trials = pd.read_csv(out / "trials.csv")
+    trials = pd.read_csv(out / "report" / "trials.csv")
     assert sorted(trials["dataset"].unique()) == ["a/p", "b/p"]
     assert len(trials) == 2 * (2 + 2)  # per set: mf and popularity, 2 seeds each
     a_hr = trials[(trials["dataset"] == "a/p") & (trials["variant"] == "mf")]["hr@10"].to_numpy()
@@ -282,7 +283,7 @@ def test_two_data_sets_whose_paths_end_alike_keep_their_own_trials(tmp_path):
 
 def test_a_path_runs_under_its_suites_protocol_for_that_kind(tmp_path):
     """`--suite full --datasets path/to/ncf/ml-1m` ran at 8 factors; a smoke run of real data ran 20 epochs."""
-    from bench.runner import spec_for
+    from bench.run.datasets import spec_for
     from bench.suites import SUITES
 
     prefix = _ncf_prefix(tmp_path / "ncf", 1)
@@ -306,16 +307,17 @@ def test_a_suites_missing_data_set_is_a_labelled_announced_stand_in(tmp_path, ca
     assert main(["run", "--suite", "quick", "--data-dir", str(empty), "--variants", "mf", "--seeds", "2",
                  "--epochs", "1", "--out", str(out)]) == 0
     assert "STAND-IN: anime not found" in capsys.readouterr().err
-    summary = (out / "summary.md").read_text()
+    summary = (out / "report" / "summary.md").read_text()
     assert summary.splitlines()[2].startswith("> **Stand-in data:** `anime` was not found")
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["stand_ins"] == {"anime": "synthetic-for-anime", "ml-100k": "synthetic-for-ml-100k"}
-    assert set(pd.read_csv(out / "trials.csv")["dataset"]) == {"synthetic-for-anime", "synthetic-for-ml-100k"}
+    datasets = set(pd.read_csv(out / "report" / "trials.csv")["dataset"])
+    assert datasets == {"synthetic-for-anime", "synthetic-for-ml-100k"}
     assert manifest["runs"][0]["started"].endswith("Z") and manifest["environment"]["devices"]["cpu"]
 
 
 def test_summary_throughput_names_the_task_and_warns_on_spread():
-    from bench.report import summary_markdown, throughput_table
+    from bench.analysis.report import summary_markdown, throughput_table
 
     rows = []
     for task, speeds in (("rating", [1e5, 1e5, 1.1e5]), ("ranking", [1e5, 1e4, 3e5])):
@@ -348,19 +350,23 @@ def test_bench_speed_warns_when_the_reference_drifts():
 
 def test_a_sparse_pretrained_neumf_really_has_sparse_embeddings(tmp_path):
     """Before, `sparse` was recorded but the pretrained NeuMF kept dense tables and dense Adam."""
-    from bench.runner import Runner, RunOptions, variant_configs
-    from bench.suites import SUITES, VARIANTS
+    import dataclasses
+
+    from bench.compute.pretrain import PretrainCache, pretrained_neumfs
+    from bench.configs import base_configs, variant_configs
+    from bench.params import TunedParams
+    from bench.suites import SUITES
+    from bench.variants import VARIANTS
     from ncf_core.data import load, split_for_seed
     from ncf_core.optim import LazyAdam, make_optimizer
 
-    spec = SUITES["smoke"].datasets[0]
+    spec = dataclasses.replace(SUITES["smoke"].datasets[0], train=dataclasses.replace(
+        SUITES["smoke"].datasets[0].train, epochs=1))
     split = split_for_seed(load("synthetic", task="rating", **dict(spec.options)), "rating", 0)
-    runner = Runner(SUITES["smoke"], RunOptions(epochs=1), tmp_path)
-    cfg, train = variant_configs(spec, VARIANTS["neumf-pre-adam"], runner.opts.params)
-    [model] = runner._pretrained_neumfs(spec, {0: split}, [0], "cpu", cfg, sparse=True)
+    cfg, train = variant_configs(spec, VARIANTS["neumf-pre-adam"], TunedParams())
+    [model] = pretrained_neumfs(PretrainCache(tmp_path), spec.label, spec.task, {0: split}, [0], "cpu", [cfg], True,
+                                base_configs(spec, TunedParams()))
     assert model.user.sparse and model.item.embedding.sparse
-    import dataclasses
-
     opts = make_optimizer(model, dataclasses.replace(train, sparse=True), model.out.weight.device)
     assert any(isinstance(o, LazyAdam) for o in opts)
 
@@ -382,7 +388,7 @@ def test_tost_on_a_hand_made_case():
 def test_the_verdict_never_names_a_variant_significantly_below_a_baseline():
     """mf has the best mean RMSE of the learned variants but is significantly worse than the
     user+item mean; gmf is worse on average yet not distinguishable from it: gmf is the best."""
-    from bench.report import metric_table, verdict
+    from bench.analysis.report import metric_table, verdict
 
     base = np.array([0.150, 0.151, 0.149, 0.150, 0.152])
     values = {"mf": base + [0.010, 0.011, 0.009, 0.010, 0.012],
@@ -410,7 +416,7 @@ def test_smallest_reachable_p_values():
 
 
 def test_refit_trains_on_exactly_train_and_validation_for_the_chosen_epochs(tmp_path):
-    from bench.runner import spec_for
+    from bench.run.datasets import spec_for
     from bench.suites import SUITES
     from ncf_core.data import load, split_for_seed
     from ncf_core.data.splits import refit_split

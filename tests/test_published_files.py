@@ -134,7 +134,7 @@ def test_a_full_run_on_quirky_files_reports_them_in_all_four_places(tmp_path, ca
     assert "1 of 40 rows: a negative is repeated (first at line 5)" in terminal
     manifest = json.loads((out / "manifest.json").read_text())["file_anomalies"]["ncf-ml-1m"]
     assert any("the test item is among the row's negatives (first at line 13)" in line for line in manifest)
-    summary = (out / "summary.md").read_text()
+    summary = (out / "report" / "summary.md").read_text()
     assert summary.index("Published files of ncf-ml-1m") < summary.index("## ")
     assert "a negative is repeated (first at line 5)" in summary
 

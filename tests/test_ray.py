@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.store import TrialStore, trial_key
+from bench.run.store import TrialStore, trial_key
 
 pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[ray]'")
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +28,7 @@ def _run(out: Path, *extra: str) -> subprocess.CompletedProcess:
 
 
 def _table(out: Path) -> pd.DataFrame:
-    frame = pd.read_csv(out / "trials.csv")
+    frame = pd.read_csv(out / "report" / "trials.csv")
     return frame.set_index(["task", "variant", "seed"]).sort_index()[METRICS + ["status", "best_epoch"]]
 
 

@@ -31,7 +31,8 @@ def test_gmf_and_neumf_beat_user_item_mean_on_anime():
 @requires_data
 def test_all_rows_reads_every_anime_rating_under_its_own_label():
     """The seed protocol stops at 100,000 rows; --all-rows, by name or by path, reads them all."""
-    from bench.runner import RunOptions, resolve_datasets
+    from bench.run.datasets import resolve_datasets
+    from bench.run.options import RunOptions
     from bench.suites import SUITES
 
     for source in ("anime", str(DATA_DIR / "anime")):

@@ -13,8 +13,8 @@ import optuna
 import pytest
 
 from bench.__main__ import main
-from bench.suites import VARIANTS, synthetic
-from bench.tune import Objective
+from bench.suites import synthetic
+from bench.variants import VARIANTS
 from ncf_core.data import load, split_for_seed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +55,11 @@ def test_two_workers_share_one_sqlite_study(tmp_path):
 
 
 @pytest.mark.parametrize("variant", ["gmf", "neumf-pre-sgd"])
-def test_objective_never_reads_the_test_split(variant):
+def test_a_trial_never_reads_the_test_split(variant):
+    from bench.compute.pretrain import PretrainCache
+    from bench.compute.study import Trials
+    from bench.params import TunedParams
+
     spec = synthetic("rating")
     data = load("synthetic", task="rating", **dict(spec.options))
     split = split_for_seed(data, "rating", 0)
@@ -63,43 +67,40 @@ def test_objective_never_reads_the_test_split(variant):
     poisoned = dataclasses.replace(split, test=dataclasses.replace(
         test, target=np.full_like(test.target, np.nan), items=np.full_like(test.items, 10**9)))
     spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, epochs=2))
-    trial = optuna.trial.FixedTrial({"lr": 3e-3, "batch_size": 256, "weight_decay": 1e-6, "n_factors": 8,
-                                     "momentum": 0.5, "alpha": 0.3})
-    clean = Objective(spec, split, VARIANTS[variant])(trial)
-    assert Objective(spec, poisoned, VARIANTS[variant])(trial) == clean
+    params = Trials(spec, VARIANTS[variant], split, "cpu", TunedParams(), PretrainCache()).params(
+        optuna.trial.FixedTrial({"lr": 3e-3, "batch_size": 256, "weight_decay": 1e-6, "n_factors": 8,
+                                 "momentum": 0.5, "alpha": 0.3}))
+
+    def value(s):
+        [history] = Trials(spec, VARIANTS[variant], s, "cpu", TunedParams(), PretrainCache()).train([params])
+        return history.best_value
+
+    assert value(poisoned) == value(split)
 
 
 def test_a_killed_workers_trial_is_failed_and_retried_not_left_running(tmp_path):
-    """Optuna's heartbeat: a worker SIGKILLed mid-trial stops beating; after the grace period the
-    next worker marks its trial FAIL and runs its parameters again."""
+    """Optuna's heartbeat in a shared study: a worker killed mid-trial (here at its second epoch)
+    stops beating; once it is stale the next worker marks its trial FAIL and runs its parameters again."""
     import os
-    import signal
-    import time
+
+    from bench.compute.storage import storage_for
 
     db = f"sqlite:///{tmp_path / 'study.db'}"
     cmd = [sys.executable, "-m", "bench", "tune", "--dataset", "synthetic", "--variant", "mf", "--storage", db,
-           "--study", "s", "--heartbeat", "1", "--grace", "2", "--out", str(tmp_path / "o")]
-    victim = subprocess.Popen([*cmd, "--trials", "1", "--epochs", "200"], cwd=ROOT, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 120
-    running = []
-    while time.time() < deadline and not running:
-        time.sleep(0.5)
-        try:
-            trials = optuna.load_study(study_name="s", storage=db).trials
-        except (KeyError, Exception):  # study not created yet
-            continue
-        running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
-    assert running, "the first worker never started a trial"
-    time.sleep(1.5)  # a heartbeat or two
-    os.killpg(victim.pid, signal.SIGKILL)
-    victim.wait()
-    time.sleep(2.5)  # past the grace period
+           "--study", "s", "--heartbeat", "1", "--grace", "1", "--out", str(tmp_path / "o")]
+    victim = subprocess.run([*cmd, "--trials", "1", "--epochs", "5"], cwd=ROOT, capture_output=True,
+                            env={**os.environ, "BENCH_KILL_AT": "study-epoch:2"}, timeout=300)
+    assert victim.returncode == -9
+    study = optuna.load_study(study_name="s", storage=storage_for(db, 1, 1))
+    [running] = study.trials
+    assert running.state == optuna.trial.TrialState.RUNNING
+    while study.trials[0].state == optuna.trial.TrialState.RUNNING:  # until its heartbeat is stale
+        optuna.storages.fail_stale_trials(study)
     res = subprocess.run([*cmd, "--trials", "1", "--epochs", "1"], cwd=ROOT, capture_output=True, text=True,
                          timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     trials = optuna.load_study(study_name="s", storage=db).trials
-    killed = trials[running[0].number]
+    killed = trials[running.number]
     assert killed.state == optuna.trial.TrialState.FAIL
     retried = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
     assert retried and retried[0].params == killed.params
@@ -117,7 +118,7 @@ def test_the_study_lives_in_the_out_folder_by_default(tmp_path, monkeypatch):
 
 
 def test_a_tuned_run_gives_every_variant_the_same_budget_and_neumf_the_tuned_bases(tmp_path):
-    from bench.store import TrialStore
+    from bench.run.store import TrialStore
 
     out = tmp_path / "run"
     assert main(["run", "--suite", "smoke", "--datasets", "synthetic", "--tune", "3", "--seeds", "2",
@@ -134,7 +135,7 @@ def test_a_tuned_run_gives_every_variant_the_same_budget_and_neumf_the_tuned_bas
     assert neumf["model"]["mlp_layers"] == list(best["mlp"]["model"]["mlp_layers"])
     assert neumf["model"]["alpha"] == pytest.approx(best["neumf-pre-adam"]["model"]["alpha"])
     assert records[("mf", 1)]["config"]["train"]["lr"] == pytest.approx(best["mf"]["train"]["lr"])
-    assert "every variant had the same budget — 3 Optuna trials" in (out / "summary.md").read_text()
+    assert "every variant had the same budget — 3 Optuna trials" in (out / "report" / "summary.md").read_text()
     # resuming the same command reruns nothing: studies full, trials stored, settings equal
     before = (out / "trials.jsonl").read_text()
     assert main(["run", "--suite", "smoke", "--datasets", "synthetic", "--tune", "3", "--seeds", "2",
@@ -144,10 +145,11 @@ def test_a_tuned_run_gives_every_variant_the_same_budget_and_neumf_the_tuned_bas
 
 def test_the_pruner_spares_the_warm_up_epochs_it_states():
     """Epochs count from 1: with one warm-up epoch a trial may be pruned at epoch 2, never at 1."""
-    from bench.tune import PRUNER, WARMUP_EPOCHS, _pruner
+    from bench.compute.study import make_pruner
+    from bench.search import PRUNERS, WARMUP_EPOCHS
 
-    assert (WARMUP_EPOCHS, PRUNER) == (1, "median (3 start-up trials, 1 warm-up epoch)")
-    study = optuna.create_study(direction="maximize", pruner=_pruner())
+    assert (WARMUP_EPOCHS, PRUNERS["median"]) == (1, "median (3 start-up trials, 1 warm-up epoch)")
+    study = optuna.create_study(direction="maximize", pruner=make_pruner("median"))
     for _ in range(3):  # the start-up trials: 0.5 at every epoch
         study.add_trial(optuna.trial.create_trial(value=0.5, intermediate_values={1: 0.5, 2: 0.5, 3: 0.5}))
     trial = study.ask()

@@ -19,7 +19,7 @@ import numpy as np
 from ncf_core.data.anomalies import Anomaly
 from ncf_core.data.interactions import Interactions
 from ncf_core.data.negatives import sample_eval_negatives
-from ncf_core.tasks import task_of
+from ncf_core.tasks import N_EVAL_NEGATIVES, task_of
 
 
 @dataclass(frozen=True, eq=False)
@@ -75,7 +75,6 @@ def _leave_one_out(data: Interactions, fraction: float, rng: np.random.Generator
 SPLITTERS: dict[str, Callable[[Interactions, float, np.random.Generator], tuple[Interactions, Interactions]]] = {
     "ratio": ratio_split, "leave-one-out": _leave_one_out,
 }
-N_EVAL_NEGATIVES = 99  # He et al. 2017: each held-out positive ranked among 99 sampled non-positives
 
 
 def make_split(

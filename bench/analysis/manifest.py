@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from bench import layout
+
 
 def _git_commit() -> str | None:
     try:
@@ -77,7 +79,7 @@ def write_manifest(run_dir: Path, runs_entry: dict[str, Any] | None = None, **fi
     """Merge ``fields`` into the run's manifest. ``environment`` describes the machine of the latest
     call; every call appends its own entry (with its machine) to ``runs``, so a run resumed on
     another machine says so. A damaged manifest is set aside as ``manifest.json.damaged``."""
-    path = Path(run_dir) / "manifest.json"
+    path = Path(run_dir) / layout.MANIFEST
     data: dict[str, Any] = {}
     if path.is_file():
         try:
@@ -85,7 +87,7 @@ def write_manifest(run_dir: Path, runs_entry: dict[str, Any] | None = None, **fi
             if not isinstance(data, dict):
                 raise ValueError("not an object")
         except (ValueError, UnicodeDecodeError):
-            os.replace(path, path.with_name("manifest.json.damaged"))
+            os.replace(path, path.with_name(f"{layout.MANIFEST}.damaged"))
             data = {}
     data.update({k: _plain(v) for k, v in fields.items()})
     env = environment()

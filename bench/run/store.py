@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from bench import layout
+from bench.configs import trial_key
 from ncf_core import DataError
 
 try:
@@ -22,18 +24,26 @@ try:
 except ImportError:  # not POSIX: no lock
     fcntl = None
 
-KEY_FIELDS = ("dataset", "task", "variant", "device", "seed")
 
-
-def trial_key(record: dict[str, Any]) -> tuple:
-    return tuple(record[f] for f in KEY_FIELDS)
+def well_formed(rec: Any) -> bool:
+    """A record this harness could have written: its key fields of the right types, and an "ok"
+    trial with its metrics (a hand-edited or foreign line is skipped and reported, not trusted)."""
+    if not isinstance(rec, dict):
+        return False
+    if not all(isinstance(rec.get(f), str) for f in ("dataset", "task", "variant", "device", "status")):
+        return False
+    if not isinstance(rec.get("seed"), int) or isinstance(rec.get("seed"), bool):
+        return False
+    metrics = rec.get("metrics")
+    return rec["status"] != "ok" or (isinstance(metrics, dict) and bool(metrics) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in metrics.values()))
 
 
 class TrialStore:
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = Path(run_dir)
-        self.path = self.run_dir / "trials.jsonl"
-        self.checkpoints = self.run_dir / "checkpoints"
+        self.path = self.run_dir / layout.TRIALS
+        self.checkpoints = self.run_dir / layout.CHECKPOINTS
         self.skipped: list[int] = []  # line numbers of the last read that held no record
 
     def records(self) -> list[dict[str, Any]]:
@@ -50,12 +60,12 @@ class TrialStore:
                     continue
                 try:
                     record = json.loads(raw.decode("utf-8"))
-                    key = trial_key(record)
-                    hash(key)
-                except (UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError):
+                except (UnicodeDecodeError, json.JSONDecodeError):
+                    record = None
+                if not well_formed(record):
                     self.skipped.append(number)
                     continue
-                latest[key] = record
+                latest[trial_key(record)] = record
         return list(latest.values())
 
     def finished(self) -> set[tuple]:
@@ -66,6 +76,12 @@ class TrialStore:
         returns the bytes dropped. Its trial was never finished, so it simply runs again."""
         if not self.path.is_file():
             return 0
+        try:
+            return self._repair()
+        except OSError as err:
+            raise DataError(self.path, f"cannot repair the trial store ({err.strerror})") from None
+
+    def _repair(self) -> int:
         with open(self.path, "rb+") as handle:
             size = handle.seek(0, os.SEEK_END)
             if size == 0:
@@ -89,10 +105,13 @@ class TrialStore:
     def append(self, record: dict[str, Any]) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         line = json.dumps(record, default=_jsonable) + "\n"
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(line)
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(line)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as err:
+            raise DataError(self.path, f"cannot store a trial ({err.strerror})") from None
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -102,7 +121,7 @@ class TrialStore:
         created = not self.run_dir.exists()
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.run_dir / layout.LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as err:
             raise DataError(self.run_dir, f"cannot write the run folder ({err.strerror})") from None
         try:
@@ -114,8 +133,8 @@ class TrialStore:
             yield
         finally:
             os.close(fd)  # closing releases the lock
-            if created and [p.name for p in self.run_dir.iterdir()] == [".lock"]:
-                (self.run_dir / ".lock").unlink()  # stopped before writing anything: leave nothing behind
+            if created and [p.name for p in self.run_dir.iterdir()] == [layout.LOCK]:
+                (self.run_dir / layout.LOCK).unlink()  # stopped before writing anything: leave nothing behind
                 self.run_dir.rmdir()
 
 

@@ -1,9 +1,11 @@
 """The one pretraining cache: the GMF and MLP a pretrained NeuMF starts from.
 
-Looked up in memory (trained earlier in this process), then in the run folder's checkpoints, and
-only then trained. The runner and the tuner both use it, keyed by data set, task, device, seed,
-model and a fingerprint of the settings they were trained with, so a NeuMF never starts from a
-GMF or MLP trained under other settings (e.g. the defaults instead of the tuned ones).
+Looked up in memory (trained earlier in this process, or handed over by the unit that trained
+them), then in the run folder's checkpoints, and only then trained. Seeded units and studies both
+use it, keyed by data set, task, device, seed, model and a fingerprint of the settings they were
+trained with, so a NeuMF never starts from a GMF or MLP trained under other settings (e.g. the
+defaults instead of the tuned ones). ``pretrained_neumfs`` is the one place a pretrained NeuMF is
+built.
 """
 
 from __future__ import annotations
@@ -20,10 +22,15 @@ import torch
 from ncf_core import ModelConfig, TrainConfig
 from ncf_core.data import Split
 from ncf_core.models import neumf_from_pretrained
-from ncf_core.train import History, seeded_model
+from ncf_core.train import History, fit_group, seeded_model
 
 # (models, splits, train config, device, seeds) -> one outcome per model, trained in place
 Trainer = Callable[[list[torch.nn.Module], list[Split], TrainConfig, str, list[int]], list[History | Exception]]
+
+
+def train_stacked(models: list[torch.nn.Module], splits: list[Split], cfg: TrainConfig, device: str,
+                  seeds: list[int]) -> list[History | Exception]:
+    return fit_group(models, splits, cfg, device, seeds)[0]
 
 
 def fingerprint(model_cfg: ModelConfig, train_cfg: TrainConfig) -> str:
@@ -63,7 +70,8 @@ class PretrainCache:
         return True
 
     def models(self, name: str, label: str, task: str, splits: dict[int, Split], seeds: list[int], device: str,
-               model_cfg: ModelConfig, train_cfg: TrainConfig, trainer: Trainer) -> dict[int, torch.nn.Module]:
+               model_cfg: ModelConfig, train_cfg: TrainConfig,
+               trainer: Trainer = train_stacked) -> dict[int, torch.nn.Module]:
         """``name`` (gmf or mlp) for each seed: from memory, checkpoint, or trained now by ``trainer``."""
         keys = {s: self.key(label, task, device, s, name, model_cfg, train_cfg) for s in seeds}
         missing = []
@@ -88,3 +96,14 @@ def pretrained_neumf(gmf: torch.nn.Module, mlp: torch.nn.Module, cfg: ModelConfi
     feats = split.train.item_features
     feats_t = None if feats is None else torch.from_numpy(feats)
     return neumf_from_pretrained(gmf, mlp, cfg, split.n_users, split.n_items, feats_t, sparse)
+
+
+def pretrained_neumfs(cache: PretrainCache, label: str, task: str, splits: dict[int, Split], seeds: list[int],
+                      device: str, cfgs: list[ModelConfig], sparse: bool,
+                      bases: dict[str, tuple[ModelConfig, TrainConfig]]) -> list[torch.nn.Module]:
+    """A NeuMF per entry of ``seeds`` (a seed may repeat: tuning trials share one), each from its seed's
+    GMF and MLP as trained with ``bases`` (their own, perhaps tuned, settings), with its own config."""
+    trained = {name: cache.models(name, label, task, splits, sorted(set(seeds)), device, *bases[name])
+               for name in bases}
+    gmf, mlp = (trained[name] for name in bases)
+    return [pretrained_neumf(gmf[s], mlp[s], cfg, splits[s], sparse).to(device) for s, cfg in zip(seeds, cfgs)]

@@ -1,7 +1,9 @@
-"""Stored trials -> trials.csv, significance.csv, throughput.csv, devices.csv, summary.md, plots.
+"""Stored trials -> the report: trials.csv, significance.csv, throughput.csv, devices.csv,
+summary.md and the plots, in ``<run>/report/``.
 
-Only draws and writes what ``bench.stats`` computed. Every file is written under a temporary name
-and renamed once all are ready, so a kill leaves the previous report or the new one, never a mix.
+Renders what ``bench.analysis.stats`` computed and decided. Every file of a report is written into a
+new folder, and ``report`` (a link to the current one) is then swapped to it in one rename, so a
+kill at any instant leaves the previous report or the new one, whole.
 """
 
 from __future__ import annotations
@@ -9,22 +11,21 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import pandas as pd
+from tabulate import tabulate
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-from tabulate import tabulate  # noqa: E402
-
-from bench import stats  # noqa: E402
-from bench.store import TrialStore  # noqa: E402
-from bench.suites import ALL_VARIANTS  # noqa: E402
-from ncf_core.tasks import TASKS, higher_is_better  # noqa: E402
+from bench import faults, layout
+from bench.analysis import stats
+from bench.analysis.plots import write_plots
+from bench.run.store import TrialStore
+from bench.variants import ALL_VARIANTS, BASELINE
+from ncf_core import DataError
+from ncf_core.tasks import TASKS, higher_is_better
 
 BASE_COLUMNS = ["dataset", "task", "variant", "device", "seed", "status", "epochs", "best_epoch",
                 "train_seconds", "train_samples_per_s", "infer_samples_per_s", "stacked_seeds", "threads", "jobs"]
@@ -76,8 +77,9 @@ def canonical_order(records: list[dict[str, Any]], run_dir: Path) -> list[dict[s
     """Trials in the run's order, not the order they finished (parallel jobs finish in any order):
     data sets as the manifest lists them, then task, variant (baselines last), device and seed."""
     try:
-        listed = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8")).get("datasets") or []
-    except (OSError, ValueError):
+        listed = json.loads((run_dir / layout.MANIFEST).read_text(encoding="utf-8")).get("datasets") or []
+        listed = [d for d in listed if isinstance(d, str)]
+    except (OSError, ValueError, AttributeError):
         listed = []
     first_seen = list(dict.fromkeys([*listed, *(r["dataset"] for r in records)]))
     tasks = list(dict.fromkeys(r["task"] for r in records))
@@ -92,15 +94,32 @@ def canonical_order(records: list[dict[str, Any]], run_dir: Path) -> list[dict[s
 
 
 def write_report(run_dir: Path) -> dict[str, Path]:
-    """Rebuild every table and plot from the stored trials (``bench report`` calls only this)."""
+    """Rebuild every table and plot from the stored trials into a new folder and swap it in."""
     run_dir = Path(run_dir)
     store = TrialStore(run_dir)
     records = canonical_order(store.records(), run_dir)
     if not records:
-        raise FileNotFoundError(f"{run_dir / 'trials.jsonl'}: no stored trials")
+        raise DataError(store.path, "no readable trials to report" + (
+            f" (lines {store.skipped[:10]} could not be read)" if store.skipped else ""))
+    folder = run_dir / f".report-{uuid.uuid4().hex[:12]}"
+    folder.mkdir()
+    try:
+        paths = _write(records, store.skipped, folder)
+        link = run_dir / f".report-{uuid.uuid4().hex[:12]}.link"
+        os.symlink(folder.name, link)
+        os.replace(link, run_dir / layout.REPORT)  # the swap: one rename
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    for old in run_dir.glob(".report-*"):  # earlier reports, and any a kill left half-written
+        if old.name != folder.name:
+            shutil.rmtree(old, ignore_errors=True) if old.is_dir() and not old.is_symlink() else old.unlink()
+    return {name: run_dir / layout.REPORT / path.name for name, path in paths.items()}
+
+
+def _write(records: list[dict[str, Any]], skipped: list[int], folder: Path) -> dict[str, Path]:
     frame = trials_frame(records)
     staged: dict[str, Any] = {"trials.csv": frame}
-
     sig_parts, fried_parts, dev_parts = [], [], []
     for task, group in frame.groupby("task", sort=False):
         names = metrics_of(group, task)
@@ -115,35 +134,30 @@ def write_report(run_dir: Path) -> dict[str, Path]:
     staged["throughput.csv"] = throughput
     if not devices.empty:
         staged["devices.csv"] = devices
-    budgets = budget_lines(records)
     stand_ins = {r["dataset"]: (r.get("config") or {}).get("data", {}).get("stands_in_for") for r in records}
-    stand_ins = {k: v for k, v in stand_ins.items() if v}
     anomalies = {r["dataset"]: (r.get("config") or {}).get("data", {}).get("file_anomalies") for r in records}
-    anomalies = {k: v for k, v in anomalies.items() if v}
-    plots = write_plots(records, frame, run_dir)  # each plot is itself written to a temporary name first
-    staged["summary.md"] = summary_markdown(frame, sig, friedman, throughput, devices, plots, stand_ins,
-                                            store.skipped, budgets, anomalies)
+    plots = write_plots(records, frame, folder, metrics_of, primary_of)
+    faults.point("report-file")
+    staged["summary.md"] = summary_markdown(frame, sig, friedman, throughput, devices, plots,
+                                            {k: v for k, v in stand_ins.items() if v}, skipped, budget_lines(records),
+                                            {k: v for k, v in anomalies.items() if v})
     paths = {}
-    tmps = []
     for name, content in staged.items():
-        path = run_dir / name
-        tmp = run_dir / f".{name}.tmp"
+        path = folder / name
         if isinstance(content, pd.DataFrame):
-            content.to_csv(tmp, index=False)
+            content.to_csv(path, index=False)
         else:
-            tmp.write_text(content, encoding="utf-8")
-        tmps.append((tmp, path))
+            path.write_text(content, encoding="utf-8")
         paths[name] = path
-    for tmp, path in tmps:
-        os.replace(tmp, path)
+        faults.point("report-file")
     return paths
 
 
 def throughput_table(frame: pd.DataFrame) -> pd.DataFrame:
-    ok = frame[(frame["status"] == "ok") & ~frame["variant"].str.startswith("baseline-")]
+    ok = frame[(frame["status"] == "ok") & ~frame["variant"].str.startswith(BASELINE)]
     if ok.empty:
         return pd.DataFrame(columns=["dataset", "task", "variant", "device", "n"])
-    ok = ok.assign(**{c: ok.get(c, np.nan) for c in ("threads", "jobs")})  # older stores lack them
+    ok = ok.assign(**{c: ok.get(c, math.nan) for c in ("threads", "jobs")})  # older stores lack them
     agg = ok.groupby(["dataset", "task", "variant", "device"], sort=False).agg(
         n=("seed", "count"),
         train_samples_per_s_mean=("train_samples_per_s", "mean"),
@@ -174,42 +188,26 @@ def _p(x: float) -> str:
 
 
 def metric_table(group: pd.DataFrame, names: list[str], sig: pd.DataFrame) -> tuple[str, dict[str, str | None]]:
-    """mean ± std per variant, the best learned variant bolded (never one significantly below a
-    baseline); a variant is flagged only where a baseline is significantly better (Holm), and said
-    to be indistinguishable where its mean is worse but not significantly."""
+    """mean ± std per variant, the best (``stats.standings``) bolded; a variant is flagged where a
+    baseline is significantly better (Holm), and said to be indistinguishable where its mean is worse
+    but not significantly."""
     ok = group[group["status"] == "ok"]
-    is_base = ok["variant"].str.startswith("baseline-")
     means = ok.groupby("variant", sort=False)[names].mean()
     stds = ok.groupby("variant", sort=False)[names].std()
     counts = ok.groupby("variant", sort=False)["seed"].count()
-    learned = list(dict.fromkeys(ok[~is_base]["variant"]))
-    bases = list(dict.fromkeys(ok[is_base]["variant"]))
-    below = {(v, m): [b for b in bases if stats.significantly_worse(sig, m, v, b)] for v in learned for m in names}
-    best: dict[str, str | None] = {}
-    for m in names:
-        eligible = [v for v in learned if not below[(v, m)] and not math.isnan(means.loc[v, m])]
-        pick = means.loc[eligible, m] if eligible else pd.Series(dtype=float)
-        best[m] = None if pick.empty else (pick.idxmax() if better(m) == "max" else pick.idxmin())
+    stand = stats.standings(group, names, sig)
+    best = stand["best"]
     rows = []
-    for variant in learned + bases:
+    for variant in stand["learned"] + stand["baselines"]:
         row = [variant, int(counts[variant])]
         for m in names:
             cell = f"{_fmt(means.loc[variant, m])} ± {_fmt(stds.loc[variant, m])}"
             row.append(f"**{cell}**" if variant == best[m] else cell)
-        if variant in bases:
-            note = "reference"
-        else:
-            primary = names[0]
-            sig_below = below[(variant, primary)]
-            worse = [b for b in bases if not math.isnan(means.loc[b, primary])
-                     and (means.loc[variant, primary] < means.loc[b, primary] if better(primary) == "max"
-                          else means.loc[variant, primary] > means.loc[b, primary])]
-            if sig_below:
-                note = f"✗ significantly below {', '.join(sig_below)}"
-            elif worse:
-                note = f"not distinguishable from {', '.join(worse)}"
-            else:
-                note = ""
+        note = "reference" if variant in stand["baselines"] else ""
+        if variant in stand["learned"]:
+            below, level = stand["below"][(variant, names[0])], stand["level_with"][variant]
+            note = (f"✗ significantly below {', '.join(below)}" if below else
+                    f"not distinguishable from {', '.join(level)}" if level else "")
         row.append(note)
         rows.append(row)
     headers = ["variant", "n", *[f"{m} {'↑' if better(m) == 'max' else '↓'}" for m in names], "note"]
@@ -217,26 +215,22 @@ def metric_table(group: pd.DataFrame, names: list[str], sig: pd.DataFrame) -> tu
 
 
 def verdict(dataset: str, metric: str, best: str | None, sig: pd.DataFrame) -> str:
-    if best is None:
+    lead = stats.lead(best, metric, sig)
+    if lead["kind"] == "none":
         return (f"On {dataset}, no variant can be called best on {metric}: every one is significantly below "
                 "a baseline (or none succeeded).")
-    rel = sig[(sig["metric"] == metric) & ((sig["variant_a"] == best) | (sig["variant_b"] == best))]
-    rel = rel[~rel["variant_a"].str.startswith("baseline-") & ~rel["variant_b"].str.startswith("baseline-")]
-    if rel.empty:
+    if lead["kind"] == "alone":
         return f"On {dataset}, **{best}** has the best {metric} (no paired comparison available)."
-    not_sig = rel[~rel["significant"]]
-    if not_sig.empty:
+    if lead["kind"] == "all":
         return (f"On {dataset}, **{best}** has the best {metric} and beats every other variant "
                 f"significantly (Holm-adjusted paired t, p < 0.05).")
-    others = [b if a == best else a for a, b in zip(not_sig["variant_a"], not_sig["variant_b"])]
-    worst_p = not_sig["holm_p"].max()
-    return (f"On {dataset}, **{best}** has the best {metric}, but its lead over {', '.join(others)} "
-            f"is not significant (Holm p up to {_p(worst_p)}).")
+    return (f"On {dataset}, **{best}** has the best {metric}, but its lead over {', '.join(lead['others'])} "
+            f"is not significant (Holm p up to {_p(lead['worst_p'])}).")
 
 
 def agreement_line(group: pd.DataFrame, full: str, sampled: str) -> str | None:
     """Krichene & Rendle (2020): do sampled and full-ranking metrics order the variants alike?"""
-    ok = group[(group["status"] == "ok") & ~group["variant"].str.startswith("baseline-")]
+    ok = group[(group["status"] == "ok") & ~group["variant"].str.startswith(BASELINE)]
     if full not in ok or sampled not in ok or ok["variant"].nunique() < 2:
         return None
     means = ok.groupby("variant", sort=False)[[full, sampled]].mean()
@@ -254,7 +248,7 @@ def budget_lines(records: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
     """Per data set, one line on how the variants were tuned: the comparison is only fair if equally."""
     out = {}
     for key in dict.fromkeys((r["dataset"], r["task"]) for r in records):
-        learned = [r for r in records if (r["dataset"], r["task"]) == key and not r["variant"].startswith("baseline-")]
+        learned = [r for r in records if (r["dataset"], r["task"]) == key and not r["variant"].startswith(BASELINE)]
         tunings = {json.dumps((r.get("config") or {}).get("tuning"), sort_keys=True) for r in learned}
         if tunings == {"null"}:
             out[key] = ("Tuning: none — every variant runs at the paper's default settings; untuned comparisons "
@@ -289,11 +283,11 @@ def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, friedman: pd.DataFr
                          headers="keys", tablefmt="github", showindex=False), ""]
     ok_all = frame[frame["status"] == "ok"]
     for (dataset, task, device), group in frame.groupby(["dataset", "task", "device"], sort=False):
-        if group["variant"].str.startswith("baseline-").all():
+        if group["variant"].str.startswith(BASELINE).all():
             continue
         names = metrics_of(group[group["status"] == "ok"], task)
         out += [f"## {dataset} — {task} — {device}", ""]
-        if not names or group[(group["status"] == "ok") & ~group["variant"].str.startswith("baseline-")].empty:
+        if not names or group[(group["status"] == "ok") & ~group["variant"].str.startswith(BASELINE)].empty:
             out += ["No trial of this data set succeeded on this device: nothing to compare.", ""]
             continue
         group = stats.with_baselines(group, ok_all, dataset, task)
@@ -304,10 +298,10 @@ def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, friedman: pd.DataFr
         out += [verdict(f"{dataset} ({device})", primary, best.get(primary), s), ""]
         if budgets and (dataset, task) in budgets:
             out += [budgets[(dataset, task)], ""]
-        if task == "ranking":
-            line = agreement_line(group, primary, primary.removeprefix("full_"))
-            if line:
-                out += [line, ""]
+        twin = TASKS[task].twin_metric(_k(group))
+        line = agreement_line(group, primary, twin) if twin else None
+        if line:
+            out += [line, ""]
         fr = friedman[(friedman["dataset"] == dataset) & (friedman["task"] == task)
                       & (friedman["device"] == device) & (friedman["metric"] == primary)]
         sp = s[s["metric"] == primary]
@@ -333,7 +327,7 @@ def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, friedman: pd.DataFr
             out += [f"Paired differences on {primary} (a − b), by seed:", "",
                     tabulate(rows, headers=["a", "b", "diff", "95% CI", "t p", "Wilcoxon p", "Holm p",
                                             "d_z", "sig."], tablefmt="github"), ""]
-    across = ranks_across_datasets(frame)
+    across = stats.ranks_across_datasets(frame, primary_of)
     for device, ra in across.items():
         out += [f"## Across data sets — {device}", "", _ranks_text(ra, "each data set's primary metric, data sets "
                                                                        "as blocks (means over seeds)"), ""]
@@ -377,109 +371,5 @@ def _ranks_text(ra: dict[str, Any], what: str) -> str:
             + tabulate(rows, headers=["", "variant", "average rank"], tablefmt="github"))
 
 
-def ranks_across_datasets(frame: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """Per device, with three or more data sets: each data set's mean of its primary metric per variant,
-    turned so that higher is better, ranked with data sets as blocks."""
-    out = {}
-    ok = frame[(frame["status"] == "ok") & ~frame["variant"].str.startswith("baseline-")]
-    for device, group in ok.groupby("device", sort=False):
-        columns = {}
-        for (dataset, task), part in group.groupby(["dataset", "task"], sort=False):
-            primary = primary_of(part, task)
-            if primary in part:
-                means = part.groupby("variant", sort=False)[primary].mean()
-                columns[f"{dataset} ({task})"] = means if higher_is_better(primary) else -means
-        if len(columns) >= 3:
-            ra = stats.rank_analysis(pd.DataFrame(columns).T, "score")
-            if ra is not None:
-                out[device] = ra
-    return out
-
-
-def _cd_plot(ra: dict[str, Any], title: str, path: Path) -> Path:
-    import scikit_posthocs as sp
-
-    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.35 * ra["k"]))
-    sp.critical_difference_diagram(ra["ranks"], ra["pvalues"], ax=ax, cd=ra["cd"])
-    ax.set_title(title, fontsize=9, pad=28)
-    fig.tight_layout()
-    _save(fig, path)
-    return path
-
-
 def _stacked(value: Any) -> int:
     return 1 if value is None or (isinstance(value, float) and math.isnan(value)) else int(value)
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
-
-
-def _save(fig: plt.Figure, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, path)
-
-
-def write_plots(records: list[dict[str, Any]], frame: pd.DataFrame, run_dir: Path) -> list[Path]:
-    """Loss curves (mean over seeds) and each seed's metric with the mean and its 95% CI, per data set."""
-    paths = []
-    learned = [r for r in records if r.get("status") == "ok" and r.get("history")]
-    for (dataset, task) in dict.fromkeys((r["dataset"], r["task"]) for r in learned):
-        mine = [r for r in learned if r["dataset"] == dataset and r["task"] == task]
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
-        for variant in dict.fromkeys(r["variant"] for r in mine):
-            hist = pd.DataFrame([h | {"seed": r["seed"]} for r in mine if r["variant"] == variant
-                                 for h in r["history"]])
-            curve = hist.groupby("epoch")[["train_loss", "valid_loss"]].mean()
-            axes[0].plot(curve.index, curve["train_loss"], marker=".", label=variant)
-            axes[1].plot(curve.index, curve["valid_loss"], marker=".", label=variant)
-        loss = TASKS[task].loss
-        for ax, part in zip(axes, ("training", "validation")):
-            ax.set_title(f"{dataset} ({task}): {part} loss, mean over seeds", fontsize=10)
-            ax.set_xlabel("epoch")
-            ax.set_ylabel(loss, fontsize=8)
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axes[1].legend(fontsize=8)
-        fig.tight_layout()
-        path = run_dir / f"loss-{_slug(dataset)}-{task}.png"
-        _save(fig, path)
-        paths.append(path)
-
-        group = frame[(frame["dataset"] == dataset) & (frame["task"] == task) & (frame["status"] == "ok")]
-        names = metrics_of(group, task)[:3]
-        if not names:
-            continue
-        fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 4), squeeze=False)
-        variants = list(dict.fromkeys(group["variant"]))
-        for ax, m in zip(axes[0], names):
-            for x, v in enumerate(variants):
-                values = group[group["variant"] == v][m].dropna().to_numpy(float)
-                if not len(values):
-                    continue
-                jitter = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else np.zeros(1)
-                ax.scatter(x + jitter, values, s=14, alpha=0.6, color="tab:blue")
-                mean, _, low, high = stats.mean_ci(values)
-                if not math.isnan(low):
-                    ax.errorbar(x, mean, yerr=[[mean - low], [high - mean]], fmt="o", color="black", capsize=4)
-                else:
-                    ax.plot(x, mean, "o", color="black")
-            ax.set_xticks(range(len(variants)), variants, rotation=45, ha="right", fontsize=8)
-            ax.set_ylabel(f"{m} ({'higher' if better(m) == 'max' else 'lower'} is better)")
-            ax.set_title(f"{dataset} ({task}): {m}\nseeds (dots), mean and 95% CI (black)", fontsize=9)
-        fig.tight_layout()
-        path = run_dir / f"metrics-{_slug(dataset)}-{task}.png"
-        _save(fig, path)
-        paths.append(path)
-    for (dataset, task, device), group in frame.groupby(["dataset", "task", "device"], sort=False):
-        primary = primary_of(group, task)
-        ra = stats.rank_analysis(stats.seed_table(group, primary), primary) if primary in group else None
-        if ra is not None:
-            title = (f"{dataset} ({task}, {device}): average rank on {primary} over {ra['n']} seeds; "
-                     f"Nemenyi CD {ra['cd']:.2f}")
-            paths.append(_cd_plot(ra, title, run_dir / f"cd-{_slug(dataset)}-{task}-{device}.png"))
-    for device, ra in ranks_across_datasets(frame).items():
-        title = f"all data sets ({device}): average rank over {ra['n']} data sets; Nemenyi CD {ra['cd']:.2f}"
-        paths.append(_cd_plot(ra, title, run_dir / f"cd-all-{device}.png"))
-    return paths

@@ -1,16 +1,23 @@
-"""Statistics over stored trials, all from scipy.stats; only Holm's step-down is written here
-(scipy has no Holm-Bonferroni)."""
+"""Statistics over stored trials, and every decision the report states: which variant is best, which
+fall significantly below a baseline, how variants rank within and across data sets.
+
+Tests come from scipy.stats and scikit-posthocs. Written here, each against its source: Holm's
+step-down (scipy has none), the TOST equivalence test as two one-sided scipy t-tests, Demšar's
+critical difference from scipy's studentized range, and the smallest p each test can reach.
+"""
 
 from __future__ import annotations
 
 import itertools
 import math
 import warnings
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from bench.variants import BASELINE
 from ncf_core.tasks import higher_is_better
 
 ALPHA = 0.05
@@ -96,7 +103,9 @@ def significance(trials: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
             rows += family
     columns = ["dataset", "task", "device", "metric", "variant_a", "variant_b", "n", "mean_a", "mean_b",
                "diff", "ci_low", "ci_high", "t_p", "wilcoxon_p", "holm_p", "cohen_dz", "significant"]
-    return pd.DataFrame(rows, columns=columns)
+    frame = pd.DataFrame(rows, columns=columns)
+    frame["significant"] = frame["significant"].astype(bool)  # an empty family must not turn it to objects
+    return frame
 
 
 def significantly_worse(sig: pd.DataFrame, metric: str, variant: str, other: str) -> bool:
@@ -112,16 +121,16 @@ def significantly_worse(sig: pd.DataFrame, metric: str, variant: str, other: str
 
 def with_baselines(group: pd.DataFrame, ok: pd.DataFrame, dataset: str, task: str) -> pd.DataFrame:
     """Baselines run once (on the CPU); they join every device's comparison."""
-    if group["variant"].str.startswith("baseline-").any():
+    if group["variant"].str.startswith(BASELINE).any():
         return group
-    base = ok[(ok["dataset"] == dataset) & (ok["task"] == task) & ok["variant"].str.startswith("baseline-")]
+    base = ok[(ok["dataset"] == dataset) & (ok["task"] == task) & ok["variant"].str.startswith(BASELINE)]
     return pd.concat([group, base])
 
 
 def friedman(trials: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     """Friedman test across the variants (baselines excluded), blocks = seeds."""
     rows = []
-    ok = trials[(trials["status"] == "ok") & ~trials["variant"].str.startswith("baseline-")]
+    ok = trials[(trials["status"] == "ok") & ~trials["variant"].str.startswith(BASELINE)]
     for (dataset, task, device), group in ok.groupby(["dataset", "task", "device"], sort=False):
         for metric in metrics:
             if metric not in group or group[metric].isna().all():
@@ -198,7 +207,7 @@ def rank_analysis(table: pd.DataFrame, metric: str) -> dict[str, object] | None:
 
 def seed_table(trials: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Seeds x learned variants of one (data set, task, device) group, paired seeds only."""
-    learned = trials[(trials["status"] == "ok") & ~trials["variant"].str.startswith("baseline-")]
+    learned = trials[(trials["status"] == "ok") & ~trials["variant"].str.startswith(BASELINE)]
     return _pivot(learned, metric) if metric in learned and len(learned) else pd.DataFrame()
 
 
@@ -206,7 +215,7 @@ def device_equivalence(trials: pd.DataFrame, metrics: list[str]) -> pd.DataFrame
     """The same (variant, seed) on CPU and CUDA: paired difference of each metric with a TOST
     equivalence test at the metric's margin, and the speed ratio."""
     rows = []
-    ok = trials[(trials["status"] == "ok") & ~trials["variant"].str.startswith("baseline-")]
+    ok = trials[(trials["status"] == "ok") & ~trials["variant"].str.startswith(BASELINE)]
     if ok["device"].nunique() < 2:
         return pd.DataFrame()
     for (dataset, task, variant), group in ok.groupby(["dataset", "task", "variant"], sort=False):
@@ -231,3 +240,60 @@ def device_equivalence(trials: pd.DataFrame, metrics: list[str]) -> pd.DataFrame
                          "ci_high": res["ci_high"], "t_p": res["t_p"], "margin": margin, "tost_p": tost_p,
                          "equivalent": verdict})
     return pd.DataFrame(rows)
+
+
+def standings(group: pd.DataFrame, names: list[str], sig: pd.DataFrame) -> dict[str, Any]:
+    """Per metric, the best learned variant (never one significantly below a baseline, Holm), which
+    variants are significantly below which baselines, and which are worse than one on average but
+    not significantly so (on the first, primary, metric)."""
+    ok = group[group["status"] == "ok"]
+    is_base = ok["variant"].str.startswith(BASELINE)
+    means = ok.groupby("variant", sort=False)[names].mean()
+    learned = list(dict.fromkeys(ok[~is_base]["variant"]))
+    bases = list(dict.fromkeys(ok[is_base]["variant"]))
+    below = {(v, m): [b for b in bases if significantly_worse(sig, m, v, b)] for v in learned for m in names}
+    best: dict[str, str | None] = {}
+    for m in names:
+        eligible = [v for v in learned if not below[(v, m)] and not math.isnan(means.loc[v, m])]
+        pick = means.loc[eligible, m] if eligible else pd.Series(dtype=float)
+        best[m] = None if pick.empty else (pick.idxmax() if higher_is_better(m) else pick.idxmin())
+    primary = names[0]
+    level = {v: [b for b in bases if not math.isnan(means.loc[b, primary]) and not below[(v, primary)]
+                 and (means.loc[v, primary] < means.loc[b, primary] if higher_is_better(primary)
+                      else means.loc[v, primary] > means.loc[b, primary])] for v in learned}
+    return {"best": best, "below": below, "level_with": level, "learned": learned, "baselines": bases}
+
+
+def lead(best: str | None, metric: str, sig: pd.DataFrame) -> dict[str, Any]:
+    """How the best variant stands against the other learned variants: beats them all significantly,
+    or not significantly some of them (with the largest Holm p)."""
+    if best is None:
+        return {"kind": "none"}
+    rel = sig[(sig["metric"] == metric) & ((sig["variant_a"] == best) | (sig["variant_b"] == best))]
+    rel = rel[~rel["variant_a"].str.startswith(BASELINE) & ~rel["variant_b"].str.startswith(BASELINE)]
+    if rel.empty:
+        return {"kind": "alone"}
+    not_sig = rel[~rel["significant"].astype(bool)]
+    if not_sig.empty:
+        return {"kind": "all"}
+    others = [b if a == best else a for a, b in zip(not_sig["variant_a"], not_sig["variant_b"])]
+    return {"kind": "some", "others": others, "worst_p": float(not_sig["holm_p"].max())}
+
+
+def ranks_across_datasets(frame: pd.DataFrame, primary_of: Any) -> dict[str, dict[str, Any]]:
+    """Per device, with three or more data sets: each data set's mean of its primary metric per variant,
+    turned so that higher is better, ranked with data sets as blocks."""
+    out = {}
+    ok = frame[(frame["status"] == "ok") & ~frame["variant"].str.startswith(BASELINE)]
+    for device, group in ok.groupby("device", sort=False):
+        columns = {}
+        for (dataset, task), part in group.groupby(["dataset", "task"], sort=False):
+            primary = primary_of(part, task)
+            if primary in part:
+                means = part.groupby("variant", sort=False)[primary].mean()
+                columns[f"{dataset} ({task})"] = means if higher_is_better(primary) else -means
+        if len(columns) >= 3:
+            ra = rank_analysis(pd.DataFrame(columns).T, "score")
+            if ra is not None:
+                out[device] = ra
+    return out

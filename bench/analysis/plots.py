@@ -1,0 +1,103 @@
+"""The report's figures: loss curves, each seed's metric with the mean and its 95% CI, and
+critical-difference diagrams. Each is drawn from what ``bench.analysis.stats`` computed."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from bench.analysis import stats  # noqa: E402
+from ncf_core.tasks import TASKS, higher_is_better  # noqa: E402
+
+
+def _cd_plot(ra: dict[str, Any], title: str, path: Path) -> Path:
+    import scikit_posthocs as sp
+
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.35 * ra["k"]))
+    sp.critical_difference_diagram(ra["ranks"], ra["pvalues"], ax=ax, cd=ra["cd"])
+    ax.set_title(title, fontsize=9, pad=28)
+    fig.tight_layout()
+    _save(fig, path)
+    return path
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write_plots(records: list[dict[str, Any]], frame: pd.DataFrame, folder: Path, metrics_of: Any,
+                primary_of: Any) -> list[Path]:
+    """Loss curves (mean over seeds) and each seed's metric with the mean and its 95% CI, per data set;
+    critical-difference diagrams per data set and device, and across data sets."""
+    paths = []
+    learned = [r for r in records if r.get("status") == "ok" and r.get("history")]
+    for (dataset, task) in dict.fromkeys((r["dataset"], r["task"]) for r in learned):
+        mine = [r for r in learned if r["dataset"] == dataset and r["task"] == task]
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
+        for variant in dict.fromkeys(r["variant"] for r in mine):
+            hist = pd.DataFrame([h | {"seed": r["seed"]} for r in mine if r["variant"] == variant
+                                 for h in r["history"]])
+            curve = hist.groupby("epoch")[["train_loss", "valid_loss"]].mean()
+            axes[0].plot(curve.index, curve["train_loss"], marker=".", label=variant)
+            axes[1].plot(curve.index, curve["valid_loss"], marker=".", label=variant)
+        for ax, part in zip(axes, ("training", "validation")):
+            ax.set_title(f"{dataset} ({task}): {part} loss, mean over seeds", fontsize=10)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(TASKS[task].loss, fontsize=8)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes[1].legend(fontsize=8)
+        fig.tight_layout()
+        path = folder / f"loss-{_slug(dataset)}-{task}.png"
+        _save(fig, path)
+        paths.append(path)
+
+        group = frame[(frame["dataset"] == dataset) & (frame["task"] == task) & (frame["status"] == "ok")]
+        names = metrics_of(group, task)[:3]
+        if not names:
+            continue
+        fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 4), squeeze=False)
+        variants = list(dict.fromkeys(group["variant"]))
+        for ax, m in zip(axes[0], names):
+            for x, v in enumerate(variants):
+                values = group[group["variant"] == v][m].dropna().to_numpy(float)
+                if not len(values):
+                    continue
+                jitter = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else np.zeros(1)
+                ax.scatter(x + jitter, values, s=14, alpha=0.6, color="tab:blue")
+                mean, _, low, high = stats.mean_ci(values)
+                if not math.isnan(low):
+                    ax.errorbar(x, mean, yerr=[[mean - low], [high - mean]], fmt="o", color="black", capsize=4)
+                else:
+                    ax.plot(x, mean, "o", color="black")
+            ax.set_xticks(range(len(variants)), variants, rotation=45, ha="right", fontsize=8)
+            ax.set_ylabel(f"{m} ({'higher' if higher_is_better(m) else 'lower'} is better)")
+            ax.set_title(f"{dataset} ({task}): {m}\\nseeds (dots), mean and 95% CI (black)", fontsize=9)
+        fig.tight_layout()
+        path = folder / f"metrics-{_slug(dataset)}-{task}.png"
+        _save(fig, path)
+        paths.append(path)
+    for (dataset, task, device), group in frame.groupby(["dataset", "task", "device"], sort=False):
+        primary = primary_of(group, task)
+        ra = stats.rank_analysis(stats.seed_table(group, primary), primary) if primary in group else None
+        if ra is not None:
+            title = (f"{dataset} ({task}, {device}): average rank on {primary} over {ra['n']} seeds; "
+                     f"Nemenyi CD {ra['cd']:.2f}")
+            paths.append(_cd_plot(ra, title, folder / f"cd-{_slug(dataset)}-{task}-{device}.png"))
+    for device, ra in stats.ranks_across_datasets(frame, primary_of).items():
+        title = f"all data sets ({device}): average rank over {ra['n']} data sets; Nemenyi CD {ra['cd']:.2f}"
+        paths.append(_cd_plot(ra, title, folder / f"cd-all-{device}.png"))
+    return paths

@@ -1,0 +1,172 @@
+"""A seeded unit: one variant on one device for some seeds of one data set, trained together
+(stacked), refit where the protocol says so, and read on the test split once; or a baseline."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from bench import faults
+from bench.compute.pretrain import PretrainCache, pretrained_neumfs
+from bench.configs import base_configs, record, split_for, trial_config, variant_configs
+from bench.params import TunedParams
+from bench.suites import DataSpec
+from bench.variants import BASELINE, PRETRAIN_BASES, VARIANTS, Variant
+from ncf_core import ModelConfig, TrainConfig
+from ncf_core.baselines import fit_baseline
+from ncf_core.data import Interactions, Split
+from ncf_core.data.splits import refit_split
+from ncf_core.evaluate import Evaluator
+from ncf_core.train import Diverged, History, fit_group, seeded_model
+
+
+@dataclass(frozen=True)
+class UnitJob:
+    """A variant (or ``baseline-<name>``) on a device for the pending seeds of one seed group."""
+
+    dataset: int  # index into the run's data sets
+    group: tuple[int, ...]  # the seed group, trained together (stacked) whatever is stored already
+    device: str
+    variant: str
+    seeds: tuple[int, ...]  # the group's pending seeds: the records it returns
+
+
+@dataclass(frozen=True)
+class UnitSettings:
+    """What a unit needs besides its data: the protocol, the run's settings, where checkpoints go."""
+
+    spec: DataSpec
+    params: TunedParams  # --params; a tuned run's study results arrive as dependencies instead
+    tuning: dict[str, Any] | None  # the run's tuning protocol, recorded in each trial's config
+    stack: bool
+    jobs: int
+    checkpoints: str | None
+
+
+def run_unit(job: UnitJob, settings: UnitSettings, data: Interactions | Split, *deps: dict[str, Any]) -> dict:
+    """The unit's records and, for a GMF or MLP, the trained models its pretrained NeuMF starts from.
+    ``deps``: results of the studies that tuned it (``entry``) and of the units that trained its bases."""
+    spec = settings.spec
+    params = TunedParams([*settings.params.entries, *(d["entry"] for d in deps if "entry" in d)])
+    cache = PretrainCache(settings.checkpoints)
+    for dep in deps:
+        cache.memory.update(dep.get("trained", {}))
+    if job.variant.startswith(BASELINE):
+        return {"records": [_baseline(spec, split_for(spec, data, s), s, job.variant) for s in job.seeds]}
+    splits = {s: split_for(spec, data, s) for s in job.group}
+    variant = VARIANTS[job.variant]
+    records = [r for r in _trials(spec, splits, list(job.group), job.device, variant, params, settings, cache)
+               if r["seed"] in job.seeds]
+    trained = {}
+    if variant.name in PRETRAIN_BASES:
+        trained = {k: m.cpu() for k, m in cache.memory.items()}
+    return {"records": records, "trained": trained}
+
+
+def _trials(spec: DataSpec, splits: dict[int, Split], seeds: list[int], device: str, variant: Variant,
+            params: TunedParams, settings: UnitSettings, cache: PretrainCache) -> list[dict[str, Any]]:
+    model_cfg, train_cfg = variant_configs(spec, variant, params)
+    config = trial_config(spec, variant, params, settings.tuning)
+    started = time.time()
+    try:
+        models = _models(spec, splits, seeds, device, variant, model_cfg, train_cfg, params, cache)
+        outcomes, stacked = fit_group(models, [splits[s] for s in seeds], train_cfg, device, seeds,
+                                      on_epoch=_epoch_point, stack_members=settings.stack)
+    except Exception as err:  # recorded as failed; the suite goes on
+        return [failed(spec, variant.name, device, s, err, config, started) for s in seeds]
+    config = {**config, "engine": {"stacked_seeds": stacked}}
+    if variant.name in PRETRAIN_BASES:  # NeuMF starts from these (trained on training data only)
+        for seed, model, outcome in zip(seeds, models, outcomes):
+            if not isinstance(outcome, Exception):
+                cache.put(PretrainCache.key(spec.label, spec.task, device, seed, variant.name, model_cfg, train_cfg),
+                          model)
+    refits: dict[int, tuple[torch.nn.Module, History | Exception]] = {}
+    if spec.refit:
+        try:
+            refits = _refit(spec, splits, seeds, device, variant, model_cfg, train_cfg, outcomes, params, settings,
+                            cache)
+        except Exception as err:
+            return [failed(spec, variant.name, device, s, err, config, started) for s in seeds]
+    out = []
+    for seed, model, outcome in zip(seeds, models, outcomes):
+        extra: dict[str, Any] = {}
+        if seed in refits:
+            model, refit = refits[seed]
+            if isinstance(refit, Exception):
+                outcome = refit
+            else:
+                extra = {"refit": {"epochs": len(refit.epochs), "train_rows": len(refit_split(splits[seed]).train),
+                                   "train_seconds": refit.train_seconds}}
+        if isinstance(outcome, Exception):
+            out.append(failed(spec, variant.name, device, seed, outcome, config, started))
+            continue
+        try:
+            evaluation = Evaluator(splits[seed], "test", device, k=train_cfg.k).evaluate(model)
+        except Exception as err:
+            out.append(failed(spec, variant.name, device, seed, err, config, started))
+            continue
+        out.append(record(
+            spec, variant.name, device, seed, status="ok", epochs=len(outcome.epochs),
+            best_epoch=outcome.best_epoch, train_seconds=outcome.train_seconds,
+            train_samples_per_s=outcome.train_samples_per_s, stacked_seeds=stacked,
+            threads=torch.get_num_threads(), jobs=settings.jobs,
+            infer_samples_per_s=evaluation.samples_per_s, wall_seconds=time.time() - started,
+            metrics=evaluation.metrics, history=[asdict(e) for e in outcome.epochs], config=config, **extra,
+        ))
+    return out
+
+
+def _epoch_point(member: int, stats: Any) -> bool:
+    faults.point("unit-epoch")
+    return True
+
+
+def _models(spec: DataSpec, splits: dict[int, Split], seeds: list[int], device: str, variant: Variant,
+            model_cfg: ModelConfig, train_cfg: TrainConfig, params: TunedParams,
+            cache: PretrainCache) -> list[torch.nn.Module]:
+    if variant.pretrained:
+        return pretrained_neumfs(cache, spec.label, spec.task, splits, seeds, device, [model_cfg] * len(seeds),
+                                 train_cfg.sparse, base_configs(spec, params))
+    return [seeded_model(variant.model, model_cfg, splits[s], s, device, train_cfg.sparse) for s in seeds]
+
+
+def _refit(spec: DataSpec, splits: dict[int, Split], seeds: list[int], device: str, variant: Variant,
+           model_cfg: ModelConfig, train_cfg: TrainConfig, outcomes: list[History | Exception], params: TunedParams,
+           settings: UnitSettings, cache: PretrainCache) -> dict[int, tuple[torch.nn.Module, History | Exception]]:
+    """Each seed again from the same initialisation, on training + validation data, for the number
+    of epochs its validation chose; the test split is then read once, by the caller."""
+    chosen = {s: o.best_epoch for s, o in zip(seeds, outcomes) if not isinstance(o, Exception)}
+    out: dict[int, tuple[torch.nn.Module, History | Exception]] = {}
+    for epochs in sorted(set(chosen.values())):
+        group = [s for s in seeds if chosen.get(s) == epochs]
+        whole = {s: refit_split(splits[s]) for s in group}
+        if variant.pretrained:  # from the GMF and MLP trained on training data only, as selected
+            models = _models(spec, splits, group, device, variant, model_cfg, train_cfg, params, cache)
+        else:
+            models = [seeded_model(variant.model, model_cfg, whole[s], s, device, train_cfg.sparse) for s in group]
+        cfg = TrainConfig(**{**asdict(train_cfg), "epochs": epochs, "patience": None})
+        results, _ = fit_group(models, [whole[s] for s in group], cfg, device, group, select=False,
+                               stack_members=settings.stack)
+        out.update({s: (m, r) for s, m, r in zip(group, models, results)})
+    return out
+
+
+def _baseline(spec: DataSpec, split: Split, seed: int, variant: str) -> dict[str, Any]:
+    started = time.time()
+    model = fit_baseline(variant.removeprefix(BASELINE), split.train)
+    evaluation = Evaluator(split, "test", "cpu", k=spec.train.k).evaluate(model)
+    return record(spec, variant, "cpu", seed, status="ok", epochs=0, best_epoch=0, train_seconds=0.0,
+                  infer_samples_per_s=evaluation.samples_per_s, wall_seconds=time.time() - started,
+                  metrics=evaluation.metrics, config=trial_config(spec, None, TunedParams()))
+
+
+def failed(spec: DataSpec, variant: str, device: str, seed: int, err: Exception, config: dict[str, Any],
+           started: float) -> dict[str, Any]:
+    status = "diverged" if isinstance(err, Diverged) else "failed"
+    trace = "".join(traceback.format_exception(err, limit=3))
+    return record(spec, variant, device, seed, status=status, error=f"{type(err).__name__}: {err}",
+                  config=config, traceback=trace, wall_seconds=time.time() - started)

@@ -1,0 +1,106 @@
+"""What a trial is: its data set's protocol, its variant's configs (defaults, then tuned or preset
+settings), the full config written next to its result, and its record's identity. Shared by the
+planner, which checks stored trials against it, and the compute layer, which trains it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from bench.params import TunedParams
+from bench.suites import DataSpec
+from bench.variants import PRETRAIN_BASES, VARIANTS, Variant
+from ncf_core import DataError, ModelConfig, TrainConfig
+from ncf_core.config import with_overrides
+from ncf_core.data import DATASETS, Interactions, Split, split_for_seed
+
+KEY_FIELDS = ("dataset", "task", "variant", "device", "seed")  # what identifies a trial in the store
+
+
+def record(spec: DataSpec, variant: str, device: str, seed: int, **fields: Any) -> dict[str, Any]:
+    return {"dataset": spec.label, "task": spec.task, "variant": variant, "device": device, "seed": seed, **fields}
+
+
+def trial_key(rec: dict[str, Any]) -> tuple:
+    return tuple(rec[f] for f in KEY_FIELDS)
+
+
+def variant_configs(spec: DataSpec, variant: Variant, params: TunedParams) -> tuple[ModelConfig, TrainConfig]:
+    """The spec's configs, tuned overrides for this variant on this data set (``--params``), then the
+    variant's own. A pretrained NeuMF takes the shapes of the GMF and MLP it starts from."""
+    model, train = _configs(spec, variant.name, params)
+    if variant.pretrained:
+        train = replace(train, optimizer=variant.optimizer)
+        (gmf, _), (mlp, _) = (_configs(spec, name, params) for name in PRETRAIN_BASES)
+        model = replace(model, n_factors=gmf.n_factors, mlp_layers=mlp.mlp_layers, dropout=mlp.dropout,
+                        use_item_features=gmf.use_item_features or mlp.use_item_features)
+    return model, train
+
+
+def base_configs(spec: DataSpec, params: TunedParams) -> dict[str, tuple[ModelConfig, TrainConfig]]:
+    """The configs of the GMF and MLP a pretrained NeuMF starts from (tuned ones where given)."""
+    return {name: variant_configs(spec, VARIANTS[name], params) for name in PRETRAIN_BASES}
+
+
+def _configs(spec: DataSpec, name: str, params: TunedParams) -> tuple[ModelConfig, TrainConfig]:
+    try:
+        return overridden(spec, spec.model, spec.train, params.for_variant(name, spec.label, spec.task))
+    except (ValueError, TypeError) as err:
+        raise DataError("--params", f"{name} on {spec.label}: {err}") from None
+
+
+def overridden(spec: DataSpec, model: ModelConfig, train: TrainConfig,
+               tuned: dict[str, dict[str, Any]]) -> tuple[ModelConfig, TrainConfig]:
+    """Configs with tuned or preset settings applied; an epoch count set by --epochs stays."""
+    train_overrides = {k: v for k, v in tuned.get("train", {}).items() if not (spec.epochs_fixed and k == "epochs")}
+    return with_overrides(model, tuned.get("model", {})), with_overrides(train, train_overrides)
+
+
+def trial_config(spec: DataSpec, variant: Variant | None, params: TunedParams,
+                 tuning: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The full config written next to a trial's result (a baseline has only its data)."""
+    if variant is None:
+        return {"data": data_config(spec)}
+    model_cfg, train_cfg = variant_configs(spec, variant, params)
+    config = {"model": asdict(model_cfg), "train": asdict(train_cfg), "data": data_config(spec),
+              "variant": asdict(variant)}
+    if tuning:
+        config["tuning"] = {k: tuning[k] for k in ("budget", "sampler", "pruner", "split_seed", "stack")}
+    return config
+
+
+COMPARED = ("model", "train", "variant", "data", "tuning")
+
+
+def config_difference(stored: dict[str, Any], planned: dict[str, Any], parts: tuple[str, ...] = COMPARED) -> str | None:
+    """The first setting in which a stored trial differs from what this run would train, if any."""
+    planned = json.loads(json.dumps(planned, default=list))
+    for part in parts:
+        a, b = stored.get(part) or {}, planned.get(part) or {}
+        for key in sorted(set(a) | set(b)):
+            if key == "source":
+                continue  # the same files, perhaps named from another folder
+            if a.get(key) != b.get(key):
+                return f"{part}.{key} = {a.get(key)!r} (this run: {b.get(key)!r})"
+    return None
+
+
+def data_config(spec: DataSpec) -> dict[str, Any]:
+    out = {"source": spec.source, "label": spec.label, "task": spec.task, "options": dict(spec.options),
+           "n_eval_negatives": spec.n_eval_negatives, "refit": spec.refit}
+    if spec.source not in DATASETS:
+        out["path"] = str(Path(spec.source).resolve())
+    if spec.stands_in_for:
+        out["stands_in_for"] = spec.stands_in_for
+    if spec.anomalies:
+        out["file_anomalies"] = list(spec.anomalies)
+    return out
+
+
+def split_for(spec: DataSpec, data: Interactions | Split, seed: int) -> Split:
+    try:
+        return split_for_seed(data, spec.task, seed, spec.n_eval_negatives)
+    except ValueError as err:
+        raise DataError(spec.source, str(err)) from None

@@ -1,0 +1,281 @@
+"""What a run will do, as one dependency graph: every (data set, variant) study of a tuned run, and
+the seeded units (a variant's pending seeds of one seed group on one device) that wait for their
+study, and for a pretrained NeuMF also for its GMF and MLP. A data set's units start as soon as its
+studies end, while other studies still run. Costs are estimated to order the work (longest path
+first), to drive the progress bar's time left, and for ``bench run --plan``, which measures the
+engine's speed briefly on each data set first and prints the plan and its estimated wall time.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench import layout
+from bench.compute.study import StudyJob, StudySettings, run_study
+from bench.compute.units import UnitJob, UnitSettings, run_unit
+from bench.configs import record, split_for, trial_key, variant_configs
+from bench.params import TunedParams
+from bench.run.datasets import training_pairs
+from bench.run.options import memory_budget
+from bench.run.pool import Job
+from bench.search import PRUNERS, SAMPLER_SEED, TUNE_SEED
+from bench.suites import DataSpec
+from bench.variants import BASELINE, PRETRAIN_BASES, VARIANTS, chain_rank
+from ncf_core.evaluate import Evaluator
+from ncf_core.optim import make_optimizer
+from ncf_core.stacked import stack
+from ncf_core.tasks import task_of
+from ncf_core.train import seeded_model, train_steps
+
+# Relative cost of a training example at the paper's shapes (bench speed, 2-core CPU, batch 256:
+# samples/s of GMF over each model's), and how much of a study's epochs pruning leaves.
+EXAMPLE_COST = {"mf": 1.2, "gmf": 1.0, "mlp": 2.1, "neumf": 2.5}
+EPOCHS_LEFT = {"median": 0.7, "halving": 0.5}
+STACK_CAP = 16
+
+
+@dataclass
+class Plan:
+    specs: list[tuple[DataSpec, Any]]
+    devices: tuple[str, ...]
+    seeds: list[int]
+    variants: tuple[str, ...]
+    trials: list[dict[str, Any]]  # every trial of the run (key fields only)
+    pending: set[tuple]
+    budget: int
+    tuning: dict[str, Any] | None  # the tuning protocol every trial's config records
+    stack: bool  # seeds (not studies) trained stacked
+    pruner: str
+    studies: list[StudyJob] = field(default_factory=list)
+    units: list[UnitJob] = field(default_factory=list)
+    groups: dict[str, list[int]] = field(default_factory=dict)  # data set -> sizes of its seed groups
+    stacks: dict[str, int] = field(default_factory=dict)  # data set -> trials per stack of its studies
+
+    def study_key(self, study: StudyJob) -> tuple:
+        return ("study", study.dataset, study.variant)
+
+    def unit_key(self, unit: UnitJob) -> tuple:
+        return ("unit", unit.dataset, unit.group, unit.device, unit.variant)
+
+
+def seed_groups(spec: DataSpec, data: Any, seeds: list[int], devices: tuple[str, ...],
+                stacked: bool) -> list[list[int]]:
+    """All pending seeds as one stacked group, or as many as fit a quarter of the smallest memory
+    among the run's devices (an epoch's pairs cost ~64 bytes a seed: ids, target, their shuffled
+    and stacked copies). Without stacking, one seed at a time, so one split is in memory."""
+    if not stacked:
+        return [[s] for s in seeds]
+    size = int(max(1, min(len(seeds), memory_budget(devices) // (64 * training_pairs(spec, data)))))
+    return [seeds[k:k + size] for k in range(0, len(seeds), size)]
+
+
+def study_stack(spec: DataSpec, data: Any, budget: int, devices: tuple[str, ...], requested: int | None) -> int:
+    """Trials per stack: ``--tune-stack``, else about the square root of the budget (as many stacks as
+    trials per stack: each stack explores one structure, so a stack of the whole budget would try
+    one batch size and one shape), capped by what fits a quarter of the smallest memory (a member
+    holds its tables, their gradients and Adam's two moments, at the widest shapes searched)."""
+    if requested is not None:
+        return requested
+    rows = (data.train.n_users + data.train.n_items) if hasattr(data, "train") else (data.n_users + data.n_items)
+    member = rows * (192 + 128) * 4 * 4  # the widest searched: MF 192 factors; NeuMF 64 + half a 256 tower
+    fits = max(1, memory_budget(devices) // member)
+    return int(max(1, min(budget, STACK_CAP, fits, math.ceil(math.sqrt(budget)))))
+
+
+def make_plan(specs: list[tuple[DataSpec, Any]], devices: tuple[str, ...], seeds: list[int], variants: tuple[str, ...],
+              baselines: bool, done: set[tuple], budget: int, opts: Any) -> Plan:
+    trials = []
+    for spec, _ in specs:
+        for seed in seeds:
+            for device in devices:
+                trials += [record(spec, v, device, seed) for v in variants]
+            if baselines:
+                trials += [record(spec, f"{BASELINE}{b}", "cpu", seed) for b in task_of(spec.task).baselines]
+    pending = {trial_key(t) for t in trials} - done
+    tuning = None
+    if budget:
+        tuning = {"budget": budget, "sampler": f"TPE, seed {SAMPLER_SEED} (trial n: seed ({SAMPLER_SEED}, n))",
+                  "pruner": PRUNERS[opts.pruner], "split_seed": TUNE_SEED}
+    plan = Plan(specs, devices, seeds, variants, trials, pending, budget, tuning, opts.stack, opts.pruner)
+    order = sorted(variants, key=chain_rank)
+    for index, (spec, data) in enumerate(specs):
+        if budget:
+            plan.stacks[spec.label] = study_stack(spec, data, budget, devices, opts.tune_stack)
+            plan.studies += [StudyJob(index, v) for v in order]
+        mine = [t for t in trials if (t["dataset"], t["task"]) == (spec.label, spec.task) and trial_key(t) in pending]
+        # Groups of all the run's seeds, whatever is stored: a unit trains its whole group (and records
+        # its pending seeds), so a resumed run trains each seed in the company it had, bit for bit.
+        groups = [g for g in seed_groups(spec, data, seeds, devices, opts.stack) if any(t["seed"] in g for t in mine)]
+        if groups:
+            plan.groups[spec.label] = [len(g) for g in groups]
+        for group in groups:
+            for device in devices:
+                for name in order:
+                    pending_seeds = tuple(t["seed"] for t in mine if t["seed"] in group
+                                          and (t["device"], t["variant"]) == (device, name))
+                    if pending_seeds:
+                        plan.units.append(UnitJob(index, tuple(group), device, name, pending_seeds))
+            for t in mine:
+                if t["seed"] in group and t["variant"].startswith(BASELINE):
+                    plan.units.append(UnitJob(index, tuple(group), "cpu", t["variant"], (t["seed"],)))
+    if tuning:
+        tuning["stack"] = plan.stacks
+    return plan
+
+
+def jobs(plan: Plan, run_dir: Path, params: TunedParams, jobs_count: int, device: str,
+         costs: dict[tuple, float] | None = None) -> list[Job]:
+    """The plan's work as jobs for an executor, each listed after what it depends on."""
+    out: list[Job] = []
+    keys = set()
+    folder = str(run_dir / layout.TUNING)
+    for study in plan.studies:
+        spec = plan.specs[study.dataset][0]
+        bases = tuple(plan.study_key(StudyJob(study.dataset, b)) for b in PRETRAIN_BASES
+                      if b in plan.variants) if VARIANTS[study.variant].pretrained else ()
+        settings = StudySettings(spec, plan.budget, plan.stacks[spec.label], folder, device, plan.pruner,
+                                 warm=study.variant in PRETRAIN_BASES and any(VARIANTS[v].pretrained
+                                                                              for v in plan.variants))
+        key = plan.study_key(study)
+        out.append(Job(key, run_study, (study, settings), bases, study.dataset,
+                       f"the {study.variant} study on {spec.label}", (costs or {}).get(key, 1.0), device))
+        keys.add(key)
+    for unit in plan.units:
+        spec = plan.specs[unit.dataset][0]
+        after: list[tuple] = []
+        if not unit.variant.startswith(BASELINE):
+            variant = VARIANTS[unit.variant]
+            tuned = [unit.variant, *(PRETRAIN_BASES if variant.pretrained else ())]
+            after += [k for k in (plan.study_key(StudyJob(unit.dataset, v)) for v in tuned) if k in keys]
+            if variant.pretrained:
+                after += [k for k in (plan.unit_key(UnitJob(unit.dataset, unit.group, unit.device, b, ()))
+                                      for b in PRETRAIN_BASES) if k in keys]
+        settings = UnitSettings(spec, params, plan.tuning, plan.stack, jobs_count,
+                                str(run_dir / layout.CHECKPOINTS))
+        key = plan.unit_key(unit)
+        out.append(Job(key, run_unit, (unit, settings), tuple(after), unit.dataset,
+                       f"{unit.variant} on {spec.label} ({unit.device}, seeds {list(unit.seeds)})",
+                       (costs or {}).get(key, 1.0), unit.device))
+        keys.add(key)
+    return out
+
+
+# -- costs ----------------------------------------------------------------------------------------
+
+def relative_costs(plan: Plan, params: TunedParams) -> dict[tuple, float]:
+    """Examples trained (times a model's cost per example, over a stack's gain): enough to order the
+    work and to turn the progress bar's rate into time left, without measuring anything."""
+    return {key: examples * EXAMPLE_COST[model] / stack_gain(size)
+            for key, (examples, model, size) in _work(plan, params).items()}
+
+
+def stack_gain(size: int) -> float:
+    """Throughput of a stack of ``size`` over one model (bench speed: about 2.5x for ten)."""
+    return size ** 0.4
+
+
+def _work(plan: Plan, params: TunedParams) -> dict[tuple, tuple[float, str, int]]:
+    """(examples an epoch times epochs, model, stack size) of each job."""
+    out = {}
+    for study in plan.studies:
+        spec, data = plan.specs[study.dataset]
+        model_cfg, train_cfg = variant_configs(spec, VARIANTS[study.variant], params)
+        epochs = _expected_epochs(train_cfg) * EPOCHS_LEFT[plan.pruner]
+        warm = study.variant in PRETRAIN_BASES and any(VARIANTS[v].pretrained for v in plan.variants)
+        examples = training_pairs(spec, data) * epochs * (plan.budget + warm)
+        out[plan.study_key(study)] = (examples, VARIANTS[study.variant].model, plan.stacks[spec.label])
+    for unit in plan.units:
+        spec, data = plan.specs[unit.dataset]
+        if unit.variant.startswith(BASELINE):
+            out[plan.unit_key(unit)] = (training_pairs(spec, data) * 0.01, "gmf", 1)
+            continue
+        _, train_cfg = variant_configs(spec, VARIANTS[unit.variant], params)
+        epochs = _expected_epochs(train_cfg) * (1.5 if spec.refit else 1.0)
+        out[plan.unit_key(unit)] = (training_pairs(spec, data) * epochs * len(unit.seeds),
+                                    VARIANTS[unit.variant].model, len(unit.seeds))
+    return out
+
+
+def _expected_epochs(cfg: Any) -> float:
+    """A run with early stopping ends about ``patience`` epochs after its best: assume three times that."""
+    return cfg.epochs if cfg.patience is None else min(cfg.epochs, 3 * cfg.patience)
+
+
+def measured_costs(plan: Plan, params: TunedParams, threads: int, log: Any = print) -> dict[tuple, float]:
+    """Seconds per job from a short probe: a few training steps of each (data set, model) at each
+    stack size the plan uses, and one validation pass, on this machine with the run's threads."""
+    torch.set_num_threads(threads)
+    speed: dict[tuple, tuple[float, float, float]] = {}
+    out = {}
+    for key, (examples, _, size) in _work(plan, params).items():
+        spec, data = plan.specs[key[1]]
+        if key[0] == "unit" and key[4].startswith(BASELINE):
+            out[key] = 0.5
+            continue
+        device = key[3] if key[0] == "unit" else plan.devices[0]
+        variant = key[2] if key[0] == "study" else key[4]
+        probe = (key[1], variant, size, device)
+        if probe not in speed:
+            started = time.perf_counter()
+            speed[probe] = _probe(spec, data, variant, size, device, params)
+            log(f"probe: {variant} on {spec.label}, {size} stacked on {device}: {speed[probe][0]:,.0f} examples/s, "
+                f"validation {speed[probe][1]:.2f} s, test {speed[probe][2]:.2f} s "
+                f"({time.perf_counter() - started:.1f} s)")
+        per_s, valid_s, test_s = speed[probe]
+        member_epochs = examples / training_pairs(spec, data)
+        out[key] = examples / per_s + valid_s * member_epochs + (test_s * len(key[2]) if key[0] == "unit" else 0.0)
+    return out
+
+
+def _probe(spec: DataSpec, data: Any, variant: str, size: int, device: str, params: TunedParams,
+           steps: int = 30) -> tuple[float, float]:
+    split = split_for(spec, data, 0)
+    v = VARIANTS[variant]
+    model_cfg, train_cfg = variant_configs(spec, v, params)
+    models = [seeded_model(v.model, model_cfg, split, s, device, train_cfg.sparse) for s in range(size)]
+    module = models[0] if size == 1 else stack(models)
+    optimizers = make_optimizer(module, train_cfg, torch.device(device))
+    gen = torch.Generator().manual_seed(0)
+    shape = (size, train_cfg.batch_size * steps) if size > 1 else (train_cfg.batch_size * steps,)
+    u = torch.randint(split.n_users, shape, generator=gen).to(device)
+    i = torch.randint(split.n_items, shape, generator=gen).to(device)
+    y = torch.randint(2, shape, generator=gen).float().to(device)
+    warm = train_cfg.batch_size * 3
+    train_steps(module, optimizers, train_cfg, u[..., :warm], i[..., :warm], y[..., :warm])
+    started = time.perf_counter()
+    train_steps(module, optimizers, train_cfg, u[..., warm:], i[..., warm:], y[..., warm:])
+    per_s = size * (shape[-1] - warm) / (time.perf_counter() - started)
+    started = time.perf_counter()
+    Evaluator(split, "valid", device, k=train_cfg.k).loss_and_metric(models[0])
+    valid_s = time.perf_counter() - started
+    started = time.perf_counter()
+    Evaluator(split, "test", device, k=train_cfg.k).evaluate(models[0])
+    return per_s, valid_s, time.perf_counter() - started
+
+
+def makespan(jobs_list: list[Job], workers: int, seconds: dict[tuple, float]) -> float:
+    """Wall time of the jobs on ``workers`` workers, scheduled as the pool schedules them."""
+    from bench.run.pool import priorities
+
+    rank = priorities(jobs_list)
+    finish: dict[Any, float] = {}
+    free = [0.0] * max(1, min(workers, len(jobs_list)))
+    left = sorted(jobs_list, key=lambda j: -rank[j.key])
+    clock = 0.0
+    running: list[tuple[float, Any]] = []
+    while left or running:
+        ready = [j for j in left if all(k in finish for k in j.after)]
+        while ready and len(running) < len(free):
+            job = ready.pop(0)
+            left.remove(job)
+            heapq.heappush(running, (clock + seconds.get(job.key, 0.0), job.key))
+        clock, key = heapq.heappop(running)
+        finish[key] = clock
+    return clock

@@ -1,0 +1,149 @@
+"""Jobs with dependencies, run in this process or in a pool of worker processes.
+
+Small models train faster on one thread than on two (kernel launch and synchronisation dominate a
+batch of 256), so on a CPU the harness gets its speed from processes, each with its share of the
+cores, rather than from intra-op threads. The pool is the standard library's
+``ProcessPoolExecutor`` (spawned workers, not forked: a forked child of a process whose OpenMP
+pool has started can hang); this module adds the dependencies and the order: among the jobs
+whose dependencies are done, the one with the longest estimated path to the end of the run
+starts first. A job's threads follow the jobs that can run beside it: the last job of a run gets
+every core. A worker that dies (the OOM killer, a SIGKILL) ends the run at once with a one-line
+error naming its job; what was stored stays stored.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+from collections.abc import Callable, Hashable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from typing import Any
+
+from ncf_core import DataError
+
+
+@dataclass(frozen=True)
+class Job:
+    key: Hashable
+    fn: Callable[..., Any]  # a module-level function: it is pickled by name for the worker
+    args: tuple = ()  # plain arguments; the call is fn(*args, data, *results of ``after``)
+    after: tuple[Hashable, ...] = field(default=())
+    data: int | None = None  # which of the run's data sets the call takes after ``args``
+    name: str = ""  # what an error message calls it
+    cost: float = 1.0  # estimated seconds: the order is longest path first
+    device: str = "cpu"
+
+
+def threads_per_job(jobs: int, cores: int) -> int:
+    return max(1, cores // max(1, jobs))
+
+
+def priorities(jobs: list[Job]) -> dict[Hashable, float]:
+    """Each job's estimated cost plus that of its longest chain of dependents."""
+    keys = {j.key for j in jobs}
+    for j in jobs:
+        missing = [k for k in j.after if k not in keys]
+        if missing:
+            raise ValueError(f"job {j.key!r} depends on unlisted {missing}")
+    dependents: dict[Hashable, list[Job]] = {j.key: [] for j in jobs}
+    for j in jobs:
+        for k in j.after:
+            dependents[k].append(j)
+    out: dict[Hashable, float] = {}
+    state: dict[Hashable, int] = {}
+
+    def visit(job: Job) -> float:
+        if state.get(job.key) == 1:
+            raise ValueError(f"jobs wait on each other: {job.key!r}")
+        if job.key not in out:
+            state[job.key] = 1
+            out[job.key] = job.cost + max((visit(d) for d in dependents[job.key]), default=0.0)
+            state[job.key] = 2
+        return out[job.key]
+
+    for j in jobs:
+        visit(j)
+    return out
+
+
+def _call(fn: Callable[..., Any], threads: int, *args: Any) -> Any:
+    import torch
+
+    torch.set_num_threads(threads)
+    return fn(*args)
+
+
+def _start_worker(parent: int) -> None:
+    """A worker dies with the run: after a SIGKILL of the driver no orphan keeps writing to a study."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the driver died before the line above
+        os._exit(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle: it ends the pool
+
+
+def run_jobs(jobs: list[Job], workers: int, cores: int, datasets: list[Any],
+             started: Callable[[Job, int], None] = lambda job, threads: None) -> Iterator[tuple[Job, Any]]:
+    """Yield ``(job, result)`` as jobs finish. A job's exception is raised here and the workers are
+    stopped: nothing keeps computing for a run that has stopped."""
+    rank = priorities(jobs)
+    waiting = sorted(jobs, key=lambda j: -rank[j.key])
+    results: dict[Hashable, Any] = {}
+
+    def arguments(job: Job) -> tuple:
+        data = () if job.data is None else (datasets[job.data],)
+        return (*job.args, *data, *(results[k] for k in job.after))
+
+    def ready() -> list[Job]:
+        return [j for j in waiting if all(k in results for k in j.after)]
+
+    workers = min(workers, len(jobs))
+    if workers <= 1:
+        while waiting:
+            job = ready()[0]
+            waiting.remove(job)
+            started(job, cores)
+            results[job.key] = _call(job.fn, cores, *arguments(job))
+            yield job, results[job.key]
+        return
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_start_worker, initargs=(os.getpid(),))
+    running: dict[Future, Job] = {}
+    try:
+        while waiting or running:
+            runnable = ready()
+            for job in runnable[: workers - len(running)]:
+                threads = threads_per_job(min(workers, len(running) + len(runnable)), cores)
+                waiting.remove(job)
+                started(job, threads)
+                running[pool.submit(_call, job.fn, threads, *arguments(job))] = job
+            if not running:
+                raise ValueError(f"jobs wait on each other: {[j.key for j in waiting]}")
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in sorted(done, key=lambda f: -rank[running[f].key]):
+                job = running.pop(future)
+                try:
+                    results[job.key] = future.result()
+                except BrokenProcessPool:
+                    raise DataError(job.name or str(job.key), "its worker process died (killed, or out of memory?); "
+                                    "the trials stored so far are kept: run the same command again to resume") from None
+                yield job, results[job.key]
+    finally:
+        _stop(pool)
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Cancel what has not started and kill what has: a stopped run leaves no worker computing."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # the executor keeps no public handle
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in processes:
+        if p.is_alive():
+            p.kill()
+    for p in processes:
+        p.join()

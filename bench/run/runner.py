@@ -1,0 +1,201 @@
+"""Run a suite: plan its studies and seeded units as one graph, resume what is stored, hand the
+work to an executor, and store every record as it comes back (this process is the store's only
+writer, whatever computed the record).
+
+Trial = (data set, variant, device, seed, config). One seed fixes split, test negatives,
+initialisation and data order for every variant, so comparisons are paired by seed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from bench import faults
+from bench.configs import COMPARED, config_difference, trial_config, trial_key, variant_configs
+from bench.run.datasets import resolve_datasets
+from bench.run.executors import PoolExecutor
+from bench.run.options import RunOptions, cpu_cores, resolve_devices
+from bench.run.plan import Plan, jobs, make_plan, makespan, measured_costs, relative_costs
+from bench.run.pool import Job, threads_per_job
+from bench.run.store import TrialStore
+from bench.suites import Suite
+from bench.variants import VARIANTS
+from ncf_core import DataError
+
+Log = Callable[[str], None]
+
+
+class Runner:
+    def __init__(self, suite: Suite, opts: RunOptions, out_dir: Path, log: Log = print, executor: Any = None) -> None:
+        self.suite, self.opts, self.log = suite, opts, log
+        self.devices = resolve_devices(opts.devices or suite.devices)
+        self.jobs = opts.jobs or (cpu_cores() if self.devices == ("cpu",) else 1)
+        self.threads = threads_per_job(self.jobs, cpu_cores())
+        self.executor = executor or PoolExecutor(self.jobs, cpu_cores())
+        self.budget = opts.tune if opts.tune is not None else suite.tune
+        if self.budget and opts.params:
+            raise DataError("--tune", "tunes every variant itself: leave out --params")
+        self.store = TrialStore(out_dir)
+        self.variants = opts.variants or suite.variants
+        self.seeds = list(range(opts.seeds if opts.seeds is not None else suite.seeds))
+        self.specs: list[tuple[Any, Any]] = []
+        self.tuning: dict[str, Any] = {}
+        self.plan: Plan | None = None
+
+    def load(self) -> list[tuple[Any, Any]]:
+        """The data sets, and every setting checked against them, before anything is written."""
+        self.specs = resolve_datasets(self.suite, self.opts, self.log)
+        self._check_params()
+        for spec, _ in self.specs:
+            for name in self.variants:
+                variant_configs(spec, VARIANTS[name], self.opts.params)  # a bad value is an error now
+        return self.specs
+
+    def _check_params(self) -> None:
+        """A --params entry must name a variant and, where it is scoped, a data set and task of this run."""
+        present = {(spec.label, spec.task) for spec, _ in self.specs}
+        for entry in self.opts.params.entries:
+            if entry["variant"] not in VARIANTS:
+                raise DataError("--params", f"{entry['variant']!r} is not a variant ({', '.join(VARIANTS)})")
+            scope = (entry.get("dataset"), entry.get("task"))
+            if not any(scope[0] in (None, label) and scope[1] in (None, task) for label, task in present):
+                raise DataError("--params", f"settings for {entry['variant']} were tuned on {scope[0] or 'any set'} "
+                                            f"({scope[1] or 'any task'}), which this run does not include")
+
+    def make_plan(self, done: set[tuple]) -> Plan:
+        self.plan = make_plan(self.specs, self.devices, self.seeds, self.variants, self.suite.baselines, done,
+                              self.budget, self.opts)
+        if self.plan.tuning:
+            self.tuning = {**self.plan.tuning, "studies": {}}
+        return self.plan
+
+    def estimate(self, log: Log) -> tuple[Plan, dict[tuple, float], float]:
+        """``--plan``: the plan of a fresh run in this folder's state, seconds per job from a short
+        probe, and the wall time they add up to on this run's workers. Writes nothing."""
+        plan = self.make_plan(self.store.finished() if self.store.path.is_file() else set())
+        seconds = measured_costs(plan, self.opts.params, self.threads, log)
+        return plan, seconds, makespan(jobs(plan, self.store.run_dir, self.opts.params, self.jobs, self.devices[0],
+                                            seconds), self.jobs, seconds)
+
+    def run(self) -> list[dict[str, Any]]:
+        """Run every pending trial; returns the records of this call (failed ones included). The run
+        folder is locked for the whole call: a second ``bench run`` on it stops at once."""
+        self.load()
+        with self.store.locked():
+            dropped = self.store.repair()
+            if dropped:
+                self.log(f"warning: {self.store.path}: dropped a torn last line ({dropped} bytes) left by a crash; "
+                         "its trial runs again")
+            stored = {trial_key(r): r for r in self.store.records()}
+            if self.store.skipped:
+                self.log(f"warning: {self.store.path}: skipped unreadable line(s) {self.store.skipped[:10]}")
+            plan = self.make_plan({k for k, r in stored.items() if r["status"] == "ok"})
+            self._check_stored(plan, stored)
+            if len(plan.pending) < len(plan.trials):
+                self.log(f"resuming: {len(plan.trials) - len(plan.pending)} of {len(plan.trials)} trials stored")
+            return self._execute(plan)
+
+    def _check_stored(self, plan: Plan, stored: dict[tuple, dict[str, Any]]) -> None:
+        """Stored trials run with other settings are refused, not mixed into one table. A tuned run's
+        model and training settings are known only when its studies end: its data, variant and tuning
+        protocol are compared now."""
+        parts = COMPARED if not self.budget else ("data", "variant", "tuning")
+        for spec, _ in plan.specs:
+            for t in plan.trials:
+                rec = stored.get(trial_key(t))
+                if rec is None or rec["status"] != "ok" or (t["dataset"], t["task"]) != (spec.label, spec.task):
+                    continue
+                planned = trial_config(spec, VARIANTS.get(t["variant"]), self.opts.params, plan.tuning)
+                diff = config_difference(rec.get("config") or {}, planned, parts)
+                if diff is not None:
+                    raise DataError(self.store.path, f"{t['variant']} on {t['dataset']} seed {t['seed']} was run with "
+                                                     f"{diff}; use another --out, or the settings it was run with")
+
+    def _execute(self, plan: Plan) -> list[dict[str, Any]]:
+        costs = relative_costs(plan, self.opts.params)
+        work = jobs(plan, self.store.run_dir, self.opts.params, self.jobs, self.devices[0], costs)
+        if self.budget:
+            self.log(f"tuning: {len(plan.studies)} studies of {self.budget} trials, "
+                     + ", ".join(f"{k} at a time on {label}" for label, k in plan.stacks.items()))
+        results: list[dict[str, Any]] = []
+        done_trials = len(plan.trials) - len(plan.pending)
+        bar = tqdm(total=sum(j.cost for j in work), dynamic_ncols=True,  # the whole run's work, estimated
+                   bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed} elapsed, about {remaining} left")
+        bar.set_description_str(f"{done_trials}/{len(plan.trials)} trials")
+
+        def started(job: Job, threads: int) -> None:
+            if job.key[0] == "study":
+                bar.write(f"tuning {job.name.removeprefix('the ')} ({threads} thread{'s' * (threads > 1)})")
+
+        try:
+            for job, result in self.executor.execute(work, [data for _, data in plan.specs], started):
+                if job.key[0] == "study":
+                    self._study_done(job, result, bar)
+                else:
+                    for rec in result["records"]:
+                        self.store.append(rec)  # the driver is the store's only writer
+                        results.append(rec)
+                        done_trials += 1
+                        bar.write(_one_line(rec))
+                        faults.point("stored")
+                    bar.set_description_str(f"{done_trials}/{len(plan.trials)} trials")
+                bar.update(job.cost)
+        finally:
+            bar.close()
+        return results
+
+    def _study_done(self, job: Job, result: dict[str, Any], bar: Any) -> None:
+        info = result["info"]
+        self.tuning["studies"][result["study"]] = info
+        states = ", ".join(f"{v} {k}" for k, v in info["states"].items())
+        bar.write(f"tuned {job.name.removeprefix('the ')}: best validation {info['metric']} "
+                  f"{info['best_validation']:.5f} after {info['trials']} trials ({states}), "
+                  f"{info['stack']} at a time, {info['seconds_this_call']:.0f} s")
+
+    def stacking_note(self) -> dict[str, str]:
+        """Per data set, how its seeds were trained (written to the manifest)."""
+        groups = self.plan.groups if self.plan else {}
+        if not self.opts.stack:
+            return {label: "one seed at a time (--no-stack)" for label in groups}
+        return {label: (f"seeds in stacked groups of {sorted(set(sizes), reverse=True)} per variant and device "
+                        "(ncf_core.train.fit_stacked: same batches, negatives and selection per seed as alone; "
+                        "samples/s per trial are per seed, over the shared wall clock)")
+                for label, sizes in groups.items()}
+
+    def describe(self, plan: Plan, seconds: dict[tuple, float], wall: float) -> str:
+        """What ``--plan`` prints: per data set and device, the studies and seeded units, their
+        estimated seconds, and the run's estimated wall time."""
+        lines = [f"plan: {len(plan.trials)} trials ({len(plan.pending)} to run), {len(plan.studies)} studies, "
+                 f"{len(plan.units)} seeded units, {self.jobs} job{'s' * (self.jobs > 1)} of {self.threads} "
+                 f"thread{'s' * (self.threads > 1)}"]
+        for index, (spec, _) in enumerate(plan.specs):
+            lines.append(f"\n{spec.label} ({spec.task}):")
+            for study in (s for s in plan.studies if s.dataset == index):
+                key = plan.study_key(study)
+                lines.append(f"  study {study.variant:<15} {plan.budget} trials, {plan.stacks[spec.label]} at a time"
+                             f"{'':>8}~{seconds.get(key, 0) / 60:6.1f} min")
+            for unit in (u for u in plan.units if u.dataset == index):
+                key = plan.unit_key(unit)
+                lines.append(f"  unit  {unit.variant:<24} {unit.device:<4} seeds {json.dumps(list(unit.seeds)):<18}"
+                             f"~{seconds.get(key, 0) / 60:6.1f} min")
+        total = sum(seconds.values())
+        lines.append(f"\nestimated: {total / 60:.1f} min of work, {wall / 60:.1f} min wall time on {self.jobs} "
+                     f"job{'s' * (self.jobs > 1)} (a probe of the engine at the default settings; tuned settings, "
+                     "pruning and early stopping move it)")
+        return "\n".join(lines)
+
+
+def _one_line(r: dict[str, Any]) -> str:
+    head = f"{r['dataset']}/{r['task']} {r['variant']:<24} {r['device']:<4} seed {r['seed']:<2}"
+    if r["status"] != "ok":
+        return f"{head} {r['status'].upper()}: {r.get('error', '')}"
+    m = "  ".join(f"{k}={v:.4f}" for k, v in r["metrics"].items() if not k.startswith("full_"))
+    speed = f"{r.get('train_samples_per_s', 0) or 0:,.0f} samples/s" if r.get("epochs") else "baseline"
+    if (r.get("stacked_seeds") or 1) > 1:
+        speed += f" per seed, {r['stacked_seeds']} stacked"
+    return f"{head} {m}  ({r['wall_seconds']:.1f}s, {speed})"

@@ -1,0 +1,83 @@
+"""The tuning protocol, as plain data: search spaces, which settings a stack of trials shares, the
+seeds and the pruners by name. Optuna is duck-typed here (``trial.suggest_*``), so importing this
+module costs nothing; ``bench.compute.study`` runs the studies.
+"""
+
+from __future__ import annotations
+
+from bench.variants import Variant
+from ncf_core.tasks import task_of
+
+TUNE_SEED = 1_000_003  # the tuning split's seed: none of a run's evaluation seeds (0..N-1)
+SAMPLER_SEED = 0  # TPE's seed; trial n's draws come from (SAMPLER_SEED, n), so a resumed study draws alike
+HEARTBEAT_S, GRACE_S = 10, 30  # shared studies (bench tune): a worker's heartbeat, and when a silent one is dead
+STARTUP_TRIALS, WARMUP_EPOCHS = 3, 1  # the median pruner's: complete trials before it prunes; epochs spared
+HALVING_MIN_EPOCHS, HALVING_FACTOR = 1, 3  # successive halving: first rung after 1 epoch, a third goes on
+PRUNERS = {
+    "median": f"median ({STARTUP_TRIALS} start-up trials, {WARMUP_EPOCHS} warm-up epoch{'s' * (WARMUP_EPOCHS > 1)})",
+    "halving": f"successive halving (rungs at {HALVING_MIN_EPOCHS} x {HALVING_FACTOR}^r epochs, "
+               f"1/{HALVING_FACTOR} promoted)",
+}
+DEFAULT_PRUNER = "median"
+# Settings that fix a model's shapes or its batches: the trials of one stack share them (they are
+# drawn once per stack); every other setting is each trial's own (ncf_core.train.MEMBER_SETTINGS,
+# dropout, alpha, init_std).
+STRUCTURAL = ("batch_size", "n_negatives", "n_factors", "mlp_depth", "mlp_width", "optimizer")
+
+SEARCH_SPACES = ("ncf", "rendle")  # DataSpec.search: the space a protocol's studies search
+
+
+def search_space(trial, variant: Variant, task: str, space: str = "ncf") -> dict[str, dict[str, object]]:
+    """Optuna search space of a variant: ``trial`` is an ``optuna.Trial`` (duck-typed here).
+
+    A pretrained NeuMF keeps the shapes of the GMF and MLP it starts from; it tunes alpha and
+    the fine-tuning step instead. ``space="rendle"`` widens MF's space to the region Rendle et al.
+    2020 trained it in (their MF's settings: mf_space).
+    """
+    implicit = task_of(task).implicit
+    if space == "rendle" and variant.model == "mf" and implicit:
+        return mf_space(trial)
+    train: dict[str, object] = {
+        "lr": trial.suggest_float("lr", 1e-4, 3e-2, log=True),
+        "batch_size": trial.suggest_categorical("batch_size", [128, 256, 512, 1024]),
+        "weight_decay": trial.suggest_float("weight_decay", 1e-8, 1e-3, log=True),
+    }
+    model: dict[str, object] = {}
+    if implicit:
+        train["n_negatives"] = trial.suggest_int("n_negatives", 1, 8)
+    if variant.optimizer == "sgd":
+        train["momentum"] = trial.suggest_float("momentum", 0.0, 0.99)
+    if variant.pretrained:
+        model["alpha"] = trial.suggest_float("alpha", 0.0, 1.0)
+        return {"model": model, "train": train}
+    if variant.model in ("mf", "gmf", "neumf"):
+        model["n_factors"] = trial.suggest_categorical("n_factors", [8, 16, 32, 64])
+    if variant.model in ("mlp", "neumf"):
+        depth = trial.suggest_int("mlp_depth", 1, 3)
+        width = trial.suggest_categorical("mlp_width", [32, 64, 128, 256])
+        model["mlp_layers"] = tuple(width // 2**k for k in range(depth + 1))
+        model["dropout"] = trial.suggest_float("dropout", 0.0, 0.5)
+    return {"model": model, "train": train}
+
+
+RENDLE_EPOCHS, RENDLE_PATIENCE = 256, 16
+
+
+def mf_space(trial) -> dict[str, dict[str, object]]:
+    """MF where Rendle et al. 2020 found it strong on the NCF paper's files: embeddings up to 192,
+    1-10 negatives, per-example L2 on the rows an example touches, SGD (per-example steps, as their
+    mf_simple.py) as well as Adam, the initialisation scale, and up to 256 epochs with validation
+    early stopping so that a poor setting stops early."""
+    optimizer = trial.suggest_categorical("optimizer", ["sgd", "adam"])
+    train: dict[str, object] = {
+        "optimizer": optimizer,
+        "reduction": "sum" if optimizer == "sgd" else "mean",
+        "lr": trial.suggest_float("lr", 1e-4, 3e-2, log=True),
+        "batch_size": trial.suggest_categorical("batch_size", [128, 256, 512, 1024]),
+        "n_negatives": trial.suggest_int("n_negatives", 1, 10),
+        "l2": trial.suggest_float("l2", 1e-5, 1e-1, log=True),
+        "epochs": RENDLE_EPOCHS, "patience": RENDLE_PATIENCE,
+    }
+    model = {"n_factors": trial.suggest_categorical("n_factors", [8, 16, 32, 64, 128, 192]),
+             "init_std": trial.suggest_float("init_std", 3e-3, 0.3, log=True)}
+    return {"model": model, "train": train}

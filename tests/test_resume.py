@@ -1,0 +1,85 @@
+"""A tuned run killed (SIGKILL) or interrupted (Ctrl-C) at any point, then started again with the
+same command, ends with the studies, best settings and trials of an uninterrupted run. Kills are
+injected at chosen points (bench.faults)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+from bench.run.store import TrialStore, trial_key
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN = [sys.executable, "-m", "bench", "run", "--suite", "smoke", "--datasets", "synthetic", "--variants",
+       "mf,gmf,mlp,neumf-pre-sgd", "--tune", "4", "--tune-stack", "3", "--seeds", "2", "--epochs", "3",
+       "--jobs", "1", "--pruner", "halving"]
+
+
+def _run(out: Path, kill: str | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "BENCH_KILL_AT"}
+    if kill:
+        env["BENCH_KILL_AT"] = kill
+    return subprocess.run([*RUN, "--out", str(out)], cwd=ROOT, capture_output=True, text=True, env=env, timeout=900)
+
+
+def _state(out: Path) -> tuple[dict, dict, dict]:
+    db = f"sqlite:///{out / 'tuning' / 'studies.db'}"
+    studies = {s.study_name: [(t.number, t.state.name, t.value, t.params, dict(t.intermediate_values))
+                              for t in optuna.load_study(study_name=s.study_name, storage=db).trials]
+               for s in optuna.get_all_study_summaries(db)}
+    best = {k: v["best"] for k, v in json.loads((out / "manifest.json").read_text())["tuning"]["studies"].items()}
+    trials = {trial_key(r): r["metrics"] for r in TrialStore(out).records()}
+    return studies, best, trials
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> tuple[dict, dict, dict]:
+    out = tmp_path_factory.mktemp("whole") / "run"
+    res = _run(out)
+    assert res.returncode == 0, res.stderr
+    return _state(out)
+
+
+@pytest.mark.parametrize("kill", ["study-epoch:5", "study-epoch:21", "study-epoch:33:int", "stored:3",
+                                  "stored:7:int"])
+def test_a_killed_tuned_run_resumes_to_the_uninterrupted_result(kill, uninterrupted, tmp_path):
+    out = tmp_path / "run"
+    first = _run(out, kill)
+    assert first.returncode in (-9, 130), first.stderr  # SIGKILL, or Ctrl-C's exit
+    if kill.endswith(":int"):
+        assert "interrupted" in first.stderr.strip().splitlines()[-1] and "Traceback" not in first.stderr
+    again = _run(out)
+    assert again.returncode == 0, again.stderr
+    studies, best, trials = _state(out)
+    assert (studies, best, trials) == uninterrupted
+    assert all(len([t for t in ts if t[1] in ("COMPLETE", "PRUNED")]) == 4 for ts in studies.values())
+
+
+def test_every_study_has_the_budget_whatever_the_stack(tmp_path):
+    from bench.__main__ import main
+
+    for stack in ("1", "3"):
+        out = tmp_path / stack
+        assert main(["run", "--suite", "smoke", "--datasets", "synthetic", "--variants", "mf,gmf,mlp,neumf-pre-adam",
+                     "--tune", "4", "--tune-stack", stack, "--seeds", "1", "--epochs", "2", "--out", str(out)]) == 0
+        tuning = json.loads((out / "manifest.json").read_text())["tuning"]
+        assert tuning["stack"] == {"synthetic": int(stack)}
+        for info in tuning["studies"].values():
+            assert info["trials"] == 4 == sum(info["states"].values()) and info["stack"] == int(stack)
+        db = f"sqlite:///{out / 'tuning' / 'studies.db'}"
+        assert {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(db)} == {
+            f"synthetic-rating-{v}": 4 for v in ("mf", "gmf", "mlp", "neumf-pre-adam")}
+
+
+def test_plan_trains_nothing_and_writes_nothing(tmp_path):
+    out = tmp_path / "run"
+    res = subprocess.run([*RUN, "--plan", "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert not out.exists()
+    assert "study mf" in res.stdout and "unit  neumf-pre-sgd" in res.stdout and "min wall time" in res.stdout
