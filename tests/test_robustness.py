@@ -158,3 +158,149 @@ def test_console_script_is_declared():
 
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["ncf-bench"] == "bench.__main__:main"
+
+
+# -- a reviewer's adversarial pass: each a one-line error before anything trains, or a reported skip --
+
+def test_a_foreign_line_with_a_string_seed_is_skipped_and_reported(fast_run, tmp_path, capsys):
+    run = _copy(fast_run, tmp_path / "run")
+    store = TrialStore(run)
+    first = json.loads(store.path.read_text().splitlines()[0])
+    with open(store.path, "a") as handle:
+        handle.write(json.dumps({**first, "seed": "0"}) + "\n")
+    assert main(["report", str(run)]) == 0
+    assert main([*FAST, "--out", str(run)]) == 0
+    assert f"skipped unreadable line(s) [{len(store.path.read_text().splitlines())}]" in capsys.readouterr().err
+
+
+def test_an_ok_line_without_metrics_is_run_again(fast_run, tmp_path):
+    run = _copy(fast_run, tmp_path / "run")
+    store = TrialStore(run)
+    lines = store.path.read_text().splitlines()
+    hollow = json.loads(lines[0])
+    hollow.pop("metrics")
+    store.path.write_text("\n".join([json.dumps(hollow), *lines[1:]]) + "\n")
+    assert main([*FAST, "--out", str(run)]) == 0
+    assert trial_key(hollow) in {trial_key(r) for r in store.records()}
+    assert len(pd.read_csv(run / "report" / "trials.csv")) == len(lines)
+
+
+@pytest.mark.parametrize(("train", "model", "message"), [
+    ({"n_negatives": -1}, {}, "n_negatives must be a whole number >= 1, not -1"),
+    ({"k": 0}, {}, "k must be a whole number >= 1, not 0"),
+    ({"lr": float("nan")}, {}, "lr must be a positive number, not nan"),
+    ({"weight_decay": -1}, {}, "weight_decay must be a number >= 0, not -1"),
+    ({}, {"dropout": 1.5}, "dropout must lie in [0, 1)"),
+    ({}, {"dropout": -0.5}, "dropout must lie in [0, 1)"),
+    ({}, {"n_factors": 8.5}, "n_factors must be a whole number >= 1, not 8.5"),
+])
+def test_out_of_range_settings_are_refused_up_front(tmp_path, capsys, train, model, message):
+    params = tmp_path / "best_params.json"
+    params.write_text(json.dumps({"variants": {"mf": {"train": train, "model": model}}}))
+    out = tmp_path / "o"
+    assert main([*FAST, "--params", str(params), "--out", str(out)]) == 2
+    assert message in _err(capsys) and not out.exists()
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ({"dataset": "ml-1m", "task": "ranking", "variants": {"mf": {"train": {"lr": 0.01}}}},
+     "settings for mf were tuned on ml-1m (ranking), which this run does not include"),
+    ({"dataset": "synthetic", "task": "regression", "variants": {"mf": {"train": {"lr": 0.01}}}},
+     "settings for mf were tuned on synthetic (regression)"),
+    ({"variants": {"svd": {"train": {"lr": 0.01}}}}, "'svd' is not a variant"),
+])
+def test_a_params_file_for_something_else_is_refused_not_ignored(tmp_path, capsys, content, message):
+    params = tmp_path / "best_params.json"
+    params.write_text(json.dumps(content))
+    assert main([*FAST, "--params", str(params), "--out", str(tmp_path / "o")]) == 2
+    assert message in _err(capsys)
+
+
+def test_names_that_say_nothing_or_twice_are_refused(tmp_path, capsys):
+    data = tmp_path / "data" / "ml-100k"
+    data.mkdir(parents=True)
+    (data / "u.data").write_text("".join(f"{u}\t{i}\t4\t{i}\n" for u in range(1, 30) for i in range(1, 40)))
+    cases = [(["--datasets", ",,"], "--datasets: names nothing"),
+             (["--variants", "mf,mf"], "--variants: names ['mf'] more than once"),
+             (["--datasets", f"ml-100k,{data}", "--data-dir", str(tmp_path / "data")],
+              f"ml-100k and {data} are the same data set")]
+    for extra, message in cases:
+        assert main(["run", "--suite", "smoke", "--seeds", "1", "--epochs", "1", *extra,
+                     "--out", str(tmp_path / "o")]) == 2
+        assert message in _err(capsys)
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_unwritable_store_is_a_one_line_error(fast_run, tmp_path, capsys):
+    import os
+
+    if os.geteuid() == 0:  # root writes anyway: make the store a folder, which no one can append to
+        run = _copy(fast_run, tmp_path / "run")
+        path = TrialStore(run).path
+        path.unlink()
+        path.mkdir()
+    else:
+        run = _copy(fast_run, tmp_path / "run")
+        TrialStore(run).path.chmod(0o444)
+    assert main([*FAST, "--seeds", "3", "--out", str(run)]) == 2
+    assert _err(capsys).startswith(f"error: {TrialStore(run).path}: ")
+
+
+def test_a_data_set_where_every_learned_variant_failed_keeps_the_others_report(tmp_path):
+    """Before: a KeyError in the verdict, and no summary for the other data set either."""
+    out = tmp_path / "run"
+    assert main(["run", "--suite", "smoke", "--variants", "mf,gmf", "--seeds", "2", "--epochs", "1",
+                 "--out", str(out)]) == 0
+    store = TrialStore(out)
+    for r in store.records():
+        if r["task"] == "ranking" and not r["variant"].startswith("baseline-"):
+            store.append({**r, "status": "failed", "error": "RuntimeError: boom", "metrics": None})
+    assert main(["report", str(out)]) == 0
+    summary = (out / "report" / "summary.md").read_text()
+    assert "## synthetic — rating — cpu" in summary and "No trial of this data set succeeded" in summary
+
+
+def test_report_of_a_folder_of_unreadable_lines_is_a_one_line_error(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "trials.jsonl").write_bytes(b"\xff\xfe\nnull\n")
+    assert main(["report", str(out)]) == 2
+    assert _err(capsys) == f"error: {out / 'trials.jsonl'}: no readable trials to report (lines [1, 2] could not " \
+                           "be read)"
+
+
+def test_a_report_killed_at_any_instant_leaves_a_whole_one(fast_run, tmp_path):
+    """The report is written into a new folder and swapped in by one rename: killed mid-write, at
+    fault points between files and at random instants, ``report`` is the old report or the new one."""
+    import os
+    import random
+    import signal
+    import time
+
+    run = _copy(fast_run, tmp_path / "run")
+    names = {"trials.csv", "significance.csv", "throughput.csv", "summary.md"}
+
+    def whole() -> str:
+        folder = run / "report"
+        assert names <= {p.name for p in folder.iterdir()}
+        summary = (folder / "summary.md").read_text()
+        for plot in (line.split("(")[1].rstrip(")") for line in summary.splitlines() if line.startswith("![")):
+            assert (folder / plot).is_file()
+        return os.readlink(folder)
+
+    assert main(["report", str(run)]) == 0  # a copied folder holds a folder where the link was
+    before = whole()
+    cmd = [sys.executable, "-m", "bench", "report", str(run)]
+    for at in range(1, 6):  # after the plots, then after each file
+        env = {**os.environ, "BENCH_KILL_AT": f"report-file:{at}"}
+        res = subprocess.run(cmd, cwd=ROOT, capture_output=True, env=env)
+        assert res.returncode == -signal.SIGKILL and whole() == before
+    rng = random.Random(0)
+    for _ in range(6):
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.0, 3.0))
+        proc.kill()
+        proc.wait()
+        whole()  # whichever report it is, it is whole
+    assert subprocess.run(cmd, cwd=ROOT, capture_output=True).returncode == 0
+    assert whole() != before and len(list(run.glob(".report-*"))) == 1

@@ -107,7 +107,10 @@ def write_report(run_dir: Path) -> dict[str, Path]:
         paths = _write(records, store.skipped, folder)
         link = run_dir / f".report-{uuid.uuid4().hex[:12]}.link"
         os.symlink(folder.name, link)
-        os.replace(link, run_dir / layout.REPORT)  # the swap: one rename
+        current = run_dir / layout.REPORT
+        if current.is_dir() and not current.is_symlink():  # a copy of the folder made the link a folder
+            current.rename(run_dir / f".report-{uuid.uuid4().hex[:12]}")
+        os.replace(link, current)  # the swap: one rename
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise

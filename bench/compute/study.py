@@ -194,7 +194,8 @@ class Search:
             elif t.state != TrialState.WAITING:  # finished before the kill: trained again for its stack-mates
                 members.append(_Member(None, _fresh(t), self.trials.params(optuna.trial.FixedTrial(t.params))))
         if not self.settings.own:
-            optuna.storages.fail_stale_trials(self.study)
+            with quiet():
+                optuna.storages.fail_stale_trials(self.study)
         while len(members) < size:
             trials = self.study.get_trials(deepcopy=False)
             waiting = [t.number for t in trials if t.state == TrialState.WAITING]

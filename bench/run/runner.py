@@ -144,7 +144,7 @@ class Runner:
                         bar.write(_one_line(rec))
                         faults.point("stored")
                     bar.set_description_str(f"{done_trials}/{len(plan.trials)} trials")
-                bar.update(job.cost)
+                bar.update(min(job.cost, bar.total - bar.n))
         finally:
             bar.close()
         return results

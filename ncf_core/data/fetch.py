@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ncf_core.data import DATASETS
 from ncf_core.errors import DataError
 
 GROUPLENS = "https://files.grouplens.org/datasets/movielens/"
@@ -42,33 +43,38 @@ class Remote:
 class Source:
     name: str
     files: tuple[Remote, ...]
-    marker: str  # a path under the data directory proving the set is there
     member_digests: dict[str, str] = field(default_factory=dict)  # unpacked path -> "sha256:<hex>"
     note: str = ""
 
 
-def _grouplens(name: str, md5: str, marker: str, **kw: object) -> Source:
-    return Source(name, (Remote(f"{GROUPLENS}{name}.zip", f"md5:{md5}", unpack=True),), marker,
+def _grouplens(name: str, md5: str, **kw: object) -> Source:
+    return Source(name, (Remote(f"{GROUPLENS}{name}.zip", f"md5:{md5}", unpack=True),),
                   note="GroupLens; research use, no redistribution: cite Harper & Konstan 2015", **kw)
 
 
 def _ncf(stem: str) -> Source:
     files = tuple(Remote(f"{NCF_GITHUB}{stem}.{part}", None, target=f"ncf/{stem}.{part}")
                   for part in ("train.rating", "test.rating", "test.negative"))
-    return Source(f"ncf-{stem}", files, f"ncf/{stem}.train.rating",
+    return Source(f"ncf-{stem}", files,
                   note="He et al. 2017's own split and test negatives (GitHub, no published checksum)")
 
 
 SOURCES: dict[str, Source] = {s.name: s for s in (
-    _grouplens("ml-100k", "0e33842e24a9c977be4e0107933c0723", "ml-100k/u.data",
+    _grouplens("ml-100k", "0e33842e24a9c977be4e0107933c0723",
                member_digests={"ml-100k/u.data":
                                "sha256:06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490"}),
-    _grouplens("ml-1m", "c4d9eecfca2ab87c1945afe126590906", "ml-1m/ratings.dat"),
-    _grouplens("ml-20m", "cd245b17a1ae2cc31bb14903e1204af3", "ml-20m/ratings.csv"),
-    _grouplens("ml-25m", "6b51fb2759a8657d3bfcbfc42b592ada", "ml-25m/ratings.csv"),
+    _grouplens("ml-1m", "c4d9eecfca2ab87c1945afe126590906"),
+    _grouplens("ml-20m", "cd245b17a1ae2cc31bb14903e1204af3"),
+    _grouplens("ml-25m", "6b51fb2759a8657d3bfcbfc42b592ada"),
     _ncf("ml-1m"),
     _ncf("pinterest-20"),
 )}
+
+def marker(source: Source) -> str:
+    """The file proving the set is there, as its loader's registry line says (ncf_core.data.DATASETS)."""
+    spec = DATASETS[source.name]
+    return f"{spec.folder}/{spec.marker}"
+
 
 Progress = Callable[[int, int | None], Callable[[int], None]]  # (start, total) -> update(n_bytes)
 
@@ -186,7 +192,7 @@ def fetch(source: Source, data_dir: Path, progress: Progress | None = None, mirr
 def status(source: Source, data_dir: Path) -> str:
     """What ``bench data list`` says of one source under ``data_dir``."""
     data_dir = Path(data_dir)
-    if not (data_dir / source.marker).is_file():
+    if not (data_dir / marker(source)).is_file():
         return "absent"
     stamp = data_dir / f".fetched-{source.name}.json"
     if not stamp.is_file():

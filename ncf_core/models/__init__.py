@@ -1,4 +1,9 @@
-"""Model registry: a new model is one file plus one line here. Every model returns logits."""
+"""Model registry. Every model returns logits.
+
+A new model is its own file and one line in ``MODELS``; to benchmark it, one ``Variant`` line in
+``bench.variants`` (and, to tune its own shape settings, their lines in ``bench.search``). A model
+stays stackable (``ncf_core.stacked``) by using only element-wise ops and ``dim=-1`` in ``forward``.
+"""
 
 from __future__ import annotations
 
