@@ -163,6 +163,7 @@ class FusedAdam(_Unhooked, torch.optim.Adam):
         """The cache points at the current parameters and state tensors: rebuilt after any change."""
         self._params = [p for group in self.param_groups for p in group["params"]]
         self._lists: tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] | None = None
+        self._member: tuple | None = None  # per-member lr, weight decay and update buffers
 
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)
@@ -201,10 +202,11 @@ class FusedAdam(_Unhooked, torch.optim.Adam):
         return None
 
     def _member_step(self, grads: list[torch.Tensor | None]) -> None:
-        """Each member's block of every parameter with its own lr and weight decay: one fused call a
-        member, on views, so each member's arithmetic is that of its own optimizer."""
+        """Each member's block of every parameter with its own lr and weight decay, in one fused call:
+        the kernel writes each step's update, unscaled (lr 1), into a buffer, and each member's
+        block then moves by its own lr times it. Weight decay is added to each member's gradient
+        first, as the kernel adds it. Same arithmetic as the member's own optimizer, up to rounding."""
         members = len(self.member_lr)
-        live = [(p, g) for p, g in zip(self._params, grads) if g is not None]
         if self._lists is None:  # state as torch creates it (or carried over), one step counter for all
             carried = [self.state[p]["step"] for p in self._params if self.state[p]]
             step = carried[0] if carried else torch.zeros((), dtype=torch.float32, device=self._params[0].device)
@@ -213,17 +215,26 @@ class FusedAdam(_Unhooked, torch.optim.Adam):
                 if not state:
                     state.update(exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
                 state["step"] = step
+            first = self._params[0]
+            lr = torch.tensor(self.member_lr, dtype=first.dtype, device=first.device)[:, None]
+            wd = torch.tensor(self.member_wd, dtype=first.dtype, device=first.device)[:, None] \
+                if any(self.member_wd) else None
             self._lists = ([], [], [step])
+            self._member = (lr, wd, {p: torch.empty_like(p) for p in self._params})
         step = self._lists[2][0]
         step.add_(1)
+        lr, wd, buffers = self._member
+        live = [(p, g) for p, g in zip(self._params, grads) if g is not None]
+        updates = [buffers[p].zero_() for p, _ in live]
+        grads_in = [g.contiguous() if wd is None else
+                    g.reshape(members, -1).addcmul(p.detach().view(members, -1), wd).view(p.shape) for p, g in live]
         group = self.param_groups[0]
-        views = [(p.view(members, -1), g.reshape(members, -1), self.state[p]["exp_avg"].view(members, -1),
-                  self.state[p]["exp_avg_sq"].view(members, -1)) for p, g in live]
-        for s, (lr, wd) in enumerate(zip(self.member_lr, self.member_wd)):
-            torch._fused_adam_([v[0][s] for v in views], [v[1][s] for v in views], [v[2][s] for v in views],
-                               [v[3][s] for v in views], [], [step] * len(views), amsgrad=False, lr=lr,
-                               beta1=group["betas"][0], beta2=group["betas"][1], weight_decay=wd, eps=group["eps"],
-                               maximize=False)
+        torch._fused_adam_(updates, grads_in, [self.state[p]["exp_avg"] for p, _ in live],
+                           [self.state[p]["exp_avg_sq"] for p, _ in live], [], [step] * len(live), amsgrad=False,
+                           lr=1.0, beta1=group["betas"][0], beta2=group["betas"][1], weight_decay=0.0,
+                           eps=group["eps"], maximize=False)
+        for (p, _), update in zip(live, updates):
+            p.view(members, -1).addcmul_(update.view(members, -1), lr)
 
     def _shared_state(self) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] | None:
         """Cached state lists, once every parameter has stepped equally often in one group."""

@@ -28,8 +28,9 @@ def _models(name="mlp", **kw):
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
-def test_per_member_settings_step_like_separate_optimizers_bit_for_bit(optimizer):
-    """Same gradients in, same weights out: each member's block steps as its own optimizer would."""
+def test_per_member_settings_step_like_separate_optimizers(optimizer):
+    """Same gradients in, same weights out: each member's block steps as its own optimizer would
+    (SGD bit for bit; Adam up to the rounding of applying each member's lr to the kernel's update)."""
     cfgs = [TrainConfig(optimizer=optimizer, **kw) for kw in SETTINGS]
     alone = _models()
     stacked = stack(alone)
@@ -53,7 +54,11 @@ def test_per_member_settings_step_like_separate_optimizers_bit_for_bit(optimizer
             o.step()
     for s, model in enumerate(alone):
         for key, value in unstack(stacked, s).items():
-            assert torch.equal(value, model.state_dict()[key]), (s, key)
+            if optimizer == "sgd":
+                assert torch.equal(value, model.state_dict()[key]), (s, key)
+            else:
+                torch.testing.assert_close(value, model.state_dict()[key], rtol=1e-6, atol=1e-7, msg=f"{s} {key}")
+        assert not torch.equal(unstack(stacked, s)["out.weight"], unstack(stacked, (s + 1) % 3)["out.weight"])
 
 
 @pytest.mark.parametrize("kernel", [True, False])

@@ -8,6 +8,7 @@ import torch
 # Below this many (user, item) cells the exhaustive draw is cheap (ML-1M: 22 M), and keeping it
 # keeps the test negatives of earlier runs; above it (ML-20M: 3.7 G) rejection sampling is used.
 EXHAUSTIVE_CELLS = 100_000_000
+TABLE_CELLS = 1 << 26  # training negatives check membership in a table up to 64 M (user, item) cells
 
 
 def sample_eval_negatives(
@@ -85,9 +86,16 @@ class NegativeSampler:
     def __init__(self, positive_keys: torch.Tensor, n_items: int) -> None:
         self.sorted_keys = torch.unique(positive_keys)
         self.n_items = n_items
+        cells = (int(self.sorted_keys[-1]) // n_items + 1) * n_items if len(self.sorted_keys) else 0
+        self.table = None  # a user x item membership table where it is small (ML-1M: 22 MB), else a search
+        if 0 < cells <= TABLE_CELLS:
+            self.table = torch.zeros(cells, dtype=torch.bool, device=positive_keys.device)
+            self.table[self.sorted_keys] = True
 
     def is_positive(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         keys = users * self.n_items + items
+        if self.table is not None:
+            return self.table[keys.clamp(max=len(self.table) - 1)] & (keys < len(self.table))
         pos = torch.searchsorted(self.sorted_keys, keys).clamp_(max=len(self.sorted_keys) - 1)
         return self.sorted_keys[pos] == keys
 
