@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bench import layout
 from bench.presets import PRESETS
-from bench.search import DEFAULT_PRUNER, GRACE_S, HEARTBEAT_S, PRUNERS
+from bench.search import DEFAULT_PRUNER, GRACE_S, HEARTBEAT_S, PRUNERS, SAMPLER_SEED
 from bench.suites import SUITES
 from bench.variants import VARIANTS
 from ncf_core import DataError
@@ -53,7 +53,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         variants=_csv(args.variants) if args.variants is not None else None,
         seeds=args.seeds, devices=_csv(args.devices) if args.devices is not None else None,
         epochs=args.epochs, params=TunedParams.load(args.params or []), refit=args.refit, all_rows=args.all_rows,
-        tune=args.tune, tune_stack=args.tune_stack, pruner=args.pruner, stack=not args.no_stack, jobs=args.jobs,
+        tune=args.tune, tune_stack=args.tune_stack, pruner=args.pruner, sampler_seed=args.sampler_seed,
+        stack=not args.no_stack, jobs=args.jobs,
         strict_files=args.strict_files,
     )
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
@@ -210,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "time; default: about the square root of the budget, as memory allows")
     run.add_argument("--pruner", choices=list(PRUNERS), default=DEFAULT_PRUNER,
                      help="how studies stop poor trials early: " + "; ".join(f"{k}: {v}" for k, v in PRUNERS.items()))
+    run.add_argument("--sampler-seed", type=int, default=SAMPLER_SEED,
+                     help="TPE's seed for the run's studies (trial n draws from (seed, n))")
     run.add_argument("--plan", action="store_true",
                      help="print what the run would do (studies, seeded units, seed groups) and its estimated wall "
                           "time from a short probe of the engine on each data set; trains and writes nothing")
@@ -255,7 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--storage", help="any SQLAlchemy URL; a shared PostgreSQL URL lets many machines work "
                                         "on one study (default: sqlite in the --out folder)")
     tune.add_argument("--study", help="study name (default: <dataset>-<task>-<variant>)")
-    tune.add_argument("--sampler-seed", type=int, default=0, help="TPE seed (give each extra worker its own)")
+    tune.add_argument("--sampler-seed", type=int, default=SAMPLER_SEED,
+                      help="TPE seed (give each extra worker its own)")
     tune.add_argument("--epochs", type=positive_int, help="override the data set's epoch count")
     tune.add_argument("--device", default="cpu", help="cpu or cuda")
     tune.add_argument("--workers", type=positive_int, default=1,

@@ -258,9 +258,12 @@ def budget_lines(records: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
                         "can mislead (Rendle et al. 2020), see `bench run --tune N`.")
         elif len(tunings) == 1:
             t = json.loads(tunings.pop())
+            stack = (t.get("stack") or {}).get(key[0])
+            at_a_time = f", {stack} at a time as one stacked module" if stack and stack > 1 else ", one at a time"
             out[key] = (f"Tuning: every variant had the same budget — {t['budget']} Optuna trials ({t['sampler']}, "
-                        f"{t['pruner']} pruner) on the validation split of seed {t['split_seed']}, none of the "
-                        "evaluation seeds; best settings and study times in manifest.json.")
+                        f"{t['pruner']} pruner{at_a_time if stack else ''}) on the validation split of seed "
+                        f"{t['split_seed']}, none of the evaluation seeds; best settings, trial counts by state and "
+                        "study times in manifest.json.")
         else:
             out[key] = "Tuning: **unequal** — the variants of this data set were tuned differently."
     return out

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from bench.params import TunedParams
-from bench.search import DEFAULT_PRUNER, PRUNERS
+from bench.search import DEFAULT_PRUNER, PRUNERS, SAMPLER_SEED
 from bench.variants import VARIANTS
 from ncf_core import DataError
 
@@ -30,6 +30,7 @@ class RunOptions:
     tune: int | None = None  # equal Optuna budget per (data set, variant); None: the suite's
     tune_stack: int | None = None  # trials trained at a time as one stacked module; None: chosen from memory
     pruner: str = DEFAULT_PRUNER
+    sampler_seed: int = SAMPLER_SEED  # TPE's seed for every study of the run
     stack: bool = True  # train a variant's seeds as one stacked model, in groups that fit memory
     jobs: int | None = None  # worker processes for studies and units; None: one per core on a CPU-only run
     strict_files: bool = False  # a published split's quirks are errors instead of read as its reference reads them

@@ -25,7 +25,7 @@ from bench.params import TunedParams
 from bench.run.datasets import training_pairs
 from bench.run.options import memory_budget
 from bench.run.pool import Job
-from bench.search import PRUNERS, SAMPLER_SEED, TUNE_SEED
+from bench.search import PRUNERS, TUNE_SEED
 from bench.suites import DataSpec
 from bench.variants import BASELINE, PRETRAIN_BASES, VARIANTS, chain_rank
 from ncf_core.evaluate import Evaluator
@@ -53,6 +53,7 @@ class Plan:
     tuning: dict[str, Any] | None  # the tuning protocol every trial's config records
     stack: bool  # seeds (not studies) trained stacked
     pruner: str
+    sampler_seed: int
     studies: list[StudyJob] = field(default_factory=list)
     units: list[UnitJob] = field(default_factory=list)
     groups: dict[str, list[int]] = field(default_factory=dict)  # data set -> sizes of its seed groups
@@ -101,9 +102,11 @@ def make_plan(specs: list[tuple[DataSpec, Any]], devices: tuple[str, ...], seeds
     pending = {trial_key(t) for t in trials} - done
     tuning = None
     if budget:
-        tuning = {"budget": budget, "sampler": f"TPE, seed {SAMPLER_SEED} (trial n: seed ({SAMPLER_SEED}, n))",
+        seed = opts.sampler_seed
+        tuning = {"budget": budget, "sampler": f"TPE, seed {seed} (trial n: seed ({seed}, n))",
                   "pruner": PRUNERS[opts.pruner], "split_seed": TUNE_SEED}
-    plan = Plan(specs, devices, seeds, variants, trials, pending, budget, tuning, opts.stack, opts.pruner)
+    plan = Plan(specs, devices, seeds, variants, trials, pending, budget, tuning, opts.stack, opts.pruner,
+                opts.sampler_seed)
     order = sorted(variants, key=chain_rank)
     for index, (spec, data) in enumerate(specs):
         if budget:
@@ -140,9 +143,9 @@ def jobs(plan: Plan, run_dir: Path, params: TunedParams, jobs_count: int, device
         spec = plan.specs[study.dataset][0]
         bases = tuple(plan.study_key(StudyJob(study.dataset, b)) for b in PRETRAIN_BASES
                       if b in plan.variants) if VARIANTS[study.variant].pretrained else ()
+        warm = study.variant in PRETRAIN_BASES and any(VARIANTS[v].pretrained for v in plan.variants)
         settings = StudySettings(spec, plan.budget, plan.stacks[spec.label], folder, device, plan.pruner,
-                                 warm=study.variant in PRETRAIN_BASES and any(VARIANTS[v].pretrained
-                                                                              for v in plan.variants))
+                                 sampler_seed=plan.sampler_seed, warm=warm)
         key = plan.study_key(study)
         out.append(Job(key, run_study, (study, settings), bases, study.dataset,
                        f"the {study.variant} study on {spec.label}", (costs or {}).get(key, 1.0), device))
