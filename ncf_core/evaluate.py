@@ -28,6 +28,16 @@ def score(model: nn.Module, users: torch.Tensor, items: torch.Tensor,
     return out.reshape(users.shape).float()
 
 
+@torch.no_grad()
+def grid(model: nn.Module, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """Logits of every user for every item, (users, items): the model's own ``grid`` where it has one
+    (one product instead of a forward per pair), else its forward on every pair."""
+    model.eval()
+    if hasattr(model, "grid"):
+        return model.grid(users, items).float()
+    return score(model, users[:, None].expand(-1, len(items)), items.expand(len(users), -1))
+
+
 @dataclass
 class Evaluation:
     metrics: dict[str, float]
@@ -120,7 +130,7 @@ class Evaluator:
         for lo in range(0, len(users), chunk):
             u = users[lo:lo + chunk]
             row_of[u] = torch.arange(len(u), device=self.device)
-            scores = score(model, u[:, None].expand(-1, n_items), all_items.expand(len(u), -1))
+            scores = grid(model, u, all_items)
             scores[_cells(seen_keys, u, row_of, n_items)] = float("-inf")
             relevant = torch.zeros_like(scores, dtype=torch.bool)
             relevant[_cells(held_keys, u, row_of, n_items)] = True

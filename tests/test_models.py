@@ -60,3 +60,22 @@ def test_pretrained_neumf_is_alpha_mix_of_gmf_and_mlp(alpha, features, tiny_rati
     expected = alpha * gmf(users, items) + (1 - alpha) * mlp(users, items)
     torch.testing.assert_close(neumf(users, items), expected, rtol=1e-5, atol=1e-6)
     assert expected.std() > 1e-3  # the identity is not trivially met by constant outputs
+
+
+@pytest.mark.parametrize("features", [False, True])
+@pytest.mark.parametrize("name", ["mf", "gmf", "mlp", "neumf"])
+def test_a_models_grid_is_its_forward_on_every_pair(name, features):
+    """Full ranking scores users x items at once through each model's grid: it must be the forward."""
+    from ncf_core.evaluate import grid, score
+    from ncf_core.models import build
+
+    feats = torch.rand(30, 5)
+    model = build(name, ModelConfig(n_factors=4, mlp_layers=(16, 8, 4), dropout=0.3, use_item_features=features),
+                  20, 30, feats)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.3)
+    users, items = torch.tensor([3, 0, 7, 19]), torch.arange(30)
+    expected = score(model, users[:, None].expand(-1, 30), items.expand(4, -1))
+    torch.testing.assert_close(grid(model, users, items), expected, rtol=1e-5, atol=1e-6)
+    assert hasattr(model, "grid")

@@ -20,3 +20,7 @@ class GMF(nn.Module):
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return self.out(self.user(users) * self.item(items)).squeeze(-1)
+
+    def grid(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Every user's logit for every item: sum_k u_k i_k w_k + b is U (I * w)^T + b, one product."""
+        return self.user(users) @ (self.item(items) * self.out.weight).T + self.out.bias

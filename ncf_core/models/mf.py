@@ -30,3 +30,8 @@ class MF(nn.Module):
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         dot = (self.user(users) * self.item(items)).sum(-1)
         return dot + self.user_bias(users).squeeze(-1) + self.item_bias(items).squeeze(-1) + self.bias
+
+    def grid(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Every user's logit for every item, (users, items): one matrix product."""
+        return (self.user(users) @ self.item(items).T + self.user_bias(users) + self.item_bias(items).T
+                + self.bias)

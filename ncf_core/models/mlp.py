@@ -2,11 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
 from ncf_core.config import ModelConfig
 from ncf_core.models.base import Dropout, ItemTower, embedding, linear
+
+
+def tower_grid(users: torch.Tensor, items: torch.Tensor, layers: nn.Sequential,
+               head: Callable[[torch.Tensor, slice, slice], torch.Tensor], cells: int = 1 << 23) -> torch.Tensor:
+    """A tower's output for every (user, item) pair, through ``head`` to one logit each.
+
+    The first layer of concat(u, i) is W_u u + W_i i + b: computed once per user and once per item
+    instead of once per pair, which on a full ranking (every user times every item) is most of the
+    tower's work. Then the rest of the tower runs on blocks of users whose hidden layer fits in
+    ``cells`` floats. ``head(hidden, user rows, item columns)`` maps the last layer to logits.
+    """
+    first = layers[0]
+    half = users.shape[-1]
+    per_user = users @ first.weight[:, :half].T + first.bias
+    per_item = items @ first.weight[:, half:].T
+    step = max(1, cells // max(1, len(items) * first.out_features))
+    out = [head(layers[1:](per_user[lo:lo + step, None, :] + per_item[None, :, :]), slice(lo, lo + step),
+                slice(None)).squeeze(-1) for lo in range(0, len(users), step)]
+    return torch.cat(out)
 
 
 def tower(layers: tuple[int, ...], dropout: float) -> nn.Sequential:
@@ -31,3 +52,7 @@ class MLP(nn.Module):
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return self.out(self.tower(torch.cat([self.user(users), self.item(items)], dim=-1))).squeeze(-1)
+
+    def grid(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Every user's logit for every item, (users, items) (evaluation)."""
+        return tower_grid(self.user(users), self.item(items), self.tower, lambda h, rows, cols: self.out(h))

@@ -13,7 +13,7 @@ from torch import nn
 
 from ncf_core.config import ModelConfig
 from ncf_core.models.base import ItemTower, embedding, linear
-from ncf_core.models.mlp import tower
+from ncf_core.models.mlp import tower, tower_grid
 
 
 class NeuMF(nn.Module):
@@ -33,3 +33,16 @@ class NeuMF(nn.Module):
         i_gmf, i_mlp = self.item(items).split(self.widths, dim=-1)
         mlp = self.tower(torch.cat([u_mlp, i_mlp], dim=-1))
         return self.out(torch.cat([u_gmf * i_gmf, mlp], dim=-1)).squeeze(-1)
+
+    def grid(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Every user's logit for every item, (users, items) (evaluation): the output layer is
+        w_g . (u_g * i_g) + w_m . mlp(u, i) + b, its GMF half one matrix product."""
+        u_gmf, u_mlp = self.user(users).split(self.widths, dim=-1)
+        i_gmf, i_mlp = self.item(items).split(self.widths, dim=-1)
+        f = self.widths[0]
+        gmf = u_gmf @ (i_gmf * self.out.weight[:, :f]).T + self.out.bias
+
+        def head(hidden: torch.Tensor, rows: slice, cols: slice) -> torch.Tensor:
+            return hidden @ self.out.weight[:, f:].T + gmf[rows, cols, None]
+
+        return tower_grid(u_mlp, i_mlp, self.tower, head)
