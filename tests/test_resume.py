@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +26,14 @@ def _run(out: Path, kill: str | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "BENCH_KILL_AT"}
     if kill:
         env["BENCH_KILL_AT"] = kill
-    return subprocess.run([*RUN, "--out", str(out)], cwd=ROOT, capture_output=True, text=True, env=env, timeout=900)
+    return subprocess.run([*RUN, "--out", str(out)], cwd=ROOT, capture_output=True, text=True, env=env, timeout=900,
+                          preexec_fn=_ctrl_c_as_a_terminal_delivers_it)
+
+
+def _ctrl_c_as_a_terminal_delivers_it() -> None:
+    """A background job of a shell without job control starts with SIGINT ignored (POSIX), and Python
+    keeps an ignored SIGINT ignored: the run would never see the injected Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _state(out: Path) -> tuple[dict, dict, dict]:
