@@ -63,6 +63,26 @@ def search_space(trial, variant: Variant, task: str, space: str = "ncf") -> dict
 RENDLE_EPOCHS, RENDLE_PATIENCE = 256, 16
 
 
+class _FirstChoice:
+    """A stand-in for an Optuna trial that answers every question with its lowest value."""
+
+    def suggest_float(self, name: str, low: float, high: float, **kw: object) -> float:
+        return low
+
+    def suggest_int(self, name: str, low: int, high: int, **kw: object) -> int:
+        return low
+
+    def suggest_categorical(self, name: str, choices: list) -> object:
+        return choices[0]
+
+
+def pinned_training(variant: Variant, task: str, space: str = "ncf") -> dict[str, object]:
+    """The epochs and patience a space fixes for every trial (Rendle's MF: 256 epochs, patience 16):
+    what a run's plan must assume for a study's trials and for the seeds trained with its winner."""
+    train = search_space(_FirstChoice(), variant, task, space)["train"]
+    return {k: train[k] for k in ("epochs", "patience") if k in train}
+
+
 def mf_space(trial) -> dict[str, dict[str, object]]:
     """MF where Rendle et al. 2020 found it strong on the NCF paper's files: embeddings up to 192,
     1-10 negatives, per-example L2 on the rows an example touches, SGD (per-example steps, as their

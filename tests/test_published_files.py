@@ -204,3 +204,15 @@ def test_a_preset_runs_mf_as_rendle_trained_it(tmp_path):
         (0.005, 0.002, "sum", 8)
     assert mf["train"]["epochs"] == 2  # --epochs wins over the preset's 256
     assert records[("gmf", 0)]["config"]["model"]["n_factors"] == 64  # the preset is MF's only
+
+
+def test_the_plan_assumes_the_epochs_rendles_mf_space_pins():
+    """Before, --plan costed a full-suite MF study at the suite's epochs, though every trial of
+    Rendle's space trains up to 256 epochs with patience 16."""
+    from bench.search import RENDLE_EPOCHS, RENDLE_PATIENCE, pinned_training
+    from bench.variants import VARIANTS
+
+    assert pinned_training(VARIANTS["mf"], "ranking", "rendle") == {"epochs": RENDLE_EPOCHS,
+                                                                   "patience": RENDLE_PATIENCE}
+    assert pinned_training(VARIANTS["gmf"], "ranking", "rendle") == {}
+    assert pinned_training(VARIANTS["mf"], "ranking", "ncf") == {}

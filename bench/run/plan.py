@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from bench.params import TunedParams
 from bench.run.datasets import training_pairs
 from bench.run.options import memory_budget
 from bench.run.pool import Job
-from bench.search import PRUNERS, TUNE_SEED
+from bench.search import PRUNERS, TUNE_SEED, pinned_training
 from bench.suites import DataSpec
 from bench.variants import BASELINE, PRETRAIN_BASES, VARIANTS, chain_rank
 from ncf_core.evaluate import Evaluator, grid
@@ -190,7 +190,8 @@ def _work(plan: Plan, params: TunedParams) -> dict[tuple, tuple[float, str, int]
     out = {}
     for study in plan.studies:
         spec, data = plan.specs[study.dataset]
-        model_cfg, train_cfg = variant_configs(spec, VARIANTS[study.variant], params)
+        _, train_cfg = variant_configs(spec, VARIANTS[study.variant], params)
+        train_cfg = replace(train_cfg, **pinned_training(VARIANTS[study.variant], spec.task, spec.search))
         epochs = _expected_epochs(train_cfg) * EPOCHS_LEFT[plan.pruner]
         warm = study.variant in PRETRAIN_BASES and any(VARIANTS[v].pretrained for v in plan.variants)
         examples = training_pairs(spec, data) * epochs * (plan.budget + warm)
@@ -201,6 +202,8 @@ def _work(plan: Plan, params: TunedParams) -> dict[tuple, tuple[float, str, int]
             out[plan.unit_key(unit)] = (training_pairs(spec, data) * 0.01, "gmf", 1)
             continue
         _, train_cfg = variant_configs(spec, VARIANTS[unit.variant], params)
+        if plan.budget:  # the tuned winner trains as its space pinned it
+            train_cfg = replace(train_cfg, **pinned_training(VARIANTS[unit.variant], spec.task, spec.search))
         epochs = _expected_epochs(train_cfg) * (1.5 if spec.refit else 1.0)
         out[plan.unit_key(unit)] = (training_pairs(spec, data) * epochs * len(unit.seeds),
                                     VARIANTS[unit.variant].model, len(unit.seeds))
