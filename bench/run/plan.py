@@ -60,6 +60,10 @@ class Plan:
     groups: dict[str, list[int]] = field(default_factory=dict)  # data set -> sizes of its seed groups
     stacks: dict[str, int] = field(default_factory=dict)  # data set -> trials per stack of its studies
 
+    def warms(self, variant: str) -> bool:
+        """A GMF or MLP study also trains its winner for the pretrained NeuMFs of the run."""
+        return variant in PRETRAIN_BASES and any(VARIANTS[v].pretrained for v in self.variants)
+
     def study_key(self, study: StudyJob) -> tuple:
         return ("study", study.dataset, study.variant)
 
@@ -144,9 +148,8 @@ def jobs(plan: Plan, run_dir: Path, params: TunedParams, jobs_count: int, device
         spec = plan.specs[study.dataset][0]
         bases = tuple(plan.study_key(StudyJob(study.dataset, b)) for b in PRETRAIN_BASES
                       if b in plan.variants) if VARIANTS[study.variant].pretrained else ()
-        warm = study.variant in PRETRAIN_BASES and any(VARIANTS[v].pretrained for v in plan.variants)
         settings = StudySettings(spec, plan.budget, plan.stacks[spec.label], folder, device, plan.pruner,
-                                 sampler_seed=plan.sampler_seed, warm=warm)
+                                 sampler_seed=plan.sampler_seed, warm=plan.warms(study.variant))
         key = plan.study_key(study)
         out.append(Job(key, run_study, (study, settings), bases, study.dataset,
                        f"the {study.variant} study on {spec.label}", (costs or {}).get(key, 1.0), device))
@@ -193,8 +196,7 @@ def _work(plan: Plan, params: TunedParams) -> dict[tuple, tuple[float, str, int]
         _, train_cfg = variant_configs(spec, VARIANTS[study.variant], params)
         train_cfg = replace(train_cfg, **pinned_training(VARIANTS[study.variant], spec.task, spec.search))
         epochs = _expected_epochs(train_cfg) * EPOCHS_LEFT[plan.pruner]
-        warm = study.variant in PRETRAIN_BASES and any(VARIANTS[v].pretrained for v in plan.variants)
-        examples = training_pairs(spec, data) * epochs * (plan.budget + warm)
+        examples = training_pairs(spec, data) * epochs * (plan.budget + plan.warms(study.variant))
         out[plan.study_key(study)] = (examples, VARIANTS[study.variant].model, plan.stacks[spec.label])
     for unit in plan.units:
         spec, data = plan.specs[unit.dataset]
