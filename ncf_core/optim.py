@@ -163,7 +163,6 @@ class FusedAdam(_Unhooked, torch.optim.Adam):
         """The cache points at the current parameters and state tensors: rebuilt after any change."""
         self._params = [p for group in self.param_groups for p in group["params"]]
         self._lists: tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] | None = None
-        self._member: tuple | None = None  # per-member lr, weight decay and update buffers
 
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)
@@ -202,10 +201,10 @@ class FusedAdam(_Unhooked, torch.optim.Adam):
         return None
 
     def _member_step(self, grads: list[torch.Tensor | None]) -> None:
-        """Each member's block of every parameter with its own lr and weight decay, in one fused call:
-        the kernel writes each step's update, unscaled (lr 1), into a buffer, and each member's
-        block then moves by its own lr times it. Weight decay is added to each member's gradient
-        first, as the kernel adds it. Same arithmetic as the member's own optimizer, up to rounding."""
+        """Each member's block of every parameter with its own lr and weight decay: one fused call per
+        member on that member's blocks (every stacked parameter has the member axis first, so a
+        member's block is one contiguous view). The same kernel on the same values as the member's
+        own optimizer, with no update buffers to clear and scale."""
         members = len(self.member_lr)
         if self._lists is None:  # state as torch creates it (or carried over), one step counter for all
             carried = [self.state[p]["step"] for p in self._params if self.state[p]]
@@ -215,26 +214,21 @@ class FusedAdam(_Unhooked, torch.optim.Adam):
                 if not state:
                     state.update(exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
                 state["step"] = step
-            first = self._params[0]
-            lr = torch.tensor(self.member_lr, dtype=first.dtype, device=first.device)[:, None]
-            wd = torch.tensor(self.member_wd, dtype=first.dtype, device=first.device)[:, None] \
-                if any(self.member_wd) else None
             self._lists = ([], [], [step])
-            self._member = (lr, wd, {p: torch.empty_like(p) for p in self._params})
+            # each member's blocks of the parameters and their moments, as views made once
+            views = [[t.view(members, -1).unbind() for t in (p, self.state[p]["exp_avg"], self.state[p]["exp_avg_sq"])]
+                     for p in self._params]
+            self._blocks = [[[v[k][s] for v in views] for k in range(3)] for s in range(members)]
         step = self._lists[2][0]
         step.add_(1)
-        lr, wd, buffers = self._member
-        live = [(p, g) for p, g in zip(self._params, grads) if g is not None]
-        updates = [buffers[p].zero_() for p, _ in live]
-        grads_in = [g.contiguous() if wd is None else
-                    g.reshape(members, -1).addcmul(p.detach().view(members, -1), wd).view(p.shape) for p, g in live]
+        live = [j for j, g in enumerate(grads) if g is not None]
+        grad_blocks = [grads[j].contiguous().view(members, -1).unbind() for j in live]
         group = self.param_groups[0]
-        torch._fused_adam_(updates, grads_in, [self.state[p]["exp_avg"] for p, _ in live],
-                           [self.state[p]["exp_avg_sq"] for p, _ in live], [], [step] * len(live), amsgrad=False,
-                           lr=1.0, beta1=group["betas"][0], beta2=group["betas"][1], weight_decay=0.0,
-                           eps=group["eps"], maximize=False)
-        for (p, _), update in zip(live, updates):
-            p.view(members, -1).addcmul_(update.view(members, -1), lr)
+        for s, (lr, wd) in enumerate(zip(self.member_lr, self.member_wd)):
+            params, exp_avgs, exp_avg_sqs = ([block[j] for j in live] for block in self._blocks[s])
+            torch._fused_adam_(params, [g[s] for g in grad_blocks], exp_avgs, exp_avg_sqs, [], [step] * len(live),
+                               amsgrad=False, lr=lr, beta1=group["betas"][0], beta2=group["betas"][1],
+                               weight_decay=wd, eps=group["eps"], maximize=False)
 
     def _shared_state(self) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] | None:
         """Cached state lists, once every parameter has stepped equally often in one group."""
@@ -262,6 +256,9 @@ class MemberSGD(_Unhooked, torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
+                if p.grad.is_sparse and not any(self.member_mom) and not any(self.member_wd):
+                    self._rows_step(p, members)
+                    continue
                 grad = (p.grad.to_dense() if p.grad.is_sparse else p.grad).reshape(members, -1)
                 weights = p.view(members, -1)
                 state = self.state[p]
@@ -273,6 +270,22 @@ class MemberSGD(_Unhooked, torch.optim.Optimizer):
                         g = state["momentum_buffer"].view(members, -1)[s].mul_(mom).add_(g)
                     weights[s].add_(g, alpha=-lr)
         return None
+
+
+    def _rows_step(self, p: torch.Tensor, members: int) -> None:
+        """Plain SGD on a sparse gradient: only its rows move, each by its member's lr."""
+        grad = p.grad.coalesce()
+        ids, values = grad.indices()[0], grad.values()
+        rates = torch.tensor([-lr for lr in self.member_lr], dtype=p.dtype, device=p.device)
+        p.index_add_(0, ids, values * rates[ids // (len(p) // members)].view(-1, *[1] * (values.dim() - 1)))
+
+
+def plain_sgd(cfgs: TrainConfig | list[TrainConfig]) -> bool:
+    """SGD without momentum or weight decay moves only the rows that have a gradient, so sparse
+    embedding gradients give the dense step exactly, without a dense gradient table each step (on
+    ML-1M's tables most of a step's work). ``ncf_core.train`` switches them on for it."""
+    cfgs = cfgs if isinstance(cfgs, list) else [cfgs]
+    return all(c.optimizer == "sgd" and c.momentum == 0 and c.weight_decay == 0 and not c.compile for c in cfgs)
 
 
 def _per_member(lr: float | list[float], weight_decay: float | list[float]) -> tuple[list[float], list[float]]:

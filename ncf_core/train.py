@@ -29,8 +29,8 @@ from ncf_core.evaluate import Evaluator
 from ncf_core.losses import loss_fn
 from ncf_core.models import build
 from ncf_core.models.base import lookup_penalty, set_dropout_generators
-from ncf_core.optim import keep_members, make_optimizer
-from ncf_core.stacked import stack, unstack
+from ncf_core.optim import keep_members, make_optimizer, plain_sgd
+from ncf_core.stacked import StackedEmbedding, stack, unstack
 from ncf_core.tasks import higher_is_better, task_of
 
 
@@ -243,6 +243,7 @@ def fit(
     device = torch.device(device)
     data = _SeedData(split, cfg, device, seed)
     evaluator = Evaluator(split, "valid", device, k=cfg.k) if select else None
+    restore = row_gradients(model, plain_sgd(cfg))
     optimizers = make_optimizer(model, cfg, device)
     selector = _Selector(model, task_of(cfg.task).selection_metric(cfg.k), cfg, select)
     step_model = step_module(model, cfg, device)
@@ -266,7 +267,22 @@ def fit(
                 break
     finally:
         set_dropout_generators(model, None)
+        restore()
     return selector.finish()
+
+
+def row_gradients(model: nn.Module, on: bool) -> Callable[[], None]:
+    """Switch ``model``'s embedding tables to sparse gradients (``on``); returns what switches them
+    back. For plain SGD that is the dense step exactly (``ncf_core.optim.plain_sgd``)."""
+    tables = [m for m in model.modules() if isinstance(m, (nn.Embedding, StackedEmbedding))] if on else []
+    before = [m.sparse for m in tables]
+    for m in tables:
+        m.sparse = True
+
+    def restore() -> None:
+        for m, sparse in zip(tables, before):
+            m.sparse = sparse
+    return restore
 
 
 MEMBER_SETTINGS = ("lr", "weight_decay", "momentum", "l2")  # what stacked members may differ in (TrainConfig)
@@ -372,6 +388,7 @@ class _Stack:
         self.live = live
         self.module = stack([self.models[s] for s in live])
         cfgs = [self.cfgs[s] for s in live]
+        row_gradients(self.module, plain_sgd(cfgs))  # a module of its own: nothing to switch back
         self.optimizers = make_optimizer(self.module, cfgs, self.device)
         self.step_model = step_module(self.module, cfgs[0], self.device)
         l2 = [c.l2 for c in cfgs]

@@ -11,7 +11,7 @@ import torch
 
 from ncf_core import ModelConfig, TrainConfig, rowadam
 from ncf_core.data import split_for_seed, synthetic
-from ncf_core.optim import FusedAdam, LazyAdam, MemberSGD, make_optimizer
+from ncf_core.optim import FusedAdam, LazyAdam, MemberSGD, make_optimizer, plain_sgd
 from ncf_core.stacked import stack, unstack
 from ncf_core.train import fit, fit_stacked, seeded_model
 
@@ -30,7 +30,7 @@ def _models(name="mlp", **kw):
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_per_member_settings_step_like_separate_optimizers(optimizer):
     """Same gradients in, same weights out: each member's block steps as its own optimizer would
-    (SGD bit for bit; Adam up to the rounding of applying each member's lr to the kernel's update)."""
+    (bit for bit: each member's blocks go through the same kernel with its own settings)."""
     cfgs = [TrainConfig(optimizer=optimizer, **kw) for kw in SETTINGS]
     alone = _models()
     stacked = stack(alone)
@@ -54,10 +54,7 @@ def test_per_member_settings_step_like_separate_optimizers(optimizer):
             o.step()
     for s, model in enumerate(alone):
         for key, value in unstack(stacked, s).items():
-            if optimizer == "sgd":
-                assert torch.equal(value, model.state_dict()[key]), (s, key)
-            else:
-                torch.testing.assert_close(value, model.state_dict()[key], rtol=1e-6, atol=1e-7, msg=f"{s} {key}")
+            assert torch.equal(value, model.state_dict()[key]), (s, key)
         assert not torch.equal(unstack(stacked, s)["out.weight"], unstack(stacked, (s + 1) % 3)["out.weight"])
 
 
@@ -134,3 +131,45 @@ def test_members_must_share_their_structure(split):
     cfgs = [TrainConfig(task="ranking", epochs=1), TrainConfig(task="ranking", epochs=1, batch_size=128)]
     with pytest.raises(ValueError, match="batch_size"):
         fit_stacked(models, [split] * 2, cfgs, seeds=[0, 0])
+
+
+@pytest.mark.parametrize("stacked", [False, True])
+def test_plain_sgd_steps_rows_only_and_equals_the_dense_step(split, monkeypatch, stacked):
+    """Plain SGD trains with sparse embedding gradients (``plain_sgd``): it must give the dense
+    step, per member with its own lr, and leave the models' tables as it found them."""
+    import ncf_core.train as train
+
+    cfgs = [TrainConfig(task="ranking", epochs=3, batch_size=64, optimizer="sgd", lr=lr, l2=l2, reduction="sum")
+            for lr, l2 in ((0.01, 1e-3), (0.003, 0.0), (0.02, 1e-2))]
+    assert plain_sgd(cfgs) and not plain_sgd(dataclasses.replace(cfgs[0], momentum=0.5))
+
+    def trained(rows: bool) -> list[tuple[torch.nn.Module, list[float]]]:
+        monkeypatch.setattr(train, "plain_sgd", plain_sgd if rows else (lambda c: False))
+        models = [seeded_model("neumf", ModelConfig(n_factors=4, mlp_layers=(16, 8)), split, 7) for _ in cfgs]
+        if stacked:
+            histories = fit_stacked(models, [split] * 3, cfgs, seeds=[7] * 3)
+        else:
+            histories = [fit(m, split, c, seed=7) for m, c in zip(models, cfgs)]
+        assert not any(t.sparse for m in models for t in m.modules() if isinstance(t, torch.nn.Embedding))
+        return [(m, [e.train_loss for e in h.epochs]) for m, h in zip(models, histories)]
+
+    for (dense, dense_losses), (rows, row_losses) in zip(trained(False), trained(True), strict=True):
+        assert row_losses == pytest.approx(dense_losses, rel=1e-5)
+        for key, value in dense.state_dict().items():
+            torch.testing.assert_close(rows.state_dict()[key], value, rtol=1e-4, atol=1e-6, msg=key)
+
+
+def test_member_sgd_on_sparse_rows_moves_each_member_by_its_own_lr():
+    alone = _models("mf", sparse=True)
+    stacked = stack(alone)
+    lrs = [0.1, 0.01, 0.5]
+    opt = MemberSGD(list(stacked.parameters()), lr=lrs, momentum=[0.0] * 3, weight_decay=[0.0] * 3)
+    before = [unstack(stacked, s)["user.weight"].clone() for s in range(3)]
+    users, items = torch.tensor([[1, 1, 2]] * 3), torch.tensor([[0, 3, 3]] * 3)
+    stacked(users, items).sum().backward()
+    grad = stacked.user.weight.grad.to_dense().view(3, 10, -1)
+    opt.step()
+    for s, lr in enumerate(lrs):
+        after = unstack(stacked, s)["user.weight"]
+        torch.testing.assert_close(after, before[s] - lr * grad[s])
+        assert torch.equal(after[3:], before[s][3:])  # rows no example touched stay put
