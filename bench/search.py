@@ -76,6 +76,35 @@ class _FirstChoice:
         return choices[0]
 
 
+class _RandomChoice:
+    """A stand-in trial that draws every setting at random, as TPE's start-up trials do: uniform,
+    or log-uniform where the space says ``log``."""
+
+    def __init__(self, rng) -> None:  # noqa: ANN001 - a numpy Generator
+        self.rng = rng
+
+    def suggest_float(self, name: str, low: float, high: float, log: bool = False, **kw: object) -> float:
+        if log:
+            return float(low * (high / low) ** self.rng.random())
+        return float(low + (high - low) * self.rng.random())
+
+    def suggest_int(self, name: str, low: int, high: int, **kw: object) -> int:
+        return int(self.rng.integers(low, high + 1))
+
+    def suggest_categorical(self, name: str, choices: list) -> object:
+        return choices[int(self.rng.integers(len(choices)))]
+
+
+def space_draws(variant: Variant, task: str, space: str = "ncf", n: int = 3, seed: int = 0) -> list[dict]:
+    """``n`` settings drawn at random from a variant's space: what a run's plan times a study (and
+    its tuned winner) at, since the defaults can lie far from what the search will train (Rendle's
+    MF goes to 192 factors and 10 negatives)."""
+    import numpy as np
+
+    rng = np.random.default_rng([seed, n])
+    return [search_space(_RandomChoice(rng), variant, task, space) for _ in range(n)]
+
+
 def pinned_training(variant: Variant, task: str, space: str = "ncf") -> dict[str, object]:
     """The epochs and patience a space fixes for every trial (Rendle's MF: 256 epochs, patience 16):
     what a run's plan must assume for a study's trials and for the seeds trained with its winner."""

@@ -216,3 +216,31 @@ def test_the_plan_assumes_the_epochs_rendles_mf_space_pins():
                                                                    "patience": RENDLE_PATIENCE}
     assert pinned_training(VARIANTS["gmf"], "ranking", "rendle") == {}
     assert pinned_training(VARIANTS["mf"], "ranking", "ncf") == {}
+
+
+def test_the_plan_counts_the_epochs_successive_halving_leaves():
+    """One trial at a time: N trials train 1 epoch, N/3 two more, N/9 six more, ... up to the epoch
+    count. A stack's members are judged mostly against each other, so no rung keeps fewer than a stack."""
+    from bench.run.plan import study_epochs
+
+    assert study_epochs("halving", 27, 1, 10) == pytest.approx(27 * 1 + 9 * 2 + 3 * 6 + 1 * 1)
+    assert study_epochs("halving", 20, 5, 10) == pytest.approx(20 + 20 / 3 * 2 + 5 * 6 + 5 * 1)
+    assert study_epochs("halving", 3, 5, 4) == 12  # a budget smaller than the stack: every trial to the end
+    assert study_epochs("median", 10, 4, 20) == pytest.approx(0.7 * 10 * 20)
+
+
+def test_the_plan_times_a_study_at_settings_drawn_from_its_space():
+    """Rendle's MF space reaches 192 factors and 10 negatives: the plan probes draws from it, the
+    same draws every time, each one a valid config."""
+    from bench.configs import overridden
+    from bench.search import space_draws
+    from bench.suites import SUITES
+    from bench.variants import VARIANTS
+
+    spec = SUITES["full"].datasets[2]
+    draws = space_draws(VARIANTS["mf"], "ranking", "rendle", 4)
+    assert draws == space_draws(VARIANTS["mf"], "ranking", "rendle", 4)
+    assert len({(d["model"]["n_factors"], d["train"]["n_negatives"]) for d in draws}) > 1
+    for d in draws:
+        model, train = overridden(spec, spec.model, spec.train, d)
+        assert 8 <= model.n_factors <= 192 and 1 <= train.n_negatives <= 10 and train.epochs == 256

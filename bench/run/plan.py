@@ -20,26 +20,27 @@ import torch
 from bench import layout
 from bench.compute.study import StudyJob, StudySettings, run_study
 from bench.compute.units import UnitJob, UnitSettings, run_unit
-from bench.configs import record, split_for, trial_key, variant_configs
+from bench.configs import overridden, record, split_for, trial_key, variant_configs
 from bench.params import TunedParams
 from bench.run.datasets import training_pairs
 from bench.run.options import memory_budget
 from bench.run.pool import Job
-from bench.search import PRUNERS, TUNE_SEED, pinned_training
+from bench.search import HALVING_FACTOR, HALVING_MIN_EPOCHS, PRUNERS, TUNE_SEED, pinned_training, space_draws
 from bench.suites import DataSpec
 from bench.variants import BASELINE, PRETRAIN_BASES, VARIANTS, chain_rank
 from ncf_core.evaluate import Evaluator, grid
-from ncf_core.optim import make_optimizer
+from ncf_core.optim import make_optimizer, plain_sgd
 from ncf_core.stacked import stack
 from ncf_core.tasks import task_of
-from ncf_core.train import seeded_model, train_steps
+from ncf_core.train import row_gradients, seeded_model, train_steps
 
 # Relative cost of a training example at the paper's shapes (bench speed, 2-core CPU, batch 256:
 # samples/s of GMF over each model's), and how much of a study's epochs pruning leaves.
 EXAMPLE_COST = {"mf": 1.2, "gmf": 1.0, "mlp": 2.1, "neumf": 2.5}
-EPOCHS_LEFT = {"median": 0.7, "halving": 0.5}
+EPOCHS_LEFT = {"median": 0.7}
 STACK_CAP = 16
 PROBE_USERS = 256
+PROBE_DRAWS = 4  # settings a study's probe draws from its search space
 
 
 @dataclass
@@ -179,8 +180,8 @@ def jobs(plan: Plan, run_dir: Path, params: TunedParams, jobs_count: int, device
 def relative_costs(plan: Plan, params: TunedParams) -> dict[tuple, float]:
     """Examples trained (times a model's cost per example, over a stack's gain): enough to order the
     work and to turn the progress bar's rate into time left, without measuring anything."""
-    return {key: examples * EXAMPLE_COST[model] / stack_gain(size)
-            for key, (examples, model, size) in _work(plan, params).items()}
+    return {key: member_epochs * training_pairs(*plan.specs[key[1]]) * EXAMPLE_COST[model] / stack_gain(size)
+            for key, (member_epochs, model, size) in _work(plan, params).items()}
 
 
 def stack_gain(size: int) -> float:
@@ -189,27 +190,43 @@ def stack_gain(size: int) -> float:
 
 
 def _work(plan: Plan, params: TunedParams) -> dict[tuple, tuple[float, str, int]]:
-    """(examples an epoch times epochs, model, stack size) of each job."""
+    """(epochs of one model, summed over the job's models; model; stack size) of each job."""
     out = {}
     for study in plan.studies:
-        spec, data = plan.specs[study.dataset]
+        spec, _ = plan.specs[study.dataset]
         _, train_cfg = variant_configs(spec, VARIANTS[study.variant], params)
         train_cfg = replace(train_cfg, **pinned_training(VARIANTS[study.variant], spec.task, spec.search))
-        epochs = _expected_epochs(train_cfg) * EPOCHS_LEFT[plan.pruner]
-        examples = training_pairs(spec, data) * epochs * (plan.budget + plan.warms(study.variant))
-        out[plan.study_key(study)] = (examples, VARIANTS[study.variant].model, plan.stacks[spec.label])
+        stack_size = plan.stacks[spec.label]
+        epochs = study_epochs(plan.pruner, plan.budget, stack_size, _expected_epochs(train_cfg))
+        epochs += _expected_epochs(train_cfg) * plan.warms(study.variant)
+        out[plan.study_key(study)] = (epochs, VARIANTS[study.variant].model, stack_size)
     for unit in plan.units:
-        spec, data = plan.specs[unit.dataset]
+        spec, _ = plan.specs[unit.dataset]
         if unit.variant.startswith(BASELINE):
-            out[plan.unit_key(unit)] = (training_pairs(spec, data) * 0.01, "gmf", 1)
+            out[plan.unit_key(unit)] = (0.01, "gmf", 1)
             continue
         _, train_cfg = variant_configs(spec, VARIANTS[unit.variant], params)
         if plan.budget:  # the tuned winner trains as its space pinned it
             train_cfg = replace(train_cfg, **pinned_training(VARIANTS[unit.variant], spec.task, spec.search))
         epochs = _expected_epochs(train_cfg) * (1.5 if spec.refit else 1.0)
-        out[plan.unit_key(unit)] = (training_pairs(spec, data) * epochs * len(unit.seeds),
-                                    VARIANTS[unit.variant].model, len(unit.seeds))
+        out[plan.unit_key(unit)] = (epochs * len(unit.seeds), VARIANTS[unit.variant].model, len(unit.seeds))
     return out
+
+
+def study_epochs(pruner: str, budget: int, stack_size: int, epochs: float) -> float:
+    """Epochs a study trains, summed over its trials. The median pruner leaves about 70 % of them.
+    Successive halving keeps a 1/factor of the trials at each rung (1, 3, 9, ... epochs), but not
+    fewer than a stack: a stack's members are judged mostly against each other, so about a stack
+    goes the distance (measured on the quick suite: 816 epochs in 12 studies of 20 trials, 5 at a
+    time; this gives 820)."""
+    if pruner != "halving":
+        return EPOCHS_LEFT[pruner] * budget * epochs
+    total, survivors, reached, rung = 0.0, float(budget), 0.0, float(HALVING_MIN_EPOCHS)
+    while True:
+        total += survivors * (min(rung, epochs) - reached)
+        if rung >= epochs:
+            return total
+        survivors, reached, rung = max(min(stack_size, budget), survivors / HALVING_FACTOR), rung, rung * HALVING_FACTOR
 
 
 def _expected_epochs(cfg: Any) -> float:
@@ -219,11 +236,13 @@ def _expected_epochs(cfg: Any) -> float:
 
 def measured_costs(plan: Plan, params: TunedParams, threads: int, log: Any = print) -> dict[tuple, float]:
     """Seconds per job from a short probe: a few training steps of each (data set, model) at each
-    stack size the plan uses, and one validation pass, on this machine with the run's threads."""
+    stack size the plan uses, and one validation pass, on this machine with the run's threads. A
+    study, and in a tuned run the seeds of its winner, are timed at settings drawn from the search
+    space (``search.space_draws``), not at the defaults."""
     torch.set_num_threads(threads)
     speed: dict[tuple, tuple[float, float, float]] = {}
     out = {}
-    for key, (examples, _, size) in _work(plan, params).items():
+    for key, (member_epochs, _, size) in _work(plan, params).items():
         spec, data = plan.specs[key[1]]
         if key[0] == "unit" and key[4].startswith(BASELINE):
             out[key] = 0.5
@@ -233,41 +252,50 @@ def measured_costs(plan: Plan, params: TunedParams, threads: int, log: Any = pri
         probe = (key[1], variant, size, device)
         if probe not in speed:
             started = time.perf_counter()
-            speed[probe] = _probe(spec, data, variant, size, device, params)
-            log(f"probe: {variant} on {spec.label}, {size} stacked on {device}: {speed[probe][0]:,.0f} examples/s, "
-                f"validation {speed[probe][1]:.2f} s, test {speed[probe][2]:.2f} s "
-                f"({time.perf_counter() - started:.1f} s)")
-        per_s, valid_s, test_s = speed[probe]
-        member_epochs = examples / training_pairs(spec, data)
-        out[key] = examples / per_s + valid_s * member_epochs + (test_s * len(key[2]) if key[0] == "unit" else 0.0)
+            draws = space_draws(VARIANTS[variant], spec.task, spec.search, PROBE_DRAWS) if plan.budget else [{}]
+            speed[probe] = _probe(spec, data, variant, size, device, params, draws)
+            log(f"probe: {variant} on {spec.label}, {size} stacked on {device}"
+                f"{f' at {len(draws)} settings drawn from its search space' if plan.budget else ''}: "
+                f"{speed[probe][0]:.2f} s an epoch a model, validation {speed[probe][1]:.2f} s, "
+                f"test {speed[probe][2]:.2f} s ({time.perf_counter() - started:.1f} s)")
+        epoch_s, valid_s, test_s = speed[probe]
+        out[key] = member_epochs * (epoch_s + valid_s) + (test_s * len(key[2]) if key[0] == "unit" else 0.0)
     return out
 
 
 def _probe(spec: DataSpec, data: Any, variant: str, size: int, device: str, params: TunedParams,
-           steps: int = 30) -> tuple[float, float]:
+           draws: list[dict], steps: int = 20) -> tuple[float, float, float]:
+    """(seconds a training epoch takes a model, averaged over ``draws``' settings; a validation pass;
+    the test's full ranking)."""
     split = split_for(spec, data, 0)
     v = VARIANTS[variant]
-    model_cfg, train_cfg = variant_configs(spec, v, params)
-    models = [seeded_model(v.model, model_cfg, split, s, device, train_cfg.sparse) for s in range(size)]
-    module = models[0] if size == 1 else stack(models)
-    optimizers = make_optimizer(module, train_cfg, torch.device(device))
-    gen = torch.Generator().manual_seed(0)
-    shape = (size, train_cfg.batch_size * steps) if size > 1 else (train_cfg.batch_size * steps,)
-    u = torch.randint(split.n_users, shape, generator=gen).to(device)
-    i = torch.randint(split.n_items, shape, generator=gen).to(device)
-    y = torch.randint(2, shape, generator=gen).float().to(device)
-    warm = train_cfg.batch_size * 3
-    train_steps(module, optimizers, train_cfg, u[..., :warm], i[..., :warm], y[..., :warm])
-    started = time.perf_counter()
-    train_steps(module, optimizers, train_cfg, u[..., warm:], i[..., warm:], y[..., warm:])
-    per_s = size * (shape[-1] - warm) / (time.perf_counter() - started)
+    epoch_s = []
+    for draw in draws:
+        model_cfg, train_cfg = overridden(spec, *variant_configs(spec, v, params), draw)
+        models = [seeded_model(v.model, model_cfg, split, s, device, train_cfg.sparse) for s in range(size)]
+        module = models[0] if size == 1 else stack(models)
+        restore = row_gradients(module, plain_sgd(train_cfg))
+        optimizers = make_optimizer(module, train_cfg, torch.device(device))
+        gen = torch.Generator().manual_seed(0)
+        shape = (size, train_cfg.batch_size * steps) if size > 1 else (train_cfg.batch_size * steps,)
+        u = torch.randint(split.n_users, shape, generator=gen).to(device)
+        i = torch.randint(split.n_items, shape, generator=gen).to(device)
+        y = torch.randint(2, shape, generator=gen).float().to(device)
+        warm = train_cfg.batch_size * 3
+        train_steps(module, optimizers, train_cfg, u[..., :warm], i[..., :warm], y[..., :warm])
+        started = time.perf_counter()
+        train_steps(module, optimizers, train_cfg, u[..., warm:], i[..., warm:], y[..., warm:])
+        per_s = size * (shape[-1] - warm) / (time.perf_counter() - started)
+        restore()
+        examples = len(split.train) * task_of(spec.task).examples_per_row(train_cfg.n_negatives)
+        epoch_s.append(examples / per_s)
     started = time.perf_counter()
     Evaluator(split, "valid", device, k=train_cfg.k).loss_and_metric(models[0])
     valid_s = time.perf_counter() - started
     users = torch.from_numpy(split.test.users[:PROBE_USERS]).to(device)  # the test's full ranking, on a sample
     started = time.perf_counter()
     grid(models[0], users, torch.arange(split.n_items, device=device))
-    return per_s, valid_s, (time.perf_counter() - started) * len(split.test) / max(1, len(users))
+    return sum(epoch_s) / len(epoch_s), valid_s, (time.perf_counter() - started) * len(split.test) / max(1, len(users))
 
 
 def makespan(jobs_list: list[Job], workers: int, seconds: dict[tuple, float]) -> float:
