@@ -5,7 +5,7 @@ module costs nothing; ``bench.compute.study`` runs the studies.
 
 from __future__ import annotations
 
-from bench.variants import Variant
+from bench.variants import VARIANTS, Variant
 from ncf_core.tasks import task_of
 
 TUNE_SEED = 1_000_003  # the tuning split's seed: none of a run's evaluation seeds (0..N-1)
@@ -102,7 +102,12 @@ def space_draws(variant: Variant, task: str, space: str = "ncf", n: int = 3, see
     import numpy as np
 
     rng = np.random.default_rng([seed, n])
-    return [search_space(_RandomChoice(rng), variant, task, space) for _ in range(n)]
+    draws = [search_space(_RandomChoice(rng), variant, task, space) for _ in range(n)]
+    if variant.pretrained:  # its shapes are those of its GMF and MLP, drawn from their spaces
+        gmf, mlp = (space_draws(VARIANTS[name], task, space, n, seed) for name in ("gmf", "mlp"))
+        for draw, g, m in zip(draws, gmf, mlp):
+            draw["model"].update(n_factors=g["model"]["n_factors"], mlp_layers=m["model"]["mlp_layers"])
+    return draws
 
 
 def pinned_training(variant: Variant, task: str, space: str = "ncf") -> dict[str, object]:

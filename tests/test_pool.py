@@ -41,6 +41,31 @@ def test_a_job_runs_after_its_dependencies_with_their_results(workers):
     assert order.index("c") > max(order.index("a"), order.index("b")) and order.index("d") > order.index("c")
 
 
+def _three_epochs(x, *after):
+    from bench.compute import progress
+    from bench.run.pool import REPORT_S
+
+    for _ in range(3):
+        progress.epoch()
+        time.sleep(REPORT_S / 2)  # a worker sends what has ended at most twice a report period
+    return x
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_running_jobs_epochs_reach_the_driver_before_it_ends(workers):
+    """The progress bar moves while a long study runs, not only when it ends."""
+    events = []
+    jobs = [Job("a", _three_epochs, (1,)), Job("b", _three_epochs, (2,)), Job("c", _three_epochs, (3,), after=("a",))]
+    results = {}
+    for job, result in run_jobs(jobs, workers, 2, [], epoch=lambda key, n: events.extend([("epoch", key)] * n)):
+        events.append(("done", job.key))
+        results[job.key] = result
+    assert results == {"a": 1, "b": 2, "c": 3}
+    for key in "abc":
+        mine = [kind for kind, k in events if k == key]
+        assert mine == ["epoch"] * 3 + ["done"], (key, events)
+
+
 def test_a_workers_error_reaches_the_driver_whole(tmp_path):
     missing = tmp_path / "none.json"
     with pytest.raises(DataError) as err:

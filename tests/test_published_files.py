@@ -216,6 +216,15 @@ def test_the_plan_assumes_the_epochs_rendles_mf_space_pins():
                                                                    "patience": RENDLE_PATIENCE}
     assert pinned_training(VARIANTS["gmf"], "ranking", "rendle") == {}
     assert pinned_training(VARIANTS["mf"], "ranking", "ncf") == {}
+    from dataclasses import replace
+
+    from bench.run.plan import _pinned
+    from bench.suites import SUITES
+
+    spec = SUITES["full"].datasets[2]
+    assert (_pinned(spec, "mf", spec.train).epochs, _pinned(spec, "mf", spec.train).patience) == (256, 16)
+    fixed = replace(spec, train=replace(spec.train, epochs=3), epochs_fixed=True)  # --epochs 3 wins
+    assert (_pinned(fixed, "mf", fixed.train).epochs, _pinned(fixed, "mf", fixed.train).patience) == (3, 16)
 
 
 def test_the_plan_counts_the_epochs_successive_halving_leaves():

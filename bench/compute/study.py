@@ -33,6 +33,7 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from bench import faults, layout
+from bench.compute import progress
 from bench.compute.pretrain import PretrainCache, pretrained_neumfs
 from bench.compute.storage import create_study, quiet, storage_for
 from bench.configs import base_configs, overridden, split_for, variant_configs
@@ -225,6 +226,7 @@ class Search:
             if member.running(self.study):
                 with quiet():
                     member.trial.report(stats.valid_metric, stats.epoch)
+            progress.epoch()
             faults.point("study-epoch")
             member.pruned = pruner.prune(view, member.frozen)
             return not member.pruned

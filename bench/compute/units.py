@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from bench import faults
+from bench.compute import progress
 from bench.compute.pretrain import PretrainCache, pretrained_neumfs
 from bench.configs import base_configs, record, split_for, trial_config, variant_configs
 from bench.params import TunedParams
@@ -121,6 +122,7 @@ def _trials(spec: DataSpec, splits: dict[int, Split], seeds: list[int], device: 
 
 
 def _epoch_point(member: int, stats: Any) -> bool:
+    progress.epoch()
     faults.point("unit-epoch")
     return True
 
@@ -150,7 +152,7 @@ def _refit(spec: DataSpec, splits: dict[int, Split], seeds: list[int], device: s
             models = [seeded_model(variant.model, model_cfg, whole[s], s, device, train_cfg.sparse) for s in group]
         cfg = TrainConfig(**{**asdict(train_cfg), "epochs": epochs, "patience": None})
         results, _ = fit_group(models, [whole[s] for s in group], cfg, device, group, select=False,
-                               stack_members=settings.stack)
+                               on_epoch=lambda member, stats: progress.epoch() or True, stack_members=settings.stack)
         out.update({s: (m, r) for s, m, r in zip(group, models, results)})
     return out
 

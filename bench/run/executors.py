@@ -10,7 +10,7 @@ their database) is. Ray is imported only here, and only for ``--ray``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
 from bench.run.pool import Job, _call, run_jobs
@@ -21,8 +21,9 @@ class PoolExecutor:
         self.workers, self.cores = workers, cores
 
     def execute(self, jobs: list[Job], datasets: list[Any],
-                started: Callable[[Job, int], None] = lambda job, threads: None) -> Iterator[tuple[Job, Any]]:
-        yield from run_jobs(jobs, self.workers, self.cores, datasets, started)
+                started: Callable[[Job, int], None] = lambda job, threads: None,
+                epoch: Callable[[Hashable, int], None] = lambda key, n: None) -> Iterator[tuple[Job, Any]]:
+        yield from run_jobs(jobs, self.workers, self.cores, datasets, started, epoch)
 
 
 class RayExecutor:
@@ -30,7 +31,9 @@ class RayExecutor:
         self.address, self.threads = address, threads
 
     def execute(self, jobs: list[Job], datasets: list[Any],
-                started: Callable[[Job, int], None] = lambda job, threads: None) -> Iterator[tuple[Job, Any]]:
+                started: Callable[[Job, int], None] = lambda job, threads: None,
+                epoch: Callable[[Hashable, int], None] = lambda key, n: None) -> Iterator[tuple[Job, Any]]:
+        """``epoch`` is not called: a Ray task's progress shows when it ends."""
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from bench import layout
@@ -184,6 +185,12 @@ def relative_costs(plan: Plan, params: TunedParams) -> dict[tuple, float]:
             for key, (member_epochs, model, size) in _work(plan, params).items()}
 
 
+def expected_epochs(plan: Plan, params: TunedParams) -> dict[tuple, float]:
+    """Epochs each job is expected to train, summed over its models: what a job's ended epochs
+    are counted against to move the progress bar while it runs."""
+    return {key: work[0] for key, work in _work(plan, params).items()}
+
+
 def stack_gain(size: int) -> float:
     """Throughput of a stack of ``size`` over one model (bench speed: about 2.5x for ten)."""
     return size ** 0.4
@@ -195,7 +202,7 @@ def _work(plan: Plan, params: TunedParams) -> dict[tuple, tuple[float, str, int]
     for study in plan.studies:
         spec, _ = plan.specs[study.dataset]
         _, train_cfg = variant_configs(spec, VARIANTS[study.variant], params)
-        train_cfg = replace(train_cfg, **pinned_training(VARIANTS[study.variant], spec.task, spec.search))
+        train_cfg = _pinned(spec, study.variant, train_cfg)
         stack_size = plan.stacks[spec.label]
         epochs = study_epochs(plan.pruner, plan.budget, stack_size, _expected_epochs(train_cfg))
         epochs += _expected_epochs(train_cfg) * plan.warms(study.variant)
@@ -207,10 +214,18 @@ def _work(plan: Plan, params: TunedParams) -> dict[tuple, tuple[float, str, int]
             continue
         _, train_cfg = variant_configs(spec, VARIANTS[unit.variant], params)
         if plan.budget:  # the tuned winner trains as its space pinned it
-            train_cfg = replace(train_cfg, **pinned_training(VARIANTS[unit.variant], spec.task, spec.search))
+            train_cfg = _pinned(spec, unit.variant, train_cfg)
         epochs = _expected_epochs(train_cfg) * (1.5 if spec.refit else 1.0)
         out[plan.unit_key(unit)] = (epochs * len(unit.seeds), VARIANTS[unit.variant].model, len(unit.seeds))
     return out
+
+
+def _pinned(spec: DataSpec, variant: str, train_cfg: Any) -> Any:
+    """The training a variant's space pins for every trial; an epoch count set by --epochs stays."""
+    pins = pinned_training(VARIANTS[variant], spec.task, spec.search)
+    if spec.epochs_fixed:
+        pins.pop("epochs", None)
+    return replace(train_cfg, **pins)
 
 
 def study_epochs(pruner: str, budget: int, stack_size: int, epochs: float) -> float:
@@ -240,7 +255,7 @@ def measured_costs(plan: Plan, params: TunedParams, threads: int, log: Any = pri
     study, and in a tuned run the seeds of its winner, are timed at settings drawn from the search
     space (``search.space_draws``), not at the defaults."""
     torch.set_num_threads(threads)
-    speed: dict[tuple, tuple[float, float, float]] = {}
+    speed: dict[tuple, tuple[list[float], float, float]] = {}
     out = {}
     for key, (member_epochs, _, size) in _work(plan, params).items():
         spec, data = plan.specs[key[1]]
@@ -256,16 +271,19 @@ def measured_costs(plan: Plan, params: TunedParams, threads: int, log: Any = pri
             speed[probe] = _probe(spec, data, variant, size, device, params, draws)
             log(f"probe: {variant} on {spec.label}, {size} stacked on {device}"
                 f"{f' at {len(draws)} settings drawn from its search space' if plan.budget else ''}: "
-                f"{speed[probe][0]:.2f} s an epoch a model, validation {speed[probe][1]:.2f} s, "
+                f"{', '.join(f'{x:.2f}' for x in speed[probe][0])} s an epoch a model, "
+                f"validation {speed[probe][1]:.2f} s, "
                 f"test {speed[probe][2]:.2f} s ({time.perf_counter() - started:.1f} s)")
-        epoch_s, valid_s, test_s = speed[probe]
+        draws_s, valid_s, test_s = speed[probe]
+        # a study trains settings from all over its space; a unit trains one, typical of it
+        epoch_s = float(np.mean(draws_s) if key[0] == "study" else np.median(draws_s))
         out[key] = member_epochs * (epoch_s + valid_s) + (test_s * len(key[2]) if key[0] == "unit" else 0.0)
     return out
 
 
 def _probe(spec: DataSpec, data: Any, variant: str, size: int, device: str, params: TunedParams,
-           draws: list[dict], steps: int = 20) -> tuple[float, float, float]:
-    """(seconds a training epoch takes a model, averaged over ``draws``' settings; a validation pass;
+           draws: list[dict], steps: int = 20) -> tuple[list[float], float, float]:
+    """(seconds a training epoch takes a model at each of ``draws``' settings; a validation pass;
     the test's full ranking)."""
     split = split_for(spec, data, 0)
     v = VARIANTS[variant]
@@ -292,10 +310,12 @@ def _probe(spec: DataSpec, data: Any, variant: str, size: int, device: str, para
     started = time.perf_counter()
     Evaluator(split, "valid", device, k=train_cfg.k).loss_and_metric(models[0])
     valid_s = time.perf_counter() - started
-    users = torch.from_numpy(split.test.users[:PROBE_USERS]).to(device)  # the test's full ranking, on a sample
+    if not task_of(spec.task).implicit:  # the test is scored like the validation part
+        return epoch_s, valid_s, valid_s * len(split.test) / max(1, len(split.valid))
+    users = torch.from_numpy(np.unique(split.test.users)[:PROBE_USERS]).to(device)  # full ranking, on a sample
     started = time.perf_counter()
     grid(models[0], users, torch.arange(split.n_items, device=device))
-    return sum(epoch_s) / len(epoch_s), valid_s, (time.perf_counter() - started) * len(split.test) / max(1, len(users))
+    return epoch_s, valid_s, (time.perf_counter() - started) * len(np.unique(split.test.users)) / max(1, len(users))
 
 
 def makespan(jobs_list: list[Job], workers: int, seconds: dict[tuple, float]) -> float:

@@ -17,13 +17,17 @@ import multiprocessing
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.compute import progress
 from ncf_core import DataError
+
+REPORT_S = 1.0  # how often the driver collects the workers' ended epochs
 
 
 @dataclass(frozen=True)
@@ -77,8 +81,33 @@ def _call(fn: Callable[..., Any], threads: int, *args: Any) -> Any:
     return fn(*args)
 
 
-def _start_worker(parent: int) -> None:
+_epochs: Any = None  # in a worker: the queue its jobs' ended epochs go to (set by _start_worker)
+
+
+class _Sender:
+    """A job's ended epochs, sent to the driver as (key, count) at most twice a report period: on
+    tiny data a job ends hundreds of epochs a second, which would fill the pipe and stall it."""
+
+    def __init__(self, key: Hashable) -> None:
+        self.key, self.count, self.sent = key, 0, time.monotonic()
+
+    def __call__(self) -> None:
+        self.count += 1
+        if time.monotonic() - self.sent >= REPORT_S / 2:
+            _epochs.put((self.key, self.count))
+            self.count, self.sent = 0, time.monotonic()
+
+
+def _call_reporting(key: Hashable, fn: Callable[..., Any], threads: int, *args: Any) -> Any:
+    """``_call`` in a worker, the epochs the job ends sent to the driver."""
+    with progress.reporting(_Sender(key)):
+        return _call(fn, threads, *args)
+
+
+def _start_worker(parent: int, epochs: Any) -> None:
     """A worker dies with the run: after a SIGKILL of the driver no orphan keeps writing to a study."""
+    global _epochs
+    _epochs = epochs
     if sys.platform.startswith("linux"):
         import ctypes
 
@@ -89,9 +118,11 @@ def _start_worker(parent: int) -> None:
 
 
 def run_jobs(jobs: list[Job], workers: int, cores: int, datasets: list[Any],
-             started: Callable[[Job, int], None] = lambda job, threads: None) -> Iterator[tuple[Job, Any]]:
-    """Yield ``(job, result)`` as jobs finish. A job's exception is raised here and the workers are
-    stopped: nothing keeps computing for a run that has stopped."""
+             started: Callable[[Job, int], None] = lambda job, threads: None,
+             epoch: Callable[[Hashable, int], None] = lambda key, n: None) -> Iterator[tuple[Job, Any]]:
+    """Yield ``(job, result)`` as jobs finish; ``epoch(key, n)`` when models of a running job have
+    ended ``n`` more epochs. A job's exception is raised here and the workers are stopped: nothing keeps computing
+    for a run that has stopped."""
     rank = priorities(jobs)
     waiting = sorted(jobs, key=lambda j: -rank[j.key])
     results: dict[Hashable, Any] = {}
@@ -109,11 +140,14 @@ def run_jobs(jobs: list[Job], workers: int, cores: int, datasets: list[Any],
             job = ready()[0]
             waiting.remove(job)
             started(job, cores)
-            results[job.key] = _call(job.fn, cores, *arguments(job))
+            with progress.reporting(lambda key=job.key: epoch(key, 1)):
+                results[job.key] = _call(job.fn, cores, *arguments(job))
             yield job, results[job.key]
         return
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_start_worker, initargs=(os.getpid(),))
+    context = multiprocessing.get_context("spawn")
+    epochs = context.SimpleQueue()
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                               initargs=(os.getpid(), epochs))
     running: dict[Future, Job] = {}
     try:
         while waiting or running:
@@ -122,10 +156,12 @@ def run_jobs(jobs: list[Job], workers: int, cores: int, datasets: list[Any],
                 threads = threads_per_job(min(workers, len(running) + len(runnable)), cores)
                 waiting.remove(job)
                 started(job, threads)
-                running[pool.submit(_call, job.fn, threads, *arguments(job))] = job
+                running[pool.submit(_call_reporting, job.key, job.fn, threads, *arguments(job))] = job
             if not running:
                 raise ValueError(f"jobs wait on each other: {[j.key for j in waiting]}")
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            done, _ = wait(running, timeout=REPORT_S, return_when=FIRST_COMPLETED)
+            while not epochs.empty():
+                epoch(*epochs.get())
             for future in sorted(done, key=lambda f: -rank[running[f].key]):
                 job = running.pop(future)
                 try:

@@ -20,7 +20,7 @@ from bench.configs import COMPARED, config_difference, trial_config, trial_key, 
 from bench.run.datasets import resolve_datasets
 from bench.run.executors import PoolExecutor
 from bench.run.options import RunOptions, cpu_cores, resolve_devices
-from bench.run.plan import Plan, jobs, make_plan, makespan, measured_costs, relative_costs
+from bench.run.plan import Plan, expected_epochs, jobs, make_plan, makespan, measured_costs, relative_costs
 from bench.run.pool import Job, threads_per_job
 from bench.run.store import TrialStore
 from bench.suites import Suite
@@ -132,8 +132,18 @@ class Runner:
             if job.key[0] == "study":
                 bar.write(f"tuning {job.name.removeprefix('the ')} ({threads} thread{'s' * (threads > 1)})")
 
+        cost, expected = {j.key: j.cost for j in work}, expected_epochs(plan, self.opts.params)
+        ended: dict[Any, int] = {}
+        moved: dict[Any, float] = {}
+
+        def epoch(key: Any, n: int) -> None:  # a running job's share, never all of it before it ends
+            ended[key] = ended.get(key, 0) + n
+            share = cost[key] * min(0.9, ended[key] / max(1.0, expected.get(key, 1.0)))
+            bar.update(max(0.0, min(share - moved.get(key, 0.0), bar.total - bar.n)))
+            moved[key] = max(share, moved.get(key, 0.0))
+
         try:
-            for job, result in self.executor.execute(work, [data for _, data in plan.specs], started):
+            for job, result in self.executor.execute(work, [data for _, data in plan.specs], started, epoch):
                 if job.key[0] == "study":
                     self._study_done(job, result, bar)
                 else:
@@ -144,7 +154,7 @@ class Runner:
                         bar.write(_one_line(rec))
                         faults.point("stored")
                     bar.set_description_str(f"{done_trials}/{len(plan.trials)} trials")
-                bar.update(min(job.cost, bar.total - bar.n))
+                bar.update(max(0.0, min(job.cost - moved.get(job.key, 0.0), bar.total - bar.n)))
         finally:
             bar.close()
         return results
@@ -185,8 +195,9 @@ class Runner:
                              f"~{seconds.get(key, 0) / 60:6.1f} min")
         total = sum(seconds.values())
         lines.append(f"\nestimated: {total / 60:.1f} min of work, {wall / 60:.1f} min wall time on {self.jobs} "
-                     f"job{'s' * (self.jobs > 1)} (a probe of the engine at the default settings; tuned settings, "
-                     "pruning and early stopping move it)")
+                     f"job{'s' * (self.jobs > 1)} (a probe of the engine at "
+                     f"{'settings drawn from each search space' if plan.budget else 'the settings of each job'}; "
+                     "where the search goes, pruning and early stopping move it)")
         return "\n".join(lines)
 
 
