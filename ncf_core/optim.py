@@ -247,6 +247,7 @@ class MemberSGD(_Unhooked, torch.optim.Optimizer):
 
     def __init__(self, params, lr: list[float], momentum: list[float], weight_decay: list[float]) -> None:  # noqa: ANN001
         self.member_lr, self.member_mom, self.member_wd = list(lr), list(momentum), list(weight_decay)
+        self._rates: torch.Tensor | None = None  # -lr per member, for plain SGD's sparse rows
         super().__init__(params, {"lr": self.member_lr[0]})
 
     @torch.no_grad()
@@ -271,13 +272,13 @@ class MemberSGD(_Unhooked, torch.optim.Optimizer):
                     weights[s].add_(g, alpha=-lr)
         return None
 
-
     def _rows_step(self, p: torch.Tensor, members: int) -> None:
         """Plain SGD on a sparse gradient: only its rows move, each by its member's lr."""
         grad = p.grad.coalesce()
         ids, values = grad.indices()[0], grad.values()
-        rates = torch.tensor([-lr for lr in self.member_lr], dtype=p.dtype, device=p.device)
-        p.index_add_(0, ids, values * rates[ids // (len(p) // members)].view(-1, *[1] * (values.dim() - 1)))
+        if self._rates is None:  # made once, not every step
+            self._rates = torch.tensor([-lr for lr in self.member_lr], dtype=p.dtype, device=p.device)
+        p.index_add_(0, ids, values * self._rates[ids // (len(p) // members)].view(-1, *[1] * (values.dim() - 1)))
 
 
 def plain_sgd(cfgs: TrainConfig | list[TrainConfig]) -> bool:

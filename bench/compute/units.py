@@ -127,6 +127,11 @@ def _epoch_point(member: int, stats: Any) -> bool:
     return True
 
 
+def _refit_epoch(member: int, stats: Any) -> bool:
+    progress.epoch()
+    return True
+
+
 def _models(spec: DataSpec, splits: dict[int, Split], seeds: list[int], device: str, variant: Variant,
             model_cfg: ModelConfig, train_cfg: TrainConfig, params: TunedParams,
             cache: PretrainCache) -> list[torch.nn.Module]:
@@ -152,7 +157,7 @@ def _refit(spec: DataSpec, splits: dict[int, Split], seeds: list[int], device: s
             models = [seeded_model(variant.model, model_cfg, whole[s], s, device, train_cfg.sparse) for s in group]
         cfg = TrainConfig(**{**asdict(train_cfg), "epochs": epochs, "patience": None})
         results, _ = fit_group(models, [whole[s] for s in group], cfg, device, group, select=False,
-                               on_epoch=lambda member, stats: progress.epoch() or True, stack_members=settings.stack)
+                               on_epoch=_refit_epoch, stack_members=settings.stack)
         out.update({s: (m, r) for s, m, r in zip(group, models, results)})
     return out
 

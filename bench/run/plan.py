@@ -284,7 +284,7 @@ def measured_costs(plan: Plan, params: TunedParams, threads: int, log: Any = pri
 def _probe(spec: DataSpec, data: Any, variant: str, size: int, device: str, params: TunedParams,
            draws: list[dict], steps: int = 20) -> tuple[list[float], float, float]:
     """(seconds a training epoch takes a model at each of ``draws``' settings; a validation pass;
-    the test's full ranking)."""
+    the test: a full ranking for a ranking task, else a scoring pass like the validation's)."""
     split = split_for(spec, data, 0)
     v = VARIANTS[variant]
     epoch_s = []
@@ -312,10 +312,11 @@ def _probe(spec: DataSpec, data: Any, variant: str, size: int, device: str, para
     valid_s = time.perf_counter() - started
     if not task_of(spec.task).implicit:  # the test is scored like the validation part
         return epoch_s, valid_s, valid_s * len(split.test) / max(1, len(split.valid))
-    users = torch.from_numpy(np.unique(split.test.users)[:PROBE_USERS]).to(device)  # full ranking, on a sample
+    test_users = np.unique(split.test.users)
+    users = torch.from_numpy(test_users[:PROBE_USERS]).to(device)  # the full ranking, on a sample
     started = time.perf_counter()
     grid(models[0], users, torch.arange(split.n_items, device=device))
-    return epoch_s, valid_s, (time.perf_counter() - started) * len(np.unique(split.test.users)) / max(1, len(users))
+    return epoch_s, valid_s, (time.perf_counter() - started) * len(test_users) / max(1, len(users))
 
 
 def makespan(jobs_list: list[Job], workers: int, seconds: dict[tuple, float]) -> float:

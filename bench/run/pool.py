@@ -121,8 +121,8 @@ def run_jobs(jobs: list[Job], workers: int, cores: int, datasets: list[Any],
              started: Callable[[Job, int], None] = lambda job, threads: None,
              epoch: Callable[[Hashable, int], None] = lambda key, n: None) -> Iterator[tuple[Job, Any]]:
     """Yield ``(job, result)`` as jobs finish; ``epoch(key, n)`` when models of a running job have
-    ended ``n`` more epochs. A job's exception is raised here and the workers are stopped: nothing keeps computing
-    for a run that has stopped."""
+    ended ``n`` more epochs. A job's exception is raised here and the workers are stopped: nothing
+    keeps computing for a run that has stopped."""
     rank = priorities(jobs)
     waiting = sorted(jobs, key=lambda j: -rank[j.key])
     results: dict[Hashable, Any] = {}
