@@ -16,15 +16,9 @@ from ncf_core import DataError, ModelConfig, TrainConfig
 from ncf_core.config import with_overrides
 from ncf_core.data import DATASETS, Interactions, Split, split_for_seed
 
-KEY_FIELDS = ("dataset", "task", "variant", "device", "seed")  # what identifies a trial in the store
-
 
 def record(spec: DataSpec, variant: str, device: str, seed: int, **fields: Any) -> dict[str, Any]:
     return {"dataset": spec.label, "task": spec.task, "variant": variant, "device": device, "seed": seed, **fields}
-
-
-def trial_key(rec: dict[str, Any]) -> tuple:
-    return tuple(rec[f] for f in KEY_FIELDS)
 
 
 def variant_configs(spec: DataSpec, variant: Variant, params: TunedParams) -> tuple[ModelConfig, TrainConfig]:

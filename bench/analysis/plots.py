@@ -85,7 +85,7 @@ def write_plots(records: list[dict[str, Any]], frame: pd.DataFrame, folder: Path
                     ax.plot(x, mean, "o", color="black")
             ax.set_xticks(range(len(variants)), variants, rotation=45, ha="right", fontsize=8)
             ax.set_ylabel(f"{m} ({'higher' if higher_is_better(m) else 'lower'} is better)")
-            ax.set_title(f"{dataset} ({task}): {m}\\nseeds (dots), mean and 95% CI (black)", fontsize=9)
+            ax.set_title(f"{dataset} ({task}): {m}\nseeds (dots), mean and 95% CI (black)", fontsize=9)
         fig.tight_layout()
         path = folder / f"metrics-{_slug(dataset)}-{task}.png"
         _save(fig, path)

@@ -21,11 +21,12 @@ import torch
 from bench import layout
 from bench.compute.study import StudyJob, StudySettings, run_study
 from bench.compute.units import UnitJob, UnitSettings, run_unit
-from bench.configs import overridden, record, split_for, trial_key, variant_configs
+from bench.configs import overridden, record, split_for, variant_configs
 from bench.params import TunedParams
 from bench.run.datasets import training_pairs
 from bench.run.options import memory_budget
 from bench.run.pool import Job
+from bench.run.store import trial_key
 from bench.search import HALVING_FACTOR, HALVING_MIN_EPOCHS, PRUNERS, TUNE_SEED, pinned_training, space_draws
 from bench.suites import DataSpec
 from bench.variants import BASELINE, PRETRAIN_BASES, VARIANTS, chain_rank

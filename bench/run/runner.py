@@ -16,13 +16,13 @@ from typing import Any
 from tqdm import tqdm
 
 from bench import faults
-from bench.configs import COMPARED, config_difference, trial_config, trial_key, variant_configs
+from bench.configs import COMPARED, config_difference, trial_config, variant_configs
 from bench.run.datasets import resolve_datasets
 from bench.run.executors import PoolExecutor
 from bench.run.options import RunOptions, cpu_cores, resolve_devices
 from bench.run.plan import Plan, expected_epochs, jobs, make_plan, makespan, measured_costs, relative_costs
 from bench.run.pool import Job, threads_per_job
-from bench.run.store import TrialStore
+from bench.run.store import TrialStore, trial_key
 from bench.suites import Suite
 from bench.variants import VARIANTS
 from ncf_core import DataError

@@ -16,13 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from bench import layout
-from bench.configs import trial_key
 from ncf_core import DataError
 
 try:
     import fcntl
 except ImportError:  # not POSIX: no lock
     fcntl = None
+
+KEY_FIELDS = ("dataset", "task", "variant", "device", "seed")  # what identifies a trial in the store
+
+
+def trial_key(rec: dict[str, Any]) -> tuple:
+    return tuple(rec[f] for f in KEY_FIELDS)
 
 
 def well_formed(rec: Any) -> bool:
