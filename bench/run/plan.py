@@ -2,47 +2,37 @@
 the seeded units (a variant's pending seeds of one seed group on one device) that wait for their
 study, and for a pretrained NeuMF also for its GMF and MLP. A data set's units start as soon as its
 studies end, while other studies still run. Costs are estimated to order the work (longest path
-first), to drive the progress bar's time left, and for ``bench run --plan``, which measures the
-engine's speed briefly on each data set first and prints the plan and its estimated wall time.
+first), to drive the progress bar's time left, and for ``bench run --plan``, which prices them in
+seconds (``bench.run.cost``) and prints the plan and its estimated wall time.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from bench import layout
 from bench.compute.study import StudyJob, StudySettings, run_study
 from bench.compute.units import UnitJob, UnitSettings, run_unit
-from bench.configs import overridden, record, split_for, variant_configs
+from bench.configs import record, variant_configs
 from bench.params import TunedParams
 from bench.run.datasets import training_pairs
 from bench.run.options import memory_budget
 from bench.run.pool import Job
 from bench.run.store import trial_key
-from bench.search import HALVING_FACTOR, HALVING_MIN_EPOCHS, PRUNERS, TUNE_SEED, pinned_training, space_draws
+from bench.search import HALVING_FACTOR, HALVING_MIN_EPOCHS, PRUNERS, TUNE_SEED, pinned_training
 from bench.suites import DataSpec
 from bench.variants import BASELINE, PRETRAIN_BASES, VARIANTS, chain_rank
-from ncf_core.evaluate import Evaluator, grid
-from ncf_core.optim import make_optimizer, plain_sgd
-from ncf_core.stacked import stack
 from ncf_core.tasks import task_of
-from ncf_core.train import row_gradients, seeded_model, train_steps
 
 # Relative cost of a training example at the paper's shapes (bench speed, 2-core CPU, batch 256:
 # samples/s of GMF over each model's), and how much of a study's epochs pruning leaves.
 EXAMPLE_COST = {"mf": 1.2, "gmf": 1.0, "mlp": 2.1, "neumf": 2.5}
 EPOCHS_LEFT = {"median": 0.7}
 STACK_CAP = 16
-PROBE_USERS = 256
-PROBE_DRAWS = 4  # settings a study's probe draws from its search space
 
 
 @dataclass
@@ -182,14 +172,14 @@ def jobs(plan: Plan, run_dir: Path, params: TunedParams, jobs_count: int, device
 def relative_costs(plan: Plan, params: TunedParams) -> dict[tuple, float]:
     """Examples trained (times a model's cost per example, over a stack's gain): enough to order the
     work and to turn the progress bar's rate into time left, without measuring anything."""
-    return {key: member_epochs * training_pairs(*plan.specs[key[1]]) * EXAMPLE_COST[model] / stack_gain(size)
-            for key, (member_epochs, model, size) in _work(plan, params).items()}
+    return {key: sum(e / stack_gain(live) for e, live in job.rungs) * training_pairs(*plan.specs[key[1]])
+            * EXAMPLE_COST[job.model] for key, job in work(plan, params).items()}
 
 
 def expected_epochs(plan: Plan, params: TunedParams) -> dict[tuple, float]:
     """Epochs each job is expected to train, summed over its models: what a job's ended epochs
     are counted against to move the progress bar while it runs."""
-    return {key: work[0] for key, work in _work(plan, params).items()}
+    return {key: job.epochs for key, job in work(plan, params).items()}
 
 
 def stack_gain(size: int) -> float:
@@ -197,27 +187,43 @@ def stack_gain(size: int) -> float:
     return size ** 0.4
 
 
-def _work(plan: Plan, params: TunedParams) -> dict[tuple, tuple[float, str, int]]:
-    """(epochs of one model, summed over the job's models; model; stack size) of each job."""
+@dataclass(frozen=True)
+class Work:
+    """What a job trains: its models' epochs, in parts trained at one live stack size each (a
+    study's stack thins out as halving prunes its members; a unit's seeds train together)."""
+
+    model: str
+    size: int  # models stacked at the start
+    rungs: tuple[tuple[float, float], ...]  # (epochs summed over the models, models still stacked)
+
+    @property
+    def epochs(self) -> float:
+        return sum(e for e, _ in self.rungs)
+
+
+def work(plan: Plan, params: TunedParams) -> dict[tuple, Work]:
+    """What each job of the plan trains."""
     out = {}
     for study in plan.studies:
         spec, _ = plan.specs[study.dataset]
         _, train_cfg = variant_configs(spec, VARIANTS[study.variant], params)
         train_cfg = _pinned(spec, study.variant, train_cfg)
         stack_size = plan.stacks[spec.label]
-        epochs = study_epochs(plan.pruner, plan.budget, stack_size, _expected_epochs(train_cfg))
-        epochs += _expected_epochs(train_cfg) * plan.warms(study.variant)
-        out[plan.study_key(study)] = (epochs, VARIANTS[study.variant].model, stack_size)
+        rungs = study_rungs(plan.pruner, plan.budget, stack_size, _expected_epochs(train_cfg))
+        if plan.warms(study.variant):  # its winner, trained once more alone for the pretrained NeuMFs
+            rungs.append((_expected_epochs(train_cfg), 1.0))
+        out[plan.study_key(study)] = Work(VARIANTS[study.variant].model, stack_size, tuple(rungs))
     for unit in plan.units:
         spec, _ = plan.specs[unit.dataset]
         if unit.variant.startswith(BASELINE):
-            out[plan.unit_key(unit)] = (0.01, "gmf", 1)
+            out[plan.unit_key(unit)] = Work("gmf", 1, ((0.01, 1.0),))
             continue
         _, train_cfg = variant_configs(spec, VARIANTS[unit.variant], params)
         if plan.budget:  # the tuned winner trains as its space pinned it
             train_cfg = _pinned(spec, unit.variant, train_cfg)
         epochs = _expected_epochs(train_cfg) * (1.5 if spec.refit else 1.0)
-        out[plan.unit_key(unit)] = (epochs * len(unit.seeds), VARIANTS[unit.variant].model, len(unit.seeds))
+        size = len(unit.seeds)
+        out[plan.unit_key(unit)] = Work(VARIANTS[unit.variant].model, size, ((epochs * size, float(size)),))
     return out
 
 
@@ -230,94 +236,32 @@ def _pinned(spec: DataSpec, variant: str, train_cfg: Any) -> Any:
 
 
 def study_epochs(pruner: str, budget: int, stack_size: int, epochs: float) -> float:
-    """Epochs a study trains, summed over its trials. The median pruner leaves about 70 % of them.
-    Successive halving keeps a 1/factor of the trials at each rung (1, 3, 9, ... epochs), but not
-    fewer than a stack: a stack's members are judged mostly against each other, so about a stack
-    goes the distance (measured on the quick suite: 816 epochs in 12 studies of 20 trials, 5 at a
-    time; this gives 820)."""
+    """Epochs a study trains, summed over its trials (``study_rungs``)."""
+    return sum(e for e, _ in study_rungs(pruner, budget, stack_size, epochs))
+
+
+def study_rungs(pruner: str, budget: int, stack_size: int, epochs: float) -> list[tuple[float, float]]:
+    """A study's epochs, summed over its trials, per rung, with the members its stacks still hold
+    there. The median pruner leaves about 70 % of them. Successive halving keeps a 1/factor of the
+    trials at each rung (1, 3, 9, ... epochs), but not fewer than a stack: a stack's members are
+    judged mostly against each other, so about a stack goes the distance (measured on the quick
+    suite: 816 epochs in 12 studies of 20 trials, 5 at a time; this gives 820), spread over the
+    study's stacks: after the first rung most stacks train one or two members, not five."""
+    stack_size = min(stack_size, budget)
     if pruner != "halving":
-        return EPOCHS_LEFT[pruner] * budget * epochs
-    total, survivors, reached, rung = 0.0, float(budget), 0.0, float(HALVING_MIN_EPOCHS)
+        return [(EPOCHS_LEFT[pruner] * budget * epochs, float(stack_size))]
+    stacks = math.ceil(budget / stack_size)
+    rungs, survivors, reached, rung = [], float(budget), 0.0, float(HALVING_MIN_EPOCHS)
     while True:
-        total += survivors * (min(rung, epochs) - reached)
+        rungs.append((survivors * (min(rung, epochs) - reached), max(1.0, min(stack_size, survivors / stacks))))
         if rung >= epochs:
-            return total
-        survivors, reached, rung = max(min(stack_size, budget), survivors / HALVING_FACTOR), rung, rung * HALVING_FACTOR
+            return rungs
+        survivors, reached, rung = max(stack_size, survivors / HALVING_FACTOR), rung, rung * HALVING_FACTOR
 
 
 def _expected_epochs(cfg: Any) -> float:
     """A run with early stopping ends about ``patience`` epochs after its best: assume three times that."""
     return cfg.epochs if cfg.patience is None else min(cfg.epochs, 3 * cfg.patience)
-
-
-def measured_costs(plan: Plan, params: TunedParams, threads: int, log: Any = print) -> dict[tuple, float]:
-    """Seconds per job from a short probe: a few training steps of each (data set, model) at each
-    stack size the plan uses, and one validation pass, on this machine with the run's threads. A
-    study, and in a tuned run the seeds of its winner, are timed at settings drawn from the search
-    space (``search.space_draws``), not at the defaults."""
-    torch.set_num_threads(threads)
-    speed: dict[tuple, tuple[list[float], float, float]] = {}
-    out = {}
-    for key, (member_epochs, _, size) in _work(plan, params).items():
-        spec, data = plan.specs[key[1]]
-        if key[0] == "unit" and key[4].startswith(BASELINE):
-            out[key] = 0.5
-            continue
-        device = key[3] if key[0] == "unit" else plan.devices[0]
-        variant = key[2] if key[0] == "study" else key[4]
-        probe = (key[1], variant, size, device)
-        if probe not in speed:
-            started = time.perf_counter()
-            draws = space_draws(VARIANTS[variant], spec.task, spec.search, PROBE_DRAWS) if plan.budget else [{}]
-            speed[probe] = _probe(spec, data, variant, size, device, params, draws)
-            log(f"probe: {variant} on {spec.label}, {size} stacked on {device}"
-                f"{f' at {len(draws)} settings drawn from its search space' if plan.budget else ''}: "
-                f"{', '.join(f'{x:.2f}' for x in speed[probe][0])} s an epoch a model, "
-                f"validation {speed[probe][1]:.2f} s, "
-                f"test {speed[probe][2]:.2f} s ({time.perf_counter() - started:.1f} s)")
-        draws_s, valid_s, test_s = speed[probe]
-        # a study trains settings from all over its space; a unit trains one, typical of it
-        epoch_s = float(np.mean(draws_s) if key[0] == "study" else np.median(draws_s))
-        out[key] = member_epochs * (epoch_s + valid_s) + (test_s * len(key[2]) if key[0] == "unit" else 0.0)
-    return out
-
-
-def _probe(spec: DataSpec, data: Any, variant: str, size: int, device: str, params: TunedParams,
-           draws: list[dict], steps: int = 20) -> tuple[list[float], float, float]:
-    """(seconds a training epoch takes a model at each of ``draws``' settings; a validation pass;
-    the test: a full ranking for a ranking task, else a scoring pass like the validation's)."""
-    split = split_for(spec, data, 0)
-    v = VARIANTS[variant]
-    epoch_s = []
-    for draw in draws:
-        model_cfg, train_cfg = overridden(spec, *variant_configs(spec, v, params), draw)
-        models = [seeded_model(v.model, model_cfg, split, s, device, train_cfg.sparse) for s in range(size)]
-        module = models[0] if size == 1 else stack(models)
-        restore = row_gradients(module, plain_sgd(train_cfg))
-        optimizers = make_optimizer(module, train_cfg, torch.device(device))
-        gen = torch.Generator().manual_seed(0)
-        shape = (size, train_cfg.batch_size * steps) if size > 1 else (train_cfg.batch_size * steps,)
-        u = torch.randint(split.n_users, shape, generator=gen).to(device)
-        i = torch.randint(split.n_items, shape, generator=gen).to(device)
-        y = torch.randint(2, shape, generator=gen).float().to(device)
-        warm = train_cfg.batch_size * 3
-        train_steps(module, optimizers, train_cfg, u[..., :warm], i[..., :warm], y[..., :warm])
-        started = time.perf_counter()
-        train_steps(module, optimizers, train_cfg, u[..., warm:], i[..., warm:], y[..., warm:])
-        per_s = size * (shape[-1] - warm) / (time.perf_counter() - started)
-        restore()
-        examples = len(split.train) * task_of(spec.task).examples_per_row(train_cfg.n_negatives)
-        epoch_s.append(examples / per_s)
-    started = time.perf_counter()
-    Evaluator(split, "valid", device, k=train_cfg.k).loss_and_metric(models[0])
-    valid_s = time.perf_counter() - started
-    if not task_of(spec.task).implicit:  # the test is scored like the validation part
-        return epoch_s, valid_s, valid_s * len(split.test) / max(1, len(split.valid))
-    test_users = np.unique(split.test.users)
-    users = torch.from_numpy(test_users[:PROBE_USERS]).to(device)  # the full ranking, on a sample
-    started = time.perf_counter()
-    grid(models[0], users, torch.arange(split.n_items, device=device))
-    return epoch_s, valid_s, (time.perf_counter() - started) * len(test_users) / max(1, len(users))
 
 
 def makespan(jobs_list: list[Job], workers: int, seconds: dict[tuple, float]) -> float:

@@ -17,10 +17,11 @@ from tqdm import tqdm
 
 from bench import faults
 from bench.configs import COMPARED, config_difference, trial_config, variant_configs
+from bench.run.cost import measured_costs
 from bench.run.datasets import resolve_datasets
 from bench.run.executors import PoolExecutor
 from bench.run.options import RunOptions, cpu_cores, resolve_devices
-from bench.run.plan import Plan, expected_epochs, jobs, make_plan, makespan, measured_costs, relative_costs
+from bench.run.plan import Plan, expected_epochs, jobs, make_plan, makespan, relative_costs
 from bench.run.pool import Job, threads_per_job
 from bench.run.store import TrialStore, trial_key
 from bench.suites import Suite

@@ -1,0 +1,163 @@
+"""What a run's jobs cost in seconds on this machine, for ``bench run --plan`` and the progress
+bar's time left: a short probe trains each (data set, variant, stack size, device) for a few steps.
+
+In a tuned run an epoch's cost depends on where the search goes: Rendle's MF space spans ~50x
+(dense Adam moves every row of 192-factor tables each of ~70k steps; plain SGD moves a batch's
+rows). So the probe times a handful of settings drawn from the space and fits an epoch's seconds
+as a sum of three costs a setting's shapes fix — a fixed cost per step, the parameters the
+optimizer moves each step, and per-example work (embedding widths plus layer weights) — then
+averages that fit over many draws, corners included, rather than over the few it timed.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.optimize import nnls
+from torch import nn
+
+from bench.configs import overridden, split_for, variant_configs
+from bench.params import TunedParams
+from bench.run.plan import Plan, work
+from bench.search import space_draws
+from bench.suites import DataSpec
+from bench.variants import BASELINE, VARIANTS
+from ncf_core.evaluate import Evaluator, grid
+from ncf_core.models import build
+from ncf_core.optim import make_optimizer, plain_sgd
+from ncf_core.stacked import stack
+from ncf_core.tasks import task_of
+from ncf_core.train import row_gradients, seeded_model, train_steps
+
+PROBE_USERS = 256  # users of the test's full ranking timed, scaled to all
+PROBE_DRAWS = 6  # settings a probe times, drawn from the search space
+SPACE_DRAWS = 512  # settings the fitted cost is averaged over
+
+
+def measured_costs(plan: Plan, params: TunedParams, threads: int, log: Any = print) -> dict[tuple, float]:
+    """Seconds per job: each part of its epochs (``plan.work``) times an epoch's seconds at the stack
+    size it trains at, and a validation pass; a unit's test. Both a study and the seeds of its tuned
+    winner are priced at the mean over the space: a study trains settings from all over it, and a
+    winner is one of them, no cheaper than most (on the quick suite, the median priced the winners'
+    seeds at 0.59x what they took: winners favour more negatives and smaller batches). A stack's
+    seconds per model are probed at its full size and alone, and taken between the two (log-log)
+    for a stack that pruning has thinned."""
+    torch.set_num_threads(threads)
+    speed: dict[tuple, tuple[np.ndarray, float, float]] = {}
+    out = {}
+    for key, job in work(plan, params).items():
+        spec, data = plan.specs[key[1]]
+        if key[0] == "unit" and key[4].startswith(BASELINE):
+            out[key] = 0.5
+            continue
+        device = key[3] if key[0] == "unit" else plan.devices[0]
+        variant = key[2] if key[0] == "study" else key[4]
+        epoch_s = {}
+        for size in {job.size, *(1 for _, live in job.rungs if live < job.size)}:
+            probe = (key[1], variant, size, device)
+            if probe not in speed:
+                started = time.perf_counter()
+                *speed[probe], said = _priced(spec, data, variant, size, device, params, tuned=bool(plan.budget))
+                log(f"probe: {variant} on {spec.label}, {size} stacked on {device}{said} "
+                    f"({time.perf_counter() - started:.1f} s)")
+            epoch_s[size] = float(np.mean(speed[probe][0]))
+        _, valid_s, test_s = speed[(key[1], variant, job.size, device)]
+        seconds = sum(e * (_thinned(epoch_s, job.size, live) + valid_s) for e, live in job.rungs)
+        out[key] = seconds + (test_s * len(key[2]) if key[0] == "unit" else 0.0)
+    return out
+
+
+def _thinned(epoch_s: dict[int, float], size: int, live: float) -> float:
+    """Seconds an epoch a model in a stack of ``live`` models, from those probed at 1 and ``size``."""
+    if live >= size or 1 not in epoch_s or size == 1:
+        return epoch_s[size]
+    slope = np.log(epoch_s[1] / epoch_s[size]) / np.log(size)
+    return float(epoch_s[size] * (live / size) ** -slope)
+
+
+def _priced(spec: DataSpec, data: Any, variant: str, size: int, device: str, params: TunedParams,
+            tuned: bool) -> tuple[np.ndarray, float, float, str]:
+    """(an epoch's seconds at each setting the job may train; a validation pass; the test; what was
+    measured, in words)."""
+    split = split_for(spec, data, 0)
+    if not tuned:
+        timed, valid_s, test_s = _probe(spec, split, variant, size, device, params, [{}])
+        return timed, valid_s, test_s, (f": {timed[0]:.2f} s an epoch a model, validation {valid_s:.2f} s, "
+                                        f"test {test_s:.2f} s")
+    draws = space_draws(VARIANTS[variant], spec.task, spec.search, PROBE_DRAWS)
+    timed, valid_s, test_s = _probe(spec, split, variant, size, device, params, draws)
+    space = space_draws(VARIANTS[variant], spec.task, spec.search, SPACE_DRAWS, seed=1)
+    fitted = fit_epoch_cost([shape_costs(spec, split, variant, params, d) for d in draws], timed,
+                            [shape_costs(spec, split, variant, params, d) for d in space])
+    return fitted, valid_s, test_s, (
+        f" at {len(draws)} settings drawn from its search space: {', '.join(f'{x:.2f}' for x in timed)} s an "
+        f"epoch a model; fitted over {len(space)} draws: mean {fitted.mean():.2f}, median {np.median(fitted):.2f}, "
+        f"max {fitted.max():.2f}; validation {valid_s:.2f} s, test {test_s:.2f} s")
+
+
+def shape_costs(spec: DataSpec, split: Any, variant: str, params: TunedParams, draw: dict) -> np.ndarray:
+    """An epoch's (steps, parameters the optimizer moves over them, example work) at one setting, for
+    one model: built on the meta device, so nothing is allocated or trained."""
+    model_cfg, train_cfg = overridden(spec, *variant_configs(spec, VARIANTS[variant], params), draw)
+    feats = split.train.item_features
+    with torch.device("meta"):
+        model = build(VARIANTS[variant].model, model_cfg, split.n_users, split.n_items,
+                      None if feats is None else torch.from_numpy(feats), train_cfg.sparse)
+    tables = [m for m in model.modules() if isinstance(m, nn.Embedding)]
+    weights = sum(p.numel() for p in model.parameters())
+    layers = weights - sum(t.weight.numel() for t in tables)
+    examples = len(split.train) * task_of(spec.task).examples_per_row(train_cfg.n_negatives)
+    steps = examples / train_cfg.batch_size
+    moved = layers if (train_cfg.sparse or plain_sgd(train_cfg)) else weights  # rows only: a batch's
+    return np.array([steps, steps * moved, examples * (sum(t.embedding_dim for t in tables) + layers)], float)
+
+
+def fit_epoch_cost(timed_shapes: list[np.ndarray], timed_s: np.ndarray, shapes: list[np.ndarray]) -> np.ndarray:
+    """Seconds an epoch takes at each of ``shapes``, from a non-negative least-squares fit of the
+    timed settings' seconds on their shapes' three costs. Relative errors are what matter (the
+    timed seconds span ~50x), so each timed setting is weighted by one over its seconds."""
+    x = np.array(timed_shapes, float)
+    y = np.asarray(timed_s, float)
+    scale = np.maximum(x.max(axis=0), 1e-12)  # columns of like size, so the fit is well conditioned
+    coef, _ = nnls((x / scale) / y[:, None], np.ones_like(y))
+    return (np.array(shapes, float) / scale) @ coef
+
+
+def _probe(spec: DataSpec, split: Any, variant: str, size: int, device: str, params: TunedParams,
+           draws: list[dict], steps: int = 20) -> tuple[np.ndarray, float, float]:
+    """(seconds a training epoch takes a model at each of ``draws``' settings; a validation pass;
+    the test: a full ranking for a ranking task, else a scoring pass like the validation's)."""
+    v = VARIANTS[variant]
+    epoch_s = []
+    for draw in draws:
+        model_cfg, train_cfg = overridden(spec, *variant_configs(spec, v, params), draw)
+        models = [seeded_model(v.model, model_cfg, split, s, device, train_cfg.sparse) for s in range(size)]
+        module = models[0] if size == 1 else stack(models)
+        restore = row_gradients(module, plain_sgd(train_cfg))
+        optimizers = make_optimizer(module, train_cfg, torch.device(device))
+        gen = torch.Generator().manual_seed(0)
+        shape = (size, train_cfg.batch_size * steps) if size > 1 else (train_cfg.batch_size * steps,)
+        u = torch.randint(split.n_users, shape, generator=gen).to(device)
+        i = torch.randint(split.n_items, shape, generator=gen).to(device)
+        y = torch.randint(2, shape, generator=gen).float().to(device)
+        warm = train_cfg.batch_size * 3
+        train_steps(module, optimizers, train_cfg, u[..., :warm], i[..., :warm], y[..., :warm])
+        started = time.perf_counter()
+        train_steps(module, optimizers, train_cfg, u[..., warm:], i[..., warm:], y[..., warm:])
+        per_s = size * (shape[-1] - warm) / (time.perf_counter() - started)
+        restore()
+        examples = len(split.train) * task_of(spec.task).examples_per_row(train_cfg.n_negatives)
+        epoch_s.append(examples / per_s)
+    started = time.perf_counter()
+    Evaluator(split, "valid", device, k=train_cfg.k).loss_and_metric(models[0])
+    valid_s = time.perf_counter() - started
+    if not task_of(spec.task).implicit:  # the test is scored like the validation part
+        return np.array(epoch_s), valid_s, valid_s * len(split.test) / max(1, len(split.valid))
+    test_users = np.unique(split.test.users)
+    users = torch.from_numpy(test_users[:PROBE_USERS]).to(device)  # the full ranking, on a sample
+    started = time.perf_counter()
+    grid(models[0], users, torch.arange(split.n_items, device=device))
+    return np.array(epoch_s), valid_s, (time.perf_counter() - started) * len(test_users) / max(1, len(users))

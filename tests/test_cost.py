@@ -1,0 +1,55 @@
+"""The plan's price of a job: an epoch's cost from a setting's shapes, fitted on a few timed
+settings; the stack sizes halving leaves; a thinned stack's seconds between those probed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.params import TunedParams
+from bench.run.cost import _thinned, fit_epoch_cost, shape_costs
+from bench.run.plan import study_rungs
+from bench.suites import ncf_ranking
+
+
+def _draw(optimizer: str) -> dict:
+    return {"model": {"n_factors": 16}, "train": {"optimizer": optimizer, "batch_size": 128, "n_negatives": 3}}
+
+
+def test_an_epochs_cost_counts_the_rows_dense_adam_moves_and_plain_sgd_does_not(tiny_ranking):
+    """MF at 16 factors: tables of (users + items) x 16, two bias tables, a global bias. Dense Adam
+    moves every weight each step; plain SGD only the rows of the batch (counted with the examples)."""
+    spec = ncf_ranking("ml-1m", search="rendle")
+    users, items = tiny_ranking.n_users, tiny_ranking.n_items
+    weights = (users + items) * 16 + users + items + 1
+    examples = len(tiny_ranking.train) * (1 + 3)
+    steps = examples / 128
+    per_example = 16 + 16 + 1 + 1 + 1  # a row of each table, and the global bias
+    adam = shape_costs(spec, tiny_ranking, "mf", TunedParams(), _draw("adam"))
+    sgd = shape_costs(spec, tiny_ranking, "mf", TunedParams(), _draw("sgd"))
+    assert adam == pytest.approx([steps, steps * weights, examples * per_example])
+    assert sgd == pytest.approx([steps, steps * 1, examples * per_example])
+
+
+def test_the_fit_recovers_a_cost_law_and_prices_settings_it_did_not_time():
+    rng = np.random.default_rng(0)
+    law = np.array([2e-4, 3e-9, 5e-10])  # per step, per weight moved, per unit of example work
+    timed = [rng.uniform([1e3, 1e6, 1e7], [1e5, 1e10, 1e9]) for _ in range(6)]
+    others = [rng.uniform([1e3, 1e6, 1e7], [1e5, 1e10, 1e9]) for _ in range(50)]
+    seconds = np.array([x @ law for x in timed])
+    assert fit_epoch_cost(timed, seconds, others) == pytest.approx([x @ law for x in others], rel=1e-6)
+    # noisy timings: still within the noise, never a negative cost
+    noisy = seconds * rng.uniform(0.9, 1.1, len(seconds))
+    fitted = fit_epoch_cost(timed, noisy, others)
+    assert (fitted > 0).all() and np.median(np.abs(fitted / [x @ law for x in others] - 1)) < 0.15
+
+
+def test_halving_thins_each_stack_and_a_thinned_stack_costs_more_a_model():
+    """20 trials, 5 at a time: all 20 train epoch 1 in full stacks; 20/3 trials train epochs 2-3, a
+    stack (5) epochs 4-9 and 10, spread over the 4 stacks."""
+    rungs = np.array(study_rungs("halving", 20, 5, 10))
+    assert rungs == pytest.approx(np.array([(20, 5), (20 / 3 * 2, 20 / 3 / 4), (5 * 6, 5 / 4), (5 * 1, 5 / 4)]))
+    assert np.array(study_rungs("median", 10, 4, 20)) == pytest.approx(np.array([(0.7 * 10 * 20, 4)]))
+    seconds = {1: 4.0, 4: 1.0}  # a model alone 4 s an epoch, in a stack of 4 1 s
+    assert [_thinned(seconds, 4, live) for live in (4, 2, 1)] == pytest.approx([1.0, 2.0, 4.0])
+    assert _thinned({3: 1.5}, 3, 1.0) == 1.5  # not probed alone: the stack's own
