@@ -90,29 +90,40 @@ def _priced(spec: DataSpec, data: Any, variant: str, size: int, device: str, par
     draws = space_draws(VARIANTS[variant], spec.task, spec.search, PROBE_DRAWS)
     timed, valid_s, test_s = _probe(spec, split, variant, size, device, params, draws)
     space = space_draws(VARIANTS[variant], spec.task, spec.search, SPACE_DRAWS, seed=1)
-    fitted = fit_epoch_cost([shape_costs(spec, split, variant, params, d) for d in draws], timed,
-                            [shape_costs(spec, split, variant, params, d) for d in space])
+    models: dict = {}
+    fitted = fit_epoch_cost([shape_costs(spec, split, variant, params, d, models) for d in draws], timed,
+                            [shape_costs(spec, split, variant, params, d, models) for d in space])
     return fitted, valid_s, test_s, (
         f" at {len(draws)} settings drawn from its search space: {', '.join(f'{x:.2f}' for x in timed)} s an "
         f"epoch a model; fitted over {len(space)} draws: mean {fitted.mean():.2f}, median {np.median(fitted):.2f}, "
         f"max {fitted.max():.2f}; validation {valid_s:.2f} s, test {test_s:.2f} s")
 
 
-def shape_costs(spec: DataSpec, split: Any, variant: str, params: TunedParams, draw: dict) -> np.ndarray:
+def shape_costs(spec: DataSpec, split: Any, variant: str, params: TunedParams, draw: dict,
+                models: dict | None = None) -> np.ndarray:
     """An epoch's (steps, parameters the optimizer moves over them, example work) at one setting, for
-    one model: built on the meta device, so nothing is allocated or trained."""
+    one model, counted on a model built and not trained. ``models`` caches the counts of each model
+    shape, which many draws share (the meta device would allocate nothing, but its initialisers
+    take ~0.1 s a table)."""
     model_cfg, train_cfg = overridden(spec, *variant_configs(spec, VARIANTS[variant], params), draw)
-    feats = split.train.item_features
-    with torch.device("meta"):
-        model = build(VARIANTS[variant].model, model_cfg, split.n_users, split.n_items,
-                      None if feats is None else torch.from_numpy(feats), train_cfg.sparse)
-    tables = [m for m in model.modules() if isinstance(m, nn.Embedding)]
-    weights = sum(p.numel() for p in model.parameters())
-    layers = weights - sum(t.weight.numel() for t in tables)
+    shape = (VARIANTS[variant].model, model_cfg.n_factors, model_cfg.mlp_layers, model_cfg.use_item_features,
+             train_cfg.sparse)
+    if models is None or shape not in models:
+        feats = split.train.item_features
+        with torch.no_grad():
+            model = build(shape[0], model_cfg, split.n_users, split.n_items,
+                          None if feats is None else torch.from_numpy(feats), train_cfg.sparse)
+        tables = [m for m in model.modules() if isinstance(m, nn.Embedding)]
+        weights = sum(p.numel() for p in model.parameters())
+        counted = (weights, weights - sum(t.weight.numel() for t in tables), sum(t.embedding_dim for t in tables))
+        if models is None:
+            models = {}
+        models[shape] = counted
+    weights, layers, width = models[shape]
     examples = len(split.train) * task_of(spec.task).examples_per_row(train_cfg.n_negatives)
     steps = examples / train_cfg.batch_size
     moved = layers if (train_cfg.sparse or plain_sgd(train_cfg)) else weights  # rows only: a batch's
-    return np.array([steps, steps * moved, examples * (sum(t.embedding_dim for t in tables) + layers)], float)
+    return np.array([steps, steps * moved, examples * (width + layers)], float)
 
 
 def fit_epoch_cost(timed_shapes: list[np.ndarray], timed_s: np.ndarray, shapes: list[np.ndarray]) -> np.ndarray:
