@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +15,7 @@ from scipy import stats as sps
 
 from bench.__main__ import main
 from bench.analysis import stats
-from bench.run.store import TrialStore, trial_key
+from bench.run.store import TrialStore
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--suite", "smoke", "--epochs", "2"]
@@ -155,21 +153,6 @@ def test_report_rebuilds_identical_tables(smoke_run, tmp_path):
     (smoke_run / "report" / "significance.csv").unlink()
     assert main(["report", str(smoke_run)]) == 0
     assert (smoke_run / "report" / "significance.csv").read_text() == before
-
-
-def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path):
-    out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "bench", "run", *TINY, "--jobs", "1", "--out", str(out)]
-    env = {**os.environ, "BENCH_KILL_AT": "stored:8"}  # SIGKILL right after the eighth trial is stored
-    assert subprocess.run(cmd, cwd=ROOT, capture_output=True, env=env).returncode == -signal.SIGKILL
-    store = TrialStore(out)
-    assert len(store.records()) == 8
-    assert subprocess.run(cmd, cwd=ROOT, capture_output=True).returncode == 0
-    lines = [json.loads(x) for x in store.path.read_text().splitlines() if x.strip()]
-    keys = [trial_key(r) for r in lines if r["status"] == "ok"]
-    assert len(keys) == len(set(keys)) == 45  # 6 variants x 3 seeds x 2 tasks + 9 baselines
-    trials = pd.read_csv(out / "report" / "trials.csv")
-    assert len(trials) == 45
 
 
 def test_bad_input_is_one_line_and_nonzero(tmp_path, capsys):
