@@ -30,10 +30,11 @@ from ncf_core.models import build
 from ncf_core.optim import make_optimizer, plain_sgd
 from ncf_core.stacked import stack
 from ncf_core.tasks import task_of
-from ncf_core.train import row_gradients, seeded_model, train_steps
+from ncf_core.train import row_gradients, seeded_model, sync, train_steps
 
 PROBE_USERS = 256  # users of the test's full ranking timed, scaled to all
 PROBE_DRAWS = 6  # settings a probe times, drawn from the search space
+PROBE_S, PROBE_EXAMPLES_MAX = 0.3, 500_000  # how long a setting is timed, at most
 SPACE_DRAWS = 512  # settings the fitted cost is averaged over
 
 
@@ -156,9 +157,15 @@ def _probe(spec: DataSpec, split: Any, variant: str, size: int, device: str, par
         y = torch.randint(2, shape, generator=gen).float().to(device)
         warm = train_cfg.batch_size * 3
         train_steps(module, optimizers, train_cfg, u[..., :warm], i[..., :warm], y[..., :warm])
-        started = time.perf_counter()
-        train_steps(module, optimizers, train_cfg, u[..., warm:], i[..., warm:], y[..., warm:])
-        per_s = size * (shape[-1] - warm) / (time.perf_counter() - started)
+        done, started = 0, time.perf_counter()
+        while True:  # whole passes over the drawn steps until PROBE_S: 20 steps alone are too few to time
+            sync(device)
+            elapsed = time.perf_counter() - started
+            if done and elapsed >= PROBE_S or done >= PROBE_EXAMPLES_MAX:
+                break
+            train_steps(module, optimizers, train_cfg, u[..., warm:], i[..., warm:], y[..., warm:])
+            done += shape[-1] - warm
+        per_s = size * done / elapsed
         restore()
         examples = len(split.train) * task_of(spec.task).examples_per_row(train_cfg.n_negatives)
         epoch_s.append(examples / per_s)
