@@ -1,5 +1,5 @@
 """What a run's jobs cost in seconds on this machine, for ``bench run --plan`` and the progress
-bar's time left: a short probe trains each (data set, variant, stack size, device) for a few steps.
+bar's time left: a short probe trains each (data set, variant, stack size, device) for 0.3 s.
 
 In a tuned run an epoch's cost depends on where the search goes: Rendle's MF space spans ~50x
 (dense Adam moves every row of 192-factor tables each of ~70k steps; plain SGD moves a batch's
@@ -109,22 +109,25 @@ def shape_costs(spec: DataSpec, split: Any, variant: str, params: TunedParams, d
     model_cfg, train_cfg = overridden(spec, *variant_configs(spec, VARIANTS[variant], params), draw)
     shape = (VARIANTS[variant].model, model_cfg.n_factors, model_cfg.mlp_layers, model_cfg.use_item_features,
              train_cfg.sparse)
-    if models is None or shape not in models:
+    models = {} if models is None else models
+    if shape not in models:
         feats = split.train.item_features
         with torch.no_grad():
             model = build(shape[0], model_cfg, split.n_users, split.n_items,
                           None if feats is None else torch.from_numpy(feats), train_cfg.sparse)
         tables = [m for m in model.modules() if isinstance(m, nn.Embedding)]
         weights = sum(p.numel() for p in model.parameters())
-        counted = (weights, weights - sum(t.weight.numel() for t in tables), sum(t.embedding_dim for t in tables))
-        if models is None:
-            models = {}
-        models[shape] = counted
+        models[shape] = (weights, weights - sum(t.weight.numel() for t in tables),
+                         sum(t.embedding_dim for t in tables))
     weights, layers, width = models[shape]
-    examples = len(split.train) * task_of(spec.task).examples_per_row(train_cfg.n_negatives)
+    examples = _epoch_examples(spec, split, train_cfg)
     steps = examples / train_cfg.batch_size
     moved = layers if (train_cfg.sparse or plain_sgd(train_cfg)) else weights  # rows only: a batch's
     return np.array([steps, steps * moved, examples * (width + layers)], float)
+
+
+def _epoch_examples(spec: DataSpec, split: Any, train_cfg: Any) -> int:
+    return len(split.train) * task_of(spec.task).examples_per_row(train_cfg.n_negatives)
 
 
 def fit_epoch_cost(timed_shapes: list[np.ndarray], timed_s: np.ndarray, shapes: list[np.ndarray]) -> np.ndarray:
@@ -161,14 +164,13 @@ def _probe(spec: DataSpec, split: Any, variant: str, size: int, device: str, par
         while True:  # whole passes over the drawn steps until PROBE_S: 20 steps alone are too few to time
             sync(device)
             elapsed = time.perf_counter() - started
-            if done and elapsed >= PROBE_S or done >= PROBE_EXAMPLES_MAX:
+            if (done and elapsed >= PROBE_S) or done >= PROBE_EXAMPLES_MAX:
                 break
             train_steps(module, optimizers, train_cfg, u[..., warm:], i[..., warm:], y[..., warm:])
             done += shape[-1] - warm
         per_s = size * done / elapsed
         restore()
-        examples = len(split.train) * task_of(spec.task).examples_per_row(train_cfg.n_negatives)
-        epoch_s.append(examples / per_s)
+        epoch_s.append(_epoch_examples(spec, split, train_cfg) / per_s)
     started = time.perf_counter()
     Evaluator(split, "valid", device, k=train_cfg.k).loss_and_metric(models[0])
     valid_s = time.perf_counter() - started
