@@ -102,7 +102,10 @@ def test_jobs_change_nothing_but_the_wall_clock(tmp_path):
         runs[jobs] = ({trial_key(r): r["metrics"] for r in TrialStore(out).records()},
                       json.loads((out / "manifest.json").read_text()))
     (one, m1), (two, m2) = runs[1], runs[2]
-    assert len(one) == 2 * 2 * 4 + 2 * 3 and one == two  # 2 tasks x 2 seeds x 4 variants + 3 baselines a seed
+    assert len(one) == 2 * 2 * 4 + 2 * 3  # 2 tasks x 2 seeds x 4 variants + 3 baselines a seed
+    # Equal up to float rounding: a job's torch threads follow the jobs beside it, and on some CPUs
+    # (an Intel Xeon here, not an AMD EPYC) two threads sum a float32 gradient in another order.
+    assert one.keys() == two.keys() and all(one[k] == pytest.approx(two[k], rel=1e-6) for k in one)
     s1, s2 = m1["tuning"]["studies"], m2["tuning"]["studies"]
     assert sorted(s1) == sorted(s2) and all(s1[k]["best"] == s2[k]["best"] for k in s1)
     assert (m1["runs"][-1]["jobs"], m2["runs"][-1]["jobs"]) == (1, 2)
