@@ -1,5 +1,6 @@
-"""bench run on Ray: the same trials as a plain run, bit for bit on the CPU, and resume after the
-driver is SIGKILLed. Skipped where Ray is not installed (pip install -e '.[ray]'; .ci/run does)."""
+"""bench run on Ray: the same trials as a plain run, bit for bit on the CPU, resume after the
+driver is SIGKILLed, and a task's epochs reaching the driver while it runs. Skipped where Ray is
+not installed (pip install -e '.[ray]'; .ci/run does)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from bench.run.pool import Job
 from bench.run.store import TrialStore, trial_key
 
 pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[ray]'")
@@ -38,7 +40,7 @@ def test_a_killed_ray_run_resumes_to_the_trials_of_a_plain_run(tmp_path):
     same command then finishes the run with no trial lost or repeated, and every trial equals a plain
     run's, bit for bit on the CPU. The local Ray it started lives in a private temporary folder: only
     those processes are stopped, never a Ray that someone else runs on this machine."""
-    plain = _run(tmp_path / "plain")
+    plain = _run(tmp_path / "plain", "--jobs", "1")  # every job on every core, as every Ray task
     assert plain.returncode == 0, plain.stderr
     out = tmp_path / "run"
     ray_tmp = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
@@ -59,6 +61,32 @@ def test_a_killed_ray_run_resumes_to_the_trials_of_a_plain_run(tmp_path):
     keys = [trial_key(r) for r in lines if r["status"] == "ok"]
     assert len(keys) == len(set(keys)) == 22  # (4 variants x 2 tasks + 3 baselines) x 2 seeds
     pd.testing.assert_frame_equal(_table(out), _table(tmp_path / "plain"), check_exact=True)
+
+
+def test_a_ray_tasks_epochs_reach_the_driver_before_it_ends():
+    """The progress bar of a Ray run moves while a long study runs, not only when it ends."""
+    import ray
+    from test_pool import _three_epochs
+
+    from bench.run.executors import RayExecutor
+
+    ray_tmp = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))
+    paths = os.pathsep.join([str(ROOT / "tests"), str(ROOT)])  # the job's module, for Ray's workers
+    ray.init(include_dashboard=False, log_to_driver=False, _temp_dir=str(ray_tmp),
+             runtime_env={"env_vars": {"PYTHONPATH": paths}})
+    events = []
+    try:
+        jobs = [Job("a", _three_epochs, (1,)), Job("b", _three_epochs, (2,)),
+                Job("c", _three_epochs, (3,), after=("a",))]
+        for job, result in RayExecutor(None, 1).execute(jobs, [], epoch=lambda key, n: events.extend([key] * n)):
+            assert result == "abc".index(job.key) + 1
+            events.append(f"{job.key} done")
+    finally:
+        ray.shutdown()
+        _stop_ray_under(ray_tmp)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    for key in "abc":
+        assert [e for e in events if e.startswith(key)] == [key] * 3 + [f"{key} done"], events
 
 
 def _stop_ray_under(folder: Path) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
-from bench.run.pool import Job, _call, run_jobs
+from bench.run.pool import REPORT_S, Job, call_sending, run_jobs
 
 
 class PoolExecutor:
@@ -33,8 +33,10 @@ class RayExecutor:
     def execute(self, jobs: list[Job], datasets: list[Any],
                 started: Callable[[Job, int], None] = lambda job, threads: None,
                 epoch: Callable[[Hashable, int], None] = lambda key, n: None) -> Iterator[tuple[Job, Any]]:
-        """``epoch`` is not called: a Ray task's progress shows when it ends."""
+        """A task's ended epochs come back through a Ray queue (an actor holding no CPU), read
+        between waits, as the pool reads its workers' pipe."""
         import ray
+        from ray.util.queue import Queue
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         if not ray.is_initialized():
@@ -42,7 +44,8 @@ class RayExecutor:
                      configure_logging=False, namespace="ncf-bench")
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         cpus = int(ray.cluster_resources().get("CPU", 1))
-        remote = ray.remote(_call)
+        remote = ray.remote(call_sending)
+        epochs = Queue(actor_options={"num_cpus": 0})
         data_refs = {i: ray.put(d) for i, d in enumerate(datasets)}  # once per data set
         refs: dict[Any, Any] = {}
         by_ref: dict[Any, Job] = {}
@@ -56,10 +59,14 @@ class RayExecutor:
                 options["scheduling_strategy"] = here  # its database is in the run folder, on this node
             started(job, self.threads)
             ref = remote.options(**options, max_retries=3).remote(  # refs as arguments: Ray resolves them
-                job.fn, self.threads, *job.args, *data, *(refs[k] for k in job.after))
+                job.key, epochs.put, job.fn, self.threads, *job.args, *data, *(refs[k] for k in job.after))
             refs[job.key] = ref
             by_ref[ref] = job
         pending = list(by_ref)
         while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            yield by_ref[done[0]], ray.get(done[0])
+            done, pending = ray.wait(pending, num_returns=1, timeout=REPORT_S)
+            ended = epochs.qsize()
+            for key, n in epochs.get_nowait_batch(ended) if ended else ():
+                epoch(key, n)
+            if done:
+                yield by_ref[done[0]], ray.get(done[0])

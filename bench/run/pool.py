@@ -88,20 +88,26 @@ class _Sender:
     """A job's ended epochs, sent to the driver as (key, count) at most twice a report period: on
     tiny data a job ends hundreds of epochs a second, which would fill the pipe and stall it."""
 
-    def __init__(self, key: Hashable) -> None:
-        self.key, self.count, self.sent = key, 0, time.monotonic()
+    def __init__(self, key: Hashable, put: Callable[[tuple[Hashable, int]], Any]) -> None:
+        self.key, self.put, self.count, self.sent = key, put, 0, time.monotonic()
 
     def __call__(self) -> None:
         self.count += 1
         if time.monotonic() - self.sent >= REPORT_S / 2:
-            _epochs.put((self.key, self.count))
+            self.put((self.key, self.count))
             self.count, self.sent = 0, time.monotonic()
 
 
-def _call_reporting(key: Hashable, fn: Callable[..., Any], threads: int, *args: Any) -> Any:
-    """``_call`` in a worker, the epochs the job ends sent to the driver."""
-    with progress.reporting(_Sender(key)):
+def call_sending(key: Hashable, put: Callable[[tuple[Hashable, int]], Any], fn: Callable[..., Any],
+                 threads: int, *args: Any) -> Any:
+    """``_call`` away from the driver, the epochs the job ends sent to it through ``put``."""
+    with progress.reporting(_Sender(key, put)):
         return _call(fn, threads, *args)
+
+
+def _call_reporting(key: Hashable, fn: Callable[..., Any], threads: int, *args: Any) -> Any:
+    """``_call`` in a worker, the epochs it ends put on the queue the worker was started with."""
+    return call_sending(key, _epochs.put, fn, threads, *args)
 
 
 def _start_worker(parent: int, epochs: Any) -> None:
