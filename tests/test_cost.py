@@ -8,6 +8,7 @@ import pytest
 
 from bench.params import TunedParams
 from bench.run.cost import _thinned, fit_epoch_cost, shape_costs
+from bench.run.eta import TimeLeft
 from bench.run.plan import study_rungs
 from bench.suites import ncf_ranking
 
@@ -53,3 +54,17 @@ def test_halving_thins_each_stack_and_a_thinned_stack_costs_more_a_model():
     seconds = {1: 4.0, 4: 1.0}  # a model alone 4 s an epoch, in a stack of 4 1 s
     assert [_thinned(seconds, 4, live) for live in (4, 2, 1)] == pytest.approx([1.0, 2.0, 4.0])
     assert _thinned({3: 1.5}, 3, 1.0) == 1.5  # not probed alone: the stack's own
+
+
+def test_time_left_follows_each_jobs_own_pace():
+    """Costs 10, 10, 20 (the plan's rough units) on 2 workers; a ran at 4 s a unit, b runs at 20."""
+    left = TimeLeft({"a": 10, "b": 10, "c": 20}, {"a": 4, "b": 10, "c": 5}, workers=2)
+    left.start("a", 0.0), left.start("b", 0.0)
+    assert left.seconds(5.0) is None  # no job has shown its pace
+    left.epoch("a", 4), left.done("a", 40.0)
+    assert left.seconds(40.0) == pytest.approx((10 + 20) * 4 / 2)  # b and c at a's 4 s a unit
+    left.epoch("b", 2)  # 2 of 10 epochs in 40 s: 200 s in all, 160 to go
+    per_unit = (40 + 200) / 20  # what a and b have shown: c waits at 12 s a unit
+    assert left.seconds(40.0) == pytest.approx((160 + 20 * per_unit) / 2)
+    left.done("b", 200.0), left.start("c", 200.0), left.epoch("c", 1)
+    assert left.seconds(230.0) == pytest.approx(4 * 30)  # the last job alone: its own 4 epochs to go

@@ -57,16 +57,23 @@ class RayExecutor:
                 options = {"num_cpus": max(1, min(self.threads, cpus))}
             if job.key[0] == "study":
                 options["scheduling_strategy"] = here  # its database is in the run folder, on this node
-            started(job, self.threads)
             ref = remote.options(**options, max_retries=3).remote(  # refs as arguments: Ray resolves them
                 job.key, epochs.put, job.fn, self.threads, *job.args, *data, *(refs[k] for k in job.after))
             refs[job.key] = ref
             by_ref[ref] = job
-        pending = list(by_ref)
+        pending, begun, by_key = list(by_ref), set(), {j.key: j for j in jobs}
+
+        def begin(job: Job) -> None:  # Ray says when a task was submitted, not when it began: its first epoch
+            if job.key not in begun:
+                begun.add(job.key)
+                started(job, self.threads)
+
         while pending:
             done, pending = ray.wait(pending, num_returns=1, timeout=REPORT_S)
             ended = epochs.qsize()
             for key, n in epochs.get_nowait_batch(ended) if ended else ():
+                begin(by_key[key])
                 epoch(key, n)
             if done:
+                begin(by_ref[done[0]])
                 yield by_ref[done[0]], ray.get(done[0])

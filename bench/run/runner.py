@@ -9,6 +9,7 @@ initialisation and data order for every variant, so comparisons are paired by se
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from bench import faults
 from bench.configs import COMPARED, config_difference, trial_config, variant_configs
 from bench.run.cost import measured_costs
 from bench.run.datasets import resolve_datasets
+from bench.run.eta import TimeLeft
 from bench.run.executors import PoolExecutor
 from bench.run.options import RunOptions, cpu_cores, resolve_devices
 from bench.run.plan import Plan, expected_epochs, jobs, make_plan, makespan, relative_costs
@@ -126,25 +128,35 @@ class Runner:
         results: list[dict[str, Any]] = []
         done_trials = len(plan.trials) - len(plan.pending)
         bar = tqdm(total=sum(j.cost for j in work), dynamic_ncols=True,  # the whole run's work, estimated
-                   bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed} elapsed, about {remaining} left")
+                   bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed} elapsed{postfix}")
         bar.set_description_str(f"{done_trials}/{len(plan.trials)} trials")
+        cost, expected = {j.key: j.cost for j in work}, expected_epochs(plan, self.opts.params)
+        left = TimeLeft(cost, expected, self.jobs)
+
+        def show_left() -> None:
+            seconds = left.seconds(time.monotonic())
+            bar.set_postfix_str(f"about {'?' if seconds is None else tqdm.format_interval(seconds)} left", False)
 
         def started(job: Job, threads: int) -> None:
+            left.start(job.key, time.monotonic())
             if job.key[0] == "study":
                 bar.write(f"tuning {job.name.removeprefix('the ')} ({threads} thread{'s' * (threads > 1)})")
 
-        cost, expected = {j.key: j.cost for j in work}, expected_epochs(plan, self.opts.params)
         ended: dict[Any, int] = {}
         moved: dict[Any, float] = {}
 
         def epoch(key: Any, n: int) -> None:  # a running job's share, never all of it before it ends
             ended[key] = ended.get(key, 0) + n
+            left.epoch(key, n)
+            show_left()
             share = cost[key] * min(0.9, ended[key] / max(1.0, expected.get(key, 1.0)))
             bar.update(max(0.0, min(share - moved.get(key, 0.0), bar.total - bar.n)))
             moved[key] = max(share, moved.get(key, 0.0))
 
         try:
             for job, result in self.executor.execute(work, [data for _, data in plan.specs], started, epoch):
+                left.done(job.key, time.monotonic())
+                show_left()
                 if job.key[0] == "study":
                     self._study_done(job, result, bar)
                 else:
