@@ -57,14 +57,16 @@ def test_halving_thins_each_stack_and_a_thinned_stack_costs_more_a_model():
 
 
 def test_time_left_follows_each_jobs_own_pace():
-    """Costs 10, 10, 20 (the plan's rough units) on 2 workers; a ran at 4 s a unit, b runs at 20."""
+    """Costs 10, 10, 20 (the plan's rough units) on 2 workers. A job's pace counts from its first
+    reported epoch: what came before it (loading, pretrained bases) is not an epoch's cost."""
     left = TimeLeft({"a": 10, "b": 10, "c": 20}, {"a": 4, "b": 10, "c": 5}, workers=2)
     left.start("a", 0.0), left.start("b", 0.0)
-    assert left.seconds(5.0) is None  # no job has shown its pace
-    left.epoch("a", 4), left.done("a", 40.0)
+    left.epoch("b", 1, 8.0)
+    assert left.seconds(9.0) is None  # one report shows no pace yet
+    left.epoch("a", 1, 10.0), left.epoch("a", 3, 40.0), left.done("a", 40.0)
     assert left.seconds(40.0) == pytest.approx((10 + 20) * 4 / 2)  # b and c at a's 4 s a unit
-    left.epoch("b", 2)  # 2 of 10 epochs in 40 s: 200 s in all, 160 to go
-    per_unit = (40 + 200) / 20  # what a and b have shown: c waits at 12 s a unit
-    assert left.seconds(40.0) == pytest.approx((160 + 20 * per_unit) / 2)
-    left.done("b", 200.0), left.start("c", 200.0), left.epoch("c", 1)
-    assert left.seconds(230.0) == pytest.approx(4 * 30)  # the last job alone: its own 4 epochs to go
+    left.epoch("b", 1, 40.0)  # an epoch in the 32 s since its first report: 8 to go, 256 s
+    per_unit = (40 + (40 + 256)) / 20  # what a and b have shown: c waits at 16.8 s a unit
+    assert left.seconds(40.0) == pytest.approx(max(256, (256 + 20 * per_unit) / 2))
+    left.done("b", 200.0), left.start("c", 200.0), left.epoch("c", 1, 210.0), left.epoch("c", 1, 230.0)
+    assert left.seconds(230.0) == pytest.approx(3 * 20)  # the last job alone: 3 epochs to go at 20 s

@@ -147,7 +147,7 @@ class Runner:
 
         def epoch(key: Any, n: int) -> None:  # a running job's share, never all of it before it ends
             ended[key] = ended.get(key, 0) + n
-            left.epoch(key, n)
+            left.epoch(key, n, time.monotonic())
             show_left()
             share = cost[key] * min(0.9, ended[key] / max(1.0, expected.get(key, 1.0)))
             bar.update(max(0.0, min(share - moved.get(key, 0.0), bar.total - bar.n)))
