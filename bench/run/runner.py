@@ -137,19 +137,19 @@ class Runner:
             seconds = left.seconds(time.monotonic())
             bar.set_postfix_str(f"about {'?' if seconds is None else tqdm.format_interval(seconds)} left", False)
 
+        show_left()  # "about ? left" until a job has shown its pace
+
         def started(job: Job, threads: int) -> None:
             left.start(job.key, time.monotonic())
             if job.key[0] == "study":
                 bar.write(f"tuning {job.name.removeprefix('the ')} ({threads} thread{'s' * (threads > 1)})")
 
-        ended: dict[Any, int] = {}
         moved: dict[Any, float] = {}
 
         def epoch(key: Any, n: int) -> None:  # a running job's share, never all of it before it ends
-            ended[key] = ended.get(key, 0) + n
             left.epoch(key, n, time.monotonic())
             show_left()
-            share = cost[key] * min(0.9, ended[key] / max(1.0, expected.get(key, 1.0)))
+            share = cost[key] * min(0.9, left.ended[key] / max(1.0, expected.get(key, 1.0)))
             bar.update(max(0.0, min(share - moved.get(key, 0.0), bar.total - bar.n)))
             moved[key] = max(share, moved.get(key, 0.0))
 
