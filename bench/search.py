@@ -10,6 +10,7 @@ from ncf_core.tasks import task_of
 
 TUNE_SEED = 1_000_003  # the tuning split's seed: none of a run's evaluation seeds (0..N-1)
 SAMPLER_SEED = 0  # TPE's seed; trial n's draws come from (SAMPLER_SEED, n), so a resumed study draws alike
+TPE_STARTUP = 10  # TPE's start-up trials (Optuna's default): drawn at random while fewer have finished
 HEARTBEAT_S, GRACE_S = 10, 30  # shared studies (bench tune): a worker's heartbeat, and when a silent one is dead
 STARTUP_TRIALS, WARMUP_EPOCHS = 3, 1  # the median pruner's: complete trials before it prunes; epochs spared
 HALVING_MIN_EPOCHS, HALVING_FACTOR = 1, 3  # successive halving: first rung after 1 epoch, a third goes on

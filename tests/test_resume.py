@@ -85,6 +85,13 @@ def test_every_study_has_the_budget_whatever_the_stack(tmp_path):
         db = f"sqlite:///{out / 'tuning' / 'studies.db'}"
         assert {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(db)} == {
             f"synthetic-rating-{v}": 4 for v in ("mf", "gmf", "mlp", "neumf-pre-adam")}
+        if stack == "3":  # halving promotes 3 // 3 = 1 of a first stack: its best, whatever its place
+            for summary in optuna.get_all_study_summaries(db):
+                study = optuna.load_study(study_name=summary.study_name, storage=db)
+                first = study.trials[:3]
+                sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
+                best = max(first, key=lambda t: sign * t.intermediate_values[1])
+                assert [len(t.intermediate_values) for t in first] == [2 if t is best else 1 for t in first]
 
 
 def test_plan_trains_nothing_and_writes_nothing(tmp_path):

@@ -13,6 +13,7 @@ import optuna
 import pytest
 
 from bench.__main__ import main
+from bench.compute.study import ask_member, foreseen_trials
 from bench.suites import synthetic
 from bench.variants import VARIANTS
 from ncf_core.data import load, split_for_seed
@@ -136,6 +137,12 @@ def test_a_tuned_run_gives_every_variant_the_same_budget_and_neumf_the_tuned_bas
     assert neumf["model"]["alpha"] == pytest.approx(best["neumf-pre-adam"]["model"]["alpha"])
     assert records[("mf", 1)]["config"]["train"]["lr"] == pytest.approx(best["mf"]["train"]["lr"])
     assert "every variant had the same budget — 3 Optuna trials" in (out / "report" / "summary.md").read_text()
+    # the plan knew every trial's settings before anything trained (TPE's random start-up)
+    for variant in counts:
+        trials = optuna.load_study(study_name=variant, storage=db).trials
+        seen = foreseen_trials(variant.removeprefix("synthetic-rating-"), "rating", "ncf", 3,
+                               manifest["stack"]["synthetic"])
+        assert [t.user_attrs["config"] for t in trials] == json.loads(json.dumps(seen, default=list))
     # resuming the same command reruns nothing: studies full, trials stored, settings equal
     before = (out / "trials.jsonl").read_text()
     assert main(["run", "--suite", "smoke", "--datasets", "synthetic", "--tune", "3", "--seeds", "2",
@@ -157,3 +164,48 @@ def test_the_pruner_spares_the_warm_up_epochs_it_states():
     assert not trial.should_prune()  # far below the median, but in its warm-up epoch
     trial.report(0.1, 2)
     assert trial.should_prune()
+
+
+@pytest.mark.parametrize("stack", [1, 4])
+def test_the_trials_drawn_before_tpe_learns_are_foreseen_whatever_the_values(stack):
+    """Two studies told opposite values draw the same settings until TPE_STARTUP trials have
+    finished, and those are the plan's foreseen ones; after that the values move the draws."""
+    from bench.search import STRUCTURAL, TPE_STARTUP, search_space
+
+    budget = TPE_STARTUP + 2 * stack
+    seen = foreseen_trials("gmf", "rating", "ncf", budget, stack)
+    drawn = []
+    for sign in (1, -1):
+        study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+        out: list[dict] = []
+        while len(out) < budget:
+            trials = []
+            for _ in range(min(stack, budget - len(out))):
+                trial = ask_member(study, trials[0].params if trials else None, 0)
+                out.append(search_space(trial, VARIANTS["gmf"], "rating"))
+                trials.append(trial)
+            assert all(t.params[k] == trials[0].params[k] for t in trials for k in STRUCTURAL if k in t.params)
+            for trial in trials:
+                study.tell(trial, sign * trial.params["lr"])
+        drawn.append(out)
+    known = sum(s is not None for s in seen)
+    assert known == TPE_STARTUP + (-TPE_STARTUP % stack) and seen[known:] == [None] * (budget - known)
+    assert drawn[0][:known] == drawn[1][:known] == seen[:known]
+    assert drawn[0][known:] != drawn[1][known:]
+
+
+def test_halving_counts_the_judged_member_once():
+    """Four trials finished at rung 0 with 1, 2, 3, 4 (maximised); a member at 3.5 is one of five,
+    of whom 5 // 3 = 1 goes on: the 4. Counted twice (six values) it would be promoted."""
+    from optuna.trial import TrialState, create_trial
+
+    from bench.compute.study import _fresh, _Member, _PrunerView, make_pruner
+
+    study = optuna.create_study(direction="maximize")
+    history = [create_trial(value=v, intermediate_values={1: v}, system_attrs={"completed_rung_0": v})
+               for v in (1.0, 2.0, 3.0, 4.0)]
+    member = _Member(None, _fresh(create_trial(state=TrialState.RUNNING)), {})
+    member.frozen.intermediate_values[1] = 3.5
+    view = _PrunerView(study, history, [member])
+    assert make_pruner("halving").prune(view, member.frozen)
+    assert member.frozen.system_attrs == {"completed_rung_0": 3.5}  # its rung marked, for its next epochs

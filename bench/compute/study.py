@@ -19,6 +19,7 @@ are run again with their parameters (``RetryFailedTrialCallback``).
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import time
@@ -47,6 +48,7 @@ from bench.search import (
     SAMPLER_SEED,
     STARTUP_TRIALS,
     STRUCTURAL,
+    TPE_STARTUP,
     TUNE_SEED,
     WARMUP_EPOCHS,
     search_space,
@@ -198,14 +200,8 @@ class Search:
             with quiet():
                 optuna.storages.fail_stale_trials(self.study)
         while len(members) < size:
-            trials = self.study.get_trials(deepcopy=False)
-            waiting = [t.number for t in trials if t.state == TrialState.WAITING]
-            if members and not waiting:  # the stack's structure, for TPE to fill in the rest
-                self.study.enqueue_trial({k: v for k, v in members[0].frozen.params.items() if k in STRUCTURAL})
-                waiting = [len(trials)]
-            self.study.sampler = make_sampler(self.settings.sampler_seed, min(waiting) if waiting else len(trials))
-            with quiet():
-                members.append(self._member(self.study.ask()))
+            first = members[0].frozen.params if members else None
+            members.append(self._member(ask_member(self.study, first, self.settings.sampler_seed)))
         return members
 
     def _member(self, trial: optuna.Trial) -> _Member:
@@ -313,7 +309,9 @@ class _PrunerView:
         return self._study.direction
 
     def get_trials(self, deepcopy: bool = False, states: tuple[TrialState, ...] | None = None) -> list[FrozenTrial]:
-        trials = self._history + [m.frozen for m in self._members]
+        """Snapshots, as a storage gives: successive halving marks the judged trial's rung after
+        reading the trials and then adds its value itself, so a live one would count twice."""
+        trials = self._history + [_snapshot(m.frozen) for m in self._members]
         return trials if states is None else [t for t in trials if t.state in states]
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
@@ -322,6 +320,12 @@ class _PrunerView:
                 m.frozen.system_attrs[key] = value
                 if m.running(self._study):
                     self._study._storage.set_trial_system_attr(trial_id, key, value)
+
+
+def _snapshot(trial: FrozenTrial) -> FrozenTrial:
+    out = copy.copy(trial)
+    out.system_attrs = dict(trial.system_attrs)
+    return out
 
 
 def make_pruner(name: str) -> optuna.pruners.BasePruner:
@@ -338,7 +342,45 @@ def make_sampler(seed: int, number: int) -> optuna.samplers.BaseSampler:
     many samplers this process made before it (a resumed study draws what an uninterrupted one does)."""
     own = int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
     with quiet():
-        return optuna.samplers.TPESampler(seed=own, constant_liar=True)
+        return optuna.samplers.TPESampler(seed=own, constant_liar=True, n_startup_trials=TPE_STARTUP)
+
+
+def ask_member(study: optuna.Study, first: dict[str, Any] | None, sampler_seed: int) -> optuna.Trial:
+    """The next trial of a stack whose first trial drew ``first`` (None: the trial opens a stack):
+    the stack's structure is enqueued for TPE to fill in the rest, unless a resumed study already
+    holds it waiting."""
+    trials = study.get_trials(deepcopy=False)
+    waiting = [t.number for t in trials if t.state == TrialState.WAITING]
+    if first is not None and not waiting:
+        study.enqueue_trial({k: v for k, v in first.items() if k in STRUCTURAL})
+        waiting = [len(trials)]
+    study.sampler = make_sampler(sampler_seed, min(waiting) if waiting else len(trials))
+    with quiet():
+        return study.ask()
+
+
+def foreseen_trials(variant: str, task: str, space: str, budget: int, stack: int,
+                    sampler_seed: int = SAMPLER_SEED) -> list[dict[str, dict[str, Any]] | None]:
+    """The settings a fresh study's trials will train, in order, where they are known before anything
+    trains: TPE draws at random from (seed, n) until TPE_STARTUP trials have finished, whatever their
+    values, so a plan can price the stacks the search will train instead of its space's average
+    (Rendle's MF spans ~50x). None for a trial asked later: TPE then follows the values."""
+    study = create_study("foreseen", optuna.storages.InMemoryStorage())
+    out: list[dict[str, dict[str, Any]] | None] = []
+    while len(out) < budget:
+        size = min(stack, budget - len(out))
+        if len(out) >= TPE_STARTUP:  # every earlier trial has finished (complete or pruned) by now
+            out += [None] * size
+            continue
+        trials: list[optuna.Trial] = []
+        for _ in range(size):
+            trial = ask_member(study, trials[0].params if trials else None, sampler_seed)
+            with quiet():
+                out.append(search_space(trial, VARIANTS[variant], task, space))
+            trials.append(trial)
+        for trial in trials:
+            study.tell(trial, state=TrialState.PRUNED)
+    return out
 
 
 @contextlib.contextmanager

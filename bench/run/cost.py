@@ -19,6 +19,7 @@ import torch
 from scipy.optimize import nnls
 from torch import nn
 
+from bench.compute.study import foreseen_trials
 from bench.configs import overridden, split_for, variant_configs
 from bench.params import TunedParams
 from bench.run.plan import Plan, work
@@ -61,7 +62,7 @@ def measured_costs(plan: Plan, params: TunedParams, threads: int, log: Any = pri
             probe = (key[1], variant, size, device)
             if probe not in speed:
                 started = time.perf_counter()
-                *speed[probe], said = _priced(spec, data, variant, size, device, params, tuned=bool(plan.budget))
+                *speed[probe], said = _priced(spec, data, variant, size, device, params, plan)
                 log(f"probe: {variant} on {spec.label}, {size} stacked on {device}{said} "
                     f"({time.perf_counter() - started:.1f} s)")
             epoch_s[size] = float(np.mean(speed[probe][0]))
@@ -80,24 +81,63 @@ def _thinned(epoch_s: dict[int, float], size: int, live: float) -> float:
 
 
 def _priced(spec: DataSpec, data: Any, variant: str, size: int, device: str, params: TunedParams,
-            tuned: bool) -> tuple[np.ndarray, float, float, str]:
-    """(an epoch's seconds at each setting the job may train; a validation pass; the test; what was
-    measured, in words)."""
+            plan: Plan) -> tuple[np.ndarray, float, float, str]:
+    """(an epoch's seconds for each trial of the study, or at the defaults untuned; a validation
+    pass; the test; what was measured, in words). A trial whose settings the sampler fixes before
+    anything trains (``study_settings``) is timed at its stack's structure; the others are priced at
+    the mean of a cost fitted over the search space."""
     split = split_for(spec, data, 0)
-    if not tuned:
+    if not plan.budget:
         timed, valid_s, test_s = _probe(spec, split, variant, size, device, params, [{}])
         return timed, valid_s, test_s, (f": {timed[0]:.2f} s an epoch a model, validation {valid_s:.2f} s, "
                                         f"test {test_s:.2f} s")
-    draws = space_draws(VARIANTS[variant], spec.task, spec.search, PROBE_DRAWS)
-    timed, valid_s, test_s = _probe(spec, split, variant, size, device, params, draws)
-    space = space_draws(VARIANTS[variant], spec.task, spec.search, SPACE_DRAWS, seed=1)
-    models: dict = {}
-    fitted = fit_epoch_cost([shape_costs(spec, split, variant, params, d, models) for d in draws], timed,
-                            [shape_costs(spec, split, variant, params, d, models) for d in space])
-    return fitted, valid_s, test_s, (
-        f" at {len(draws)} settings drawn from its search space: {', '.join(f'{x:.2f}' for x in timed)} s an "
-        f"epoch a model; fitted over {len(space)} draws: mean {fitted.mean():.2f}, median {np.median(fitted):.2f}, "
-        f"max {fitted.max():.2f}; validation {valid_s:.2f} s, test {test_s:.2f} s")
+    known, unknown = study_settings(plan, spec, variant)
+    structures = {_structure(s): s for s in known}
+    draws = space_draws(VARIANTS[variant], spec.task, spec.search, PROBE_DRAWS) if unknown else []
+    timed, valid_s, test_s = _probe(spec, split, variant, size, device, params, [*structures.values(), *draws])
+    at = dict(zip(structures, timed))
+    seconds = [at[_structure(s)] for s in known]
+    said = f" at the {len(known)} trials the sampler draws before it learns ({len(structures)} structures): " \
+           f"{', '.join(f'{x:.2f}' for x in timed[:len(structures)])} s an epoch a model"
+    if unknown:
+        space = space_draws(VARIANTS[variant], spec.task, spec.search, SPACE_DRAWS, seed=1)
+        models: dict = {}
+        fitted = fit_epoch_cost([shape_costs(spec, split, variant, params, d, models)
+                                 for d in [*structures.values(), *draws]], timed,
+                                [shape_costs(spec, split, variant, params, d, models) for d in space])
+        seconds += [float(fitted.mean())] * unknown
+        said += (f"; the {unknown} TPE chooses at the mean of a cost fitted on {len(draws)} more drawn from "
+                 f"its space ({', '.join(f'{x:.2f}' for x in timed[len(structures):])}) over {len(space)} "
+                 f"draws: {fitted.mean():.2f}")
+    return np.array(seconds), valid_s, test_s, f"{said}; validation {valid_s:.2f} s, test {test_s:.2f} s"
+
+
+def study_settings(plan: Plan, spec: DataSpec, variant: str) -> tuple[list[dict], int]:
+    """The settings of a study's trials known before it runs, and how many are not: TPE's random
+    start-up draws (``foreseen_trials``). A pretrained NeuMF's shapes are those of its GMF's and
+    MLP's winners, one of their trials: trial n takes the shapes of their trial n."""
+    stack = plan.stacks[spec.label]
+
+    def seen(name: str) -> list[dict | None]:
+        return foreseen_trials(name, spec.task, spec.search, plan.budget, stack, plan.sampler_seed)
+
+    trials = seen(variant)
+    if VARIANTS[variant].pretrained:
+        gmf, mlp = seen("gmf"), seen("mlp")
+        drawn = space_draws(VARIANTS[variant], spec.task, spec.search, len(trials))
+        for n, t in enumerate(trials):
+            if t is not None:
+                t["model"]["n_factors"] = (gmf[n] or drawn[n])["model"]["n_factors"]
+                t["model"]["mlp_layers"] = (mlp[n] or drawn[n])["model"]["mlp_layers"]
+    known = [t for t in trials if t is not None]
+    return known, len(trials) - len(known)
+
+
+def _structure(settings: dict) -> tuple:
+    """What a setting's cost depends on: its shapes and batches, not its learning rate."""
+    model, train = settings["model"], settings["train"]
+    return (*(train.get(k) for k in ("batch_size", "n_negatives", "optimizer", "reduction")),
+            model.get("n_factors"), tuple(model.get("mlp_layers") or ()))
 
 
 def shape_costs(spec: DataSpec, split: Any, variant: str, params: TunedParams, draw: dict,

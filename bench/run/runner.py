@@ -207,10 +207,11 @@ class Runner:
                 lines.append(f"  unit  {unit.variant:<24} {unit.device:<4} seeds {json.dumps(list(unit.seeds)):<18}"
                              f"~{seconds.get(key, 0) / 60:6.1f} min")
         total = sum(seconds.values())
+        at = ("the settings each study draws before TPE learns, the rest of its space fitted" if plan.budget
+              else "the settings of each job")
         lines.append(f"\nestimated: {total / 60:.1f} min of work, {wall / 60:.1f} min wall time on {self.jobs} "
-                     f"job{'s' * (self.jobs > 1)} (a probe of the engine at "
-                     f"{'settings drawn from each search space' if plan.budget else 'the settings of each job'}; "
-                     "where the search goes, pruning and early stopping move it)")
+                     f"job{'s' * (self.jobs > 1)} (a probe of the engine at {at}; "
+                     "where TPE goes next, pruning and early stopping move it)")
         return "\n".join(lines)
 
 
