@@ -3,10 +3,11 @@ bar's time left: a short probe trains each (data set, variant, stack size, devic
 
 In a tuned run an epoch's cost depends on where the search goes: Rendle's MF space spans ~50x
 (dense Adam moves every row of 192-factor tables each of ~70k steps; plain SGD moves a batch's
-rows). So the probe times a handful of settings drawn from the space and fits an epoch's seconds
-as a sum of three costs a setting's shapes fix — a fixed cost per step, the parameters the
-optimizer moves each step, and per-example work (embedding widths plus layer weights) — then
-averages that fit over many draws, corners included, rather than over the few it timed.
+rows). TPE's first trials are random draws fixed by the sampler's seed, so the probe times the
+structures those trials will train. For the trials TPE picks later it times a handful of settings
+drawn from the space and fits an epoch's seconds as a sum of three costs a setting's shapes fix — a
+fixed cost per step, the parameters the optimizer moves each step, and per-example work (embedding
+widths plus layer weights) — then averages that fit over many draws, corners included.
 """
 
 from __future__ import annotations
