@@ -309,8 +309,7 @@ def fit_stacked(
     models may differ in anything that keeps their shapes). Members that share a split and seed share
     one draw of each epoch's examples. A member that diverges, runs out of patience or is stopped by
     ``on_epoch`` leaves the stack (the others are restacked and go on, their optimizer state carried
-    over) and is reset to its best epoch. ``on_epoch`` sees an epoch's members once all of them are
-    validated, best first (``_merit``).
+    over) and is reset to its best epoch.
     """
     device = torch.device(device)
     cfgs = list(cfg) if isinstance(cfg, list) else [cfg] * len(models)
@@ -334,7 +333,6 @@ def fit_stacked(
             total = stack_state.epoch().tolist()
             sync(device)
             seconds = time.perf_counter() - start
-            reported = []
             for position, s in enumerate(live):
                 train_loss = total[position] / len(data[s])
                 if task_of(shared.task).diverged(train_loss):
@@ -343,11 +341,10 @@ def fit_stacked(
                 models[s].load_state_dict(unstack(stack_state.module, position))
                 valid = evaluators[s].loss_and_metric(models[s]) if evaluators[s] is not None else _NO_VALIDATION
                 stats = EpochStats(epoch, train_loss, *valid, seconds, len(data[s]))
-                if not selectors[s].record(stats):
-                    outcome[s] = selectors[s].history
-                reported.append((s, stats))
-            for s, stats in sorted(reported, key=lambda r: _merit(r[1].valid_metric, metric)):
+                go_on = selectors[s].record(stats)
                 if on_epoch is not None and not on_epoch(s, stats):
+                    go_on = False
+                if not go_on:
                     outcome[s] = selectors[s].history
             keep = [position for position, s in enumerate(live) if outcome[s] is None]
             if not keep:
@@ -358,15 +355,6 @@ def fit_stacked(
     finally:
         stack_state.close()
     return [o if isinstance(o, Diverged) else sel.finish() for o, sel in zip(outcome, selectors)]
-
-
-def _merit(value: float, metric: str) -> float:
-    """Sorts an epoch's members best first (NaN last): a pruner that compares a trial with those
-    reported before it (successive halving's rungs) then judges a stack's members as if they had
-    run one after another, the better first, not in the order they were asked."""
-    if value != value:
-        return math.inf
-    return -value if higher_is_better(metric) else value
 
 
 def _once(keys: list, makers: list[Callable[[], Any]]) -> list[Any]:

@@ -229,12 +229,12 @@ def test_the_plan_assumes_the_epochs_rendles_mf_space_pins():
 
 def test_the_plan_counts_the_epochs_successive_halving_leaves():
     """One trial at a time: N trials train 1 epoch, N/3 two more, N/9 six more, ... up to the epoch
-    count, whatever the stack: a stack's members are judged best first, as if run one by one."""
+    count. A stack's members are judged mostly against each other, so no rung keeps fewer than a stack."""
     from bench.run.plan import study_epochs
 
     assert study_epochs("halving", 27, 1, 10) == pytest.approx(27 * 1 + 9 * 2 + 3 * 6 + 1 * 1)
-    assert study_epochs("halving", 20, 5, 10) == pytest.approx(20 + 20 / 3 * 2 + 20 / 9 * 6 + 1 * 1)
-    assert study_epochs("halving", 3, 5, 4) == 3 + 2 + 1  # a stack of the whole budget: its best goes on
+    assert study_epochs("halving", 20, 5, 10) == pytest.approx(20 + 20 / 3 * 2 + 5 * 6 + 5 * 1)
+    assert study_epochs("halving", 3, 5, 4) == 12  # a budget smaller than the stack: every trial to the end
     assert study_epochs("median", 10, 4, 20) == pytest.approx(0.7 * 10 * 20)
 
 

@@ -243,10 +243,11 @@ def study_epochs(pruner: str, budget: int, stack_size: int, epochs: float) -> fl
 def study_rungs(pruner: str, budget: int, stack_size: int, epochs: float) -> list[tuple[float, float]]:
     """A study's epochs, summed over its trials, per rung, with the members its stacks still hold
     there. The median pruner leaves about 70 % of them. Successive halving keeps a 1/factor of the
-    trials at each rung (1, 3, 9, ... epochs), and at least one goes the distance: a stack's members
-    are judged best first, as if they had run one after another (``ncf_core.train._merit``), so a
-    stack's weaker members stop where a one-at-a-time search would stop them. Spread over the
-    study's stacks: after the first rung most stacks train one member, not five."""
+    trials at each rung (1, 3, 9, ... epochs), but not fewer than a stack: a stack's members are
+    judged in the order they were asked, each against those before it, so a study's first members
+    face few rivals and about a stack goes the distance (measured on the quick suite: 816 epochs in
+    12 studies of 20 trials, 5 at a time; this gives 820), spread over the study's stacks: after the
+    first rung most stacks train one or two members, not five."""
     stack_size = min(stack_size, budget)
     if pruner != "halving":
         return [(EPOCHS_LEFT[pruner] * budget * epochs, float(stack_size))]
@@ -256,7 +257,7 @@ def study_rungs(pruner: str, budget: int, stack_size: int, epochs: float) -> lis
         rungs.append((survivors * (min(rung, epochs) - reached), max(1.0, min(stack_size, survivors / stacks))))
         if rung >= epochs:
             return rungs
-        survivors, reached, rung = max(1.0, survivors / HALVING_FACTOR), rung, rung * HALVING_FACTOR
+        survivors, reached, rung = max(stack_size, survivors / HALVING_FACTOR), rung, rung * HALVING_FACTOR
 
 
 def _expected_epochs(cfg: Any) -> float:
