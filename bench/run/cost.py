@@ -13,6 +13,7 @@ widths plus layer weights) — then averages that fit over many draws, corners i
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -59,15 +60,16 @@ def measured_costs(plan: Plan, params: TunedParams, threads: int, log: Any = pri
         device = key[3] if key[0] == "unit" else plan.devices[0]
         variant = key[2] if key[0] == "study" else key[4]
         epoch_s = {}
+        trials = key[0] == "study" and job.size > 1  # members with their own lr, not seeds sharing one
         for size in {job.size, *(1 for _, live in job.rungs if live < job.size)}:
-            probe = (key[1], variant, size, device)
+            probe = (key[1], variant, size, device, trials and size > 1)
             if probe not in speed:
                 started = time.perf_counter()
-                *speed[probe], said = _priced(spec, data, variant, size, device, params, plan)
-                log(f"probe: {variant} on {spec.label}, {size} stacked on {device}{said} "
+                *speed[probe], said = _priced(spec, data, variant, size, device, params, plan, probe[-1])
+                log(f"probe: {variant} on {spec.label}, {size} stacked{' trials' * probe[-1]} on {device}{said} "
                     f"({time.perf_counter() - started:.1f} s)")
             epoch_s[size] = float(np.mean(speed[probe][0]))
-        _, valid_s, test_s = speed[(key[1], variant, job.size, device)]
+        _, valid_s, test_s = speed[(key[1], variant, job.size, device, trials)]
         seconds = sum(e * (_thinned(epoch_s, job.size, live) + valid_s) for e, live in job.rungs)
         out[key] = seconds + (test_s * len(key[2]) if key[0] == "unit" else 0.0)
     return out
@@ -82,7 +84,7 @@ def _thinned(epoch_s: dict[int, float], size: int, live: float) -> float:
 
 
 def _priced(spec: DataSpec, data: Any, variant: str, size: int, device: str, params: TunedParams,
-            plan: Plan) -> tuple[np.ndarray, float, float, str]:
+            plan: Plan, members: bool = False) -> tuple[np.ndarray, float, float, str]:
     """(an epoch's seconds for each trial of the study, or at the defaults untuned; a validation
     pass; the test; what was measured, in words). A trial whose settings the sampler fixes before
     anything trains (``study_settings``) is timed at its stack's structure; the others are priced at
@@ -95,7 +97,8 @@ def _priced(spec: DataSpec, data: Any, variant: str, size: int, device: str, par
     known, unknown = study_settings(plan, spec, variant)
     structures = {_structure(s): s for s in known}
     draws = space_draws(VARIANTS[variant], spec.task, spec.search, PROBE_DRAWS) if unknown else []
-    timed, valid_s, test_s = _probe(spec, split, variant, size, device, params, [*structures.values(), *draws])
+    timed, valid_s, test_s = _probe(spec, split, variant, size, device, params, [*structures.values(), *draws],
+                                    members=members)
     at = dict(zip(structures, timed))
     seconds = [at[_structure(s)] for s in known]
     said = f" at the {len(known)} trials the sampler draws before it learns ({len(structures)} structures): " \
@@ -183,7 +186,7 @@ def fit_epoch_cost(timed_shapes: list[np.ndarray], timed_s: np.ndarray, shapes: 
 
 
 def _probe(spec: DataSpec, split: Any, variant: str, size: int, device: str, params: TunedParams,
-           draws: list[dict], steps: int = 20) -> tuple[np.ndarray, float, float]:
+           draws: list[dict], steps: int = 20, members: bool = False) -> tuple[np.ndarray, float, float]:
     """(seconds a training epoch takes a model at each of ``draws``' settings; a validation pass;
     the test: a full ranking for a ranking task, else a scoring pass like the validation's)."""
     v = VARIANTS[variant]
@@ -192,8 +195,10 @@ def _probe(spec: DataSpec, split: Any, variant: str, size: int, device: str, par
         model_cfg, train_cfg = overridden(spec, *variant_configs(spec, v, params), draw)
         models = [seeded_model(v.model, model_cfg, split, s, device, train_cfg.sparse) for s in range(size)]
         module = models[0] if size == 1 else stack(models)
+        # a study's members each have their own lr (the optimizers' per-member path); seeds share one
+        cfgs = [replace(train_cfg, lr=train_cfg.lr * (1 + 0.01 * s)) for s in range(size)] if members else train_cfg
         restore = row_gradients(module, plain_sgd(train_cfg))
-        optimizers = make_optimizer(module, train_cfg, torch.device(device))
+        optimizers = make_optimizer(module, cfgs, torch.device(device))
         gen = torch.Generator().manual_seed(0)
         shape = (size, train_cfg.batch_size * steps) if size > 1 else (train_cfg.batch_size * steps,)
         u = torch.randint(split.n_users, shape, generator=gen).to(device)
