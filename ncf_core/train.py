@@ -185,8 +185,8 @@ def train_steps(model: nn.Module, optimizers: list[torch.optim.Optimizer], cfg: 
     (S,), where stacked members differ in it; else ``cfg.l2``."""
     model.train()
     # Dense Adam decays the moments of rows without a gradient by beta1 each step: after ~800 steps
-    # they are denormal floats, which x86 CPUs compute ~100x slower (an ML-1M GMF epoch: 18.7 s, 5.8
-    # flushed). Flushed to zero, only values below ~1e-38 change.
+    # they are denormal floats, which CPUs compute far slower (a stacked ML-1M GMF epoch: 18.7 s,
+    # 5.8 s flushed). Flushed to zero, only values below ~1e-38 change. A process-wide setting.
     torch.set_flush_denormal(True)
     n = u.shape[-1]
     total = torch.zeros(u.shape[:-1], device=u.device)
