@@ -3,13 +3,16 @@ settings; the stack sizes halving leaves; a thinned stack's seconds between thos
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 import pytest
 
 from bench.params import TunedParams
 from bench.run.cost import _thinned, fit_epoch_cost, shape_costs
 from bench.run.eta import TimeLeft
-from bench.run.plan import study_rungs
+from bench.run.plan import makespan, study_rungs
+from bench.run.pool import Job
 from bench.suites import ncf_ranking
 
 
@@ -70,3 +73,20 @@ def test_time_left_follows_each_jobs_own_pace():
     assert left.seconds(40.0) == pytest.approx(max(256, (256 + 20 * per_unit) / 2))
     left.done("b", 200.0), left.start("c", 200.0), left.epoch("c", 1, 210.0), left.epoch("c", 1, 230.0)
     assert left.seconds(230.0) == pytest.approx(3 * 20)  # the last job alone: 3 epochs to go at 20 s
+
+
+def test_the_plans_wall_time_gives_idle_cores_to_studies_and_the_last_job():
+    """Two workers, two cores. A study (10 s on one thread, 1.5x on two) beside a unit (4 s): the
+    study runs alone from 4 s, on both cores, so its last 6 s take 4. A unit after both starts alone
+    with both cores (1.2x): 6 s take 5. A unit that started on one thread keeps it."""
+    study = Job("study", operator.add, elastic=True)
+    unit = Job("unit", operator.add)
+    last = Job("last", operator.add, after=("study", "unit"))
+    seconds = {"study": 10.0, "unit": 4.0, "last": 6.0}
+    gains = {"study": 1.5, "unit": 1.2, "last": 1.2}
+    assert makespan([study, unit], 2, seconds, 2, gains) == pytest.approx(4 + 6 / 1.5)
+    assert makespan([study, unit, last], 2, seconds, 2, gains) == pytest.approx(4 + 6 / 1.5 + 6 / 1.2)
+    assert makespan([study, unit], 2, seconds) == pytest.approx(10)  # no gains: one thread's pace
+    kept = {"study": 4.0, "unit": 10.0}  # the unit outlives the study: it keeps its one thread
+    assert makespan([study, unit], 2, kept, 2, gains) == pytest.approx(10)
+    assert makespan([study, unit], 1, seconds, 2, gains) == pytest.approx(14)  # one worker: all its cores, priced so

@@ -90,6 +90,40 @@ def test_the_last_job_gets_every_core():
     assert seen == [("a", 2), ("b", 2)]  # one job runnable at a time: no core idles beside it
 
 
+
+def _threads_seen(epochs_until_two: int, *after):
+    """A job that ends epochs until it has run on two threads (or for ``epochs_until_two``
+    epochs): the thread counts it saw, one per epoch."""
+    import torch
+
+    from bench.compute import progress
+
+    seen = []
+    for _ in range(epochs_until_two):
+        progress.epoch()
+        seen.append(torch.get_num_threads())
+        if seen[-1] == 2:
+            break
+        time.sleep(0.05)
+    return seen
+
+
+def _now(x):
+    return x
+
+
+@pytest.mark.parametrize("elastic", [True, False])
+def test_a_study_takes_the_core_a_finished_job_leaves_idle_and_a_unit_keeps_its_threads(elastic):
+    """Two jobs on two cores start on one thread each; when one ends with nothing left to start, an
+    elastic job (a study) takes the idle core from its next epoch on. A unit keeps the one it
+    started with: its samples/s are a result, measured at the threads its record states."""
+    jobs = [Job("long", _threads_seen, (60,), elastic=elastic), Job("short", _now, (1,))]
+    seen = dict(run_jobs(jobs, 2, 2, []))
+    long = next(v for k, v in seen.items() if k.key == "long")
+    assert long[0] == 1
+    assert (long[-1], 2 in long) == ((2, True) if elastic else (1, False))
+    assert len(long) < 60 if elastic else len(long) == 60
+
 FOUR = ["--variants", "mf,gmf,mlp,neumf-pre-sgd"]  # a pretrained NeuMF, so jobs wait on others
 ARGS = ["run", "--suite", "smoke", "--tune", "2", "--seeds", "2", "--epochs", "2", *FOUR]
 

@@ -8,7 +8,6 @@ seconds (``bench.run.cost``) and prints the plan and its estimated wall time.
 
 from __future__ import annotations
 
-import heapq
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -145,7 +144,8 @@ def jobs(plan: Plan, run_dir: Path, params: TunedParams, jobs_count: int, device
                                  sampler_seed=plan.sampler_seed, warm=plan.warms(study.variant))
         key = plan.study_key(study)
         out.append(Job(key, run_study, (study, settings), bases, study.dataset,
-                       f"the {study.variant} study on {spec.label}", (costs or {}).get(key, 1.0), device))
+                       f"the {study.variant} study on {spec.label}", (costs or {}).get(key, 1.0), device,
+                       elastic=True))
         keys.add(key)
     for unit in plan.units:
         spec = plan.specs[unit.dataset][0]
@@ -265,22 +265,45 @@ def _expected_epochs(cfg: Any) -> float:
     return cfg.epochs if cfg.patience is None else min(cfg.epochs, 3 * cfg.patience)
 
 
-def makespan(jobs_list: list[Job], workers: int, seconds: dict[tuple, float]) -> float:
-    """Wall time of the jobs on ``workers`` workers, scheduled as the pool schedules them."""
-    from bench.run.pool import priorities
+def makespan(jobs_list: list[Job], workers: int, seconds: dict[tuple, float], cores: int = 1,
+             gains: dict[tuple, float] | None = None) -> float:
+    """Wall time of the jobs on ``workers`` workers, scheduled as the pool schedules them: ``seconds``
+    are each job's on its share of the ``cores``, ``gains`` how many times faster it runs on all of
+    them (taken log-linear in threads between). A job starts with the threads the pool gives it; an
+    elastic one follows the cores left idle as jobs end."""
+    from bench.run.pool import priorities, threads_per_job
 
     rank = priorities(jobs_list)
-    finish: dict[Any, float] = {}
-    free = [0.0] * max(1, min(workers, len(jobs_list)))
+    workers = max(1, min(workers, len(jobs_list)))
+    share = threads_per_job(workers, cores)
     left = sorted(jobs_list, key=lambda j: -rank[j.key])
+    done: set = set()
+    running: dict[Any, list] = {}  # key: [seconds of work left on a share, threads, elastic]
+
+    def rate(key: Any, threads: int) -> float:
+        gain = (gains or {}).get(key, 1.0)
+        if threads <= share or cores <= share or gain <= 1.0:
+            return 1.0
+        return gain ** (math.log(min(threads, cores) / share) / math.log(cores / share))
+
     clock = 0.0
-    running: list[tuple[float, Any]] = []
     while left or running:
-        ready = [j for j in left if all(k in finish for k in j.after)]
-        while ready and len(running) < len(free):
-            job = ready.pop(0)
+        ready = [j for j in left if all(k in done for k in j.after)]
+        for job in ready[: workers - len(running)]:
             left.remove(job)
-            heapq.heappush(running, (clock + seconds.get(job.key, 0.0), job.key))
-        clock, key = heapq.heappop(running)
-        finish[key] = clock
+            running[job.key] = [seconds.get(job.key, 0.0), threads_per_job(min(workers, len(running) + len(ready)),
+                                                                             cores), job.elastic]
+        waiting = sum(1 for j in left if all(k in done for k in j.after))
+        for job in running.values():
+            if job[2]:
+                job[1] = threads_per_job(min(workers, len(running) + waiting), cores)
+        if not running:
+            raise ValueError(f"jobs wait on each other: {[j.key for j in left]}")
+        step = min(w / rate(k, t) for k, (w, t, _) in running.items())
+        clock += step
+        for key in list(running):
+            running[key][0] -= step * rate(key, running[key][1])
+            if running[key][0] <= 1e-9 * max(1.0, clock):
+                del running[key]
+                done.add(key)
     return clock

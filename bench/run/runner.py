@@ -81,9 +81,9 @@ class Runner:
         """``--plan``: the plan of a fresh run in this folder's state, seconds per job from a short
         probe, and the wall time they add up to on this run's workers. Writes nothing."""
         plan = self.make_plan(self.store.finished() if self.store.path.is_file() else set())
-        seconds = measured_costs(plan, self.opts.params, self.threads, log)
-        return plan, seconds, makespan(jobs(plan, self.store.run_dir, self.opts.params, self.jobs, self.devices[0],
-                                            seconds), self.jobs, seconds)
+        seconds, gains = measured_costs(plan, self.opts.params, self.threads, log, cpu_cores())
+        work = jobs(plan, self.store.run_dir, self.opts.params, self.jobs, self.devices[0], seconds)
+        return plan, seconds, makespan(work, self.jobs, seconds, cpu_cores(), gains)
 
     def run(self) -> list[dict[str, Any]]:
         """Run every pending trial; returns the records of this call (failed ones included). The run
