@@ -50,9 +50,8 @@ def measured_costs(plan: Plan, params: TunedParams, threads: int, log: Any = pri
     study and the seeds of its tuned winner are priced at the mean over the space: a study trains
     settings from all over it, and a winner is one of them, no cheaper than most (on the quick
     suite, the median priced the winners' seeds at 0.59x what they took: winners favour more
-    negatives and smaller batches). A stack's
-    seconds per model are probed at its full size and alone, and taken between the two (log-log)
-    for a stack that pruning has thinned."""
+    negatives and smaller batches). A stack's seconds per model are probed at its full size and
+    alone, and taken between the two (log-log) for a stack that pruning has thinned."""
     torch.set_num_threads(threads)
     speed: dict[tuple, tuple[np.ndarray, float, float, tuple[dict, float]]] = {}
     faster: dict[tuple, float] = {}
@@ -75,14 +74,14 @@ def measured_costs(plan: Plan, params: TunedParams, threads: int, log: Any = pri
                     f"({time.perf_counter() - started:.1f} s)")
             epoch_s[size] = float(np.mean(speed[probe][0]))
         full = (key[1], variant, job.size, device, trials)
-        _, valid_s, test_s, (first, first_s) = speed[full]
+        _, valid_s, test_s, (costly, costly_s) = speed[full]
         seconds = sum(e * (_thinned(epoch_s, job.size, live) + valid_s) for e, live in job.rungs)
         out[key] = seconds + (test_s * len(key[2]) if key[0] == "unit" else 0.0)
         if cores and cores > threads and device == "cpu" and full not in faster:
-            torch.set_num_threads(cores)  # the first setting timed again on every core
-            again = _probe(spec, split_for(spec, data, 0), variant, job.size, device, params, [first], members=trials)
+            torch.set_num_threads(cores)  # the costliest setting timed again on every core
+            again = _probe(spec, split_for(spec, data, 0), variant, job.size, device, params, [costly], members=trials)
             torch.set_num_threads(threads)
-            faster[full] = max(1.0, float(first_s / again[0][0]))
+            faster[full] = max(1.0, float(costly_s / again[0][0]))
             log(f"probe: {variant} on {spec.label}, {job.size} stacked{' trials' * trials} on {cores} threads: "
                 f"{faster[full]:.2f}x faster than on {threads}")
         gains[key] = faster.get(full, 1.0)
@@ -100,9 +99,10 @@ def _thinned(epoch_s: dict[int, float], size: int, live: float) -> float:
 def _priced(spec: DataSpec, data: Any, variant: str, size: int, device: str, params: TunedParams,
             plan: Plan, members: bool = False) -> tuple[np.ndarray, float, float, tuple[dict, float], str]:
     """(an epoch's seconds for each trial of the study, or at the defaults untuned; a validation
-    pass; the test; the first setting timed, and its seconds; what was measured, in words). A trial
-    whose settings the sampler fixes before anything trains (``study_settings``) is timed at its
-    stack's structure; the others are priced at the mean of a cost fitted over the search space."""
+    pass; the test; the costliest setting the study will train, and its seconds; what was measured,
+    in words). A trial whose settings the sampler fixes before anything trains (``study_settings``)
+    is timed at its stack's structure; the others are priced at the mean of a cost fitted over the
+    search space."""
     split = split_for(spec, data, 0)
     if not plan.budget:
         timed, valid_s, test_s = _probe(spec, split, variant, size, device, params, [{}])
@@ -128,7 +128,8 @@ def _priced(spec: DataSpec, data: Any, variant: str, size: int, device: str, par
                  f"its space ({', '.join(f'{x:.2f}' for x in timed[len(structures):])}) over {len(space)} "
                  f"draws: {fitted.mean():.2f}")
     said += f"; validation {valid_s:.2f} s, test {test_s:.2f} s"
-    return np.array(seconds), valid_s, test_s, (settings[0], timed[0]), said
+    costliest = int(np.argmax(timed[:len(structures)] if structures else timed))  # where a study's time goes
+    return np.array(seconds), valid_s, test_s, (settings[costliest], timed[costliest]), said
 
 
 def study_settings(plan: Plan, spec: DataSpec, variant: str) -> tuple[list[dict], int]:

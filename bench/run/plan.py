@@ -291,8 +291,8 @@ def makespan(jobs_list: list[Job], workers: int, seconds: dict[tuple, float], co
         ready = [j for j in left if all(k in done for k in j.after)]
         for job in ready[: workers - len(running)]:
             left.remove(job)
-            running[job.key] = [seconds.get(job.key, 0.0), threads_per_job(min(workers, len(running) + len(ready)),
-                                                                             cores), job.elastic]
+            threads = threads_per_job(min(workers, len(running) + len(ready)), cores)
+            running[job.key] = [seconds.get(job.key, 0.0), threads, job.elastic]
         waiting = sum(1 for j in left if all(k in done for k in j.after))
         for job in running.values():
             if job[2]:
