@@ -90,7 +90,6 @@ def test_the_last_job_gets_every_core():
     assert seen == [("a", 2), ("b", 2)]  # one job runnable at a time: no core idles beside it
 
 
-
 def _threads_seen(epochs: int, *after):
     """A job that ends epochs until it runs on two threads (or ``epochs`` of them): the threads it
     started on, then those it ran each epoch on."""
@@ -122,6 +121,7 @@ def test_a_study_takes_the_core_a_finished_job_leaves_idle_and_a_unit_keeps_its_
     long = next(v for k, v in seen.items() if k.key == "long")
     assert long[0] == 1  # both started at once, a core each
     assert long[-1] == 2 if elastic else long == [1] * 61
+
 
 FOUR = ["--variants", "mf,gmf,mlp,neumf-pre-sgd"]  # a pretrained NeuMF, so jobs wait on others
 ARGS = ["run", "--suite", "smoke", "--tune", "2", "--seeds", "2", "--epochs", "2", *FOUR]

@@ -55,6 +55,7 @@ def measured_costs(plan: Plan, params: TunedParams, threads: int, log: Any = pri
     torch.set_num_threads(threads)
     speed: dict[tuple, tuple[np.ndarray, float, float, tuple[dict, float]]] = {}
     faster: dict[tuple, float] = {}
+    splits: dict[int, Any] = {}  # one split a data set, for every probe on it
     out, gains = {}, {}
     for key, job in work(plan, params).items():
         spec, data = plan.specs[key[1]]
@@ -69,7 +70,9 @@ def measured_costs(plan: Plan, params: TunedParams, threads: int, log: Any = pri
             probe = (key[1], variant, size, device, trials and size > 1)
             if probe not in speed:
                 started = time.perf_counter()
-                *speed[probe], said = _priced(spec, data, variant, size, device, params, plan, probe[-1])
+                if key[1] not in splits:
+                    splits[key[1]] = split_for(spec, data, 0)
+                *speed[probe], said = _priced(spec, splits[key[1]], variant, size, device, params, plan, probe[-1])
                 log(f"probe: {variant} on {spec.label}, {size} stacked{' trials' * probe[-1]} on {device}{said} "
                     f"({time.perf_counter() - started:.1f} s)")
             epoch_s[size] = float(np.mean(speed[probe][0]))
@@ -79,7 +82,7 @@ def measured_costs(plan: Plan, params: TunedParams, threads: int, log: Any = pri
         out[key] = seconds + (test_s * len(key[2]) if key[0] == "unit" else 0.0)
         if cores and cores > threads and device == "cpu" and full not in faster:
             torch.set_num_threads(cores)  # the costliest setting timed again on every core
-            again = _probe(spec, split_for(spec, data, 0), variant, job.size, device, params, [costly], members=trials)
+            again = _probe(spec, splits[key[1]], variant, job.size, device, params, [costly], members=trials)
             torch.set_num_threads(threads)
             faster[full] = max(1.0, float(costly_s / again[0][0]))
             log(f"probe: {variant} on {spec.label}, {job.size} stacked{' trials' * trials} on {cores} threads: "
@@ -96,14 +99,13 @@ def _thinned(epoch_s: dict[int, float], size: int, live: float) -> float:
     return float(epoch_s[size] * (live / size) ** -slope)
 
 
-def _priced(spec: DataSpec, data: Any, variant: str, size: int, device: str, params: TunedParams,
+def _priced(spec: DataSpec, split: Any, variant: str, size: int, device: str, params: TunedParams,
             plan: Plan, members: bool = False) -> tuple[np.ndarray, float, float, tuple[dict, float], str]:
     """(an epoch's seconds for each trial of the study, or at the defaults untuned; a validation
     pass; the test; the costliest setting the study will train, and its seconds; what was measured,
     in words). A trial whose settings the sampler fixes before anything trains (``study_settings``)
     is timed at its stack's structure; the others are priced at the mean of a cost fitted over the
     search space."""
-    split = split_for(spec, data, 0)
     if not plan.budget:
         timed, valid_s, test_s = _probe(spec, split, variant, size, device, params, [{}])
         said = f": {timed[0]:.2f} s an epoch a model, validation {valid_s:.2f} s, test {test_s:.2f} s"
