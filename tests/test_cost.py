@@ -90,3 +90,15 @@ def test_the_plans_wall_time_gives_idle_cores_to_studies_and_the_last_job():
     kept = {"study": 4.0, "unit": 10.0}  # the unit outlives the study: it keeps its one thread
     assert makespan([study, unit], 2, kept, 2, gains) == pytest.approx(10)
     assert makespan([study, unit], 1, seconds, 2, gains) == pytest.approx(14)  # one worker: all its cores, priced so
+
+
+def test_the_plans_wall_time_gives_idle_cores_to_a_units_refit():
+    """A unit (10 s on one thread) whose last half is its refit, beside a study of 4 s: from 4 s the
+    unit is alone, but its measured part keeps one thread until 5 s; its refit's 5 s then take
+    5/1.2. A tail of 0.8 is reached at 2 s, while the study runs: the idle core comes at 4 s."""
+    study = Job("study", operator.add, elastic=True)
+    gains = {"study": 1.5, "unit": 1.2}
+    seconds = {"study": 4.0, "unit": 10.0}
+    for tail, wall in ((0.5, 5 + 5 / 1.2), (0.8, 4 + 6 / 1.2), (0.0, 10.0)):
+        unit = Job("unit", operator.add, tail=tail)
+        assert makespan([study, unit], 2, seconds, 2, gains) == pytest.approx(wall)

@@ -79,6 +79,7 @@ def measured_costs(plan: Plan, params: TunedParams, threads: int, log: Any = pri
         full = (key[1], variant, job.size, device, trials)
         _, valid_s, test_s, (costly, costly_s) = speed[full]
         seconds = sum(e * (_thinned(epoch_s, job.size, live) + valid_s) for e, live in job.rungs)
+        seconds -= job.tail * valid_s  # a refit does not validate
         out[key] = seconds + (test_s * len(key[2]) if key[0] == "unit" else 0.0)
         if cores and cores > threads and device == "cpu" and full not in faster:
             torch.set_num_threads(cores)  # the costliest setting timed again on every core

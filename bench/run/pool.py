@@ -9,7 +9,8 @@ whose dependencies are done, the one with the longest estimated path to the end 
 first. A job's threads follow the jobs that can run beside it: the last job of a run gets every
 core, and an elastic job (a study) takes the cores that others leave idle as it runs, from its next
 epoch on (alone on 2 cores, an ML-1M stack trains 1.3-1.6x faster on two threads than on one). A
-seeded unit keeps the threads it started with: its throughput is a result. A worker that dies (the
+seeded unit keeps the threads it started with while its throughput is measured, and takes idle cores
+only in its refit (``progress.unmeasured``). A worker that dies (the
 OOM killer, a SIGKILL) ends the run at once with a one-line error naming its job; what was stored
 stays stored.
 """
@@ -44,6 +45,7 @@ class Job:
     cost: float = 1.0  # estimated seconds: the order is longest path first
     device: str = "cpu"
     elastic: bool = False  # its threads follow the cores idle beside it as it runs (a study: its speed is no result)
+    tail: float = 0.0  # the share of its cost, at its end, that is elastic (a unit's refit), for the plan
 
 
 def threads_per_job(jobs: int, cores: int) -> int:
@@ -111,17 +113,16 @@ def call_sending(key: Hashable, put: Callable[[tuple[Hashable, int]], Any], fn: 
 
 
 def _call_reporting(key: Hashable, fn: Callable[..., Any], threads: int, elastic: bool, *args: Any) -> Any:
-    """``_call`` in a worker, the epochs it ends put on the queue the worker was started with; an
-    elastic job takes the threads the driver gives it at each epoch's end."""
-    if not elastic:
-        return call_sending(key, _epochs.put, fn, threads, *args)
+    """``_call`` in a worker, the epochs it ends put on the queue the worker was started with. An
+    elastic job, or any job in its unmeasured part, takes the threads the driver gives it at each
+    epoch's end; a job leaves its unmeasured part on the threads it came with (``units``)."""
     import torch
 
     send = _Sender(key, _epochs.put)
 
     def sink() -> None:
         send()
-        if _threads.value != torch.get_num_threads():
+        if (elastic or not progress.measured()) and _threads.value != torch.get_num_threads():
             torch.set_num_threads(_threads.value)
 
     with progress.reporting(sink):
