@@ -75,30 +75,12 @@ def test_time_left_follows_each_jobs_own_pace():
     assert left.seconds(230.0) == pytest.approx(3 * 20)  # the last job alone: 3 epochs to go at 20 s
 
 
-def test_the_plans_wall_time_gives_idle_cores_to_studies_and_the_last_job():
-    """Two workers, two cores. A study (10 s on one thread, 1.5x on two) beside a unit (4 s): the
-    study runs alone from 4 s, on both cores, so its last 6 s take 4. A unit after both starts alone
-    with both cores (1.2x): 6 s take 5. A unit that started on one thread keeps it."""
-    study = Job("study", operator.add, elastic=True)
-    unit = Job("unit", operator.add)
-    last = Job("last", operator.add, after=("study", "unit"))
-    seconds = {"study": 10.0, "unit": 4.0, "last": 6.0}
-    gains = {"study": 1.5, "unit": 1.2, "last": 1.2}
-    assert makespan([study, unit], 2, seconds, 2, gains) == pytest.approx(4 + 6 / 1.5)
-    assert makespan([study, unit, last], 2, seconds, 2, gains) == pytest.approx(4 + 6 / 1.5 + 6 / 1.2)
-    assert makespan([study, unit], 2, seconds) == pytest.approx(10)  # no gains: one thread's pace
-    kept = {"study": 4.0, "unit": 10.0}  # the unit outlives the study: it keeps its one thread
-    assert makespan([study, unit], 2, kept, 2, gains) == pytest.approx(10)
-    assert makespan([study, unit], 1, seconds, 2, gains) == pytest.approx(14)  # one worker: all its cores, priced so
-
-
-def test_the_plans_wall_time_gives_idle_cores_to_a_units_refit():
-    """A unit (10 s on one thread) whose last half is its refit, beside a study of 4 s: from 4 s the
-    unit is alone, but its measured part keeps one thread until 5 s; its refit's 5 s then take
-    5/1.2. A tail of 0.8 is reached at 2 s, while the study runs: the idle core comes at 4 s."""
-    study = Job("study", operator.add, elastic=True)
-    gains = {"study": 1.5, "unit": 1.2}
-    seconds = {"study": 4.0, "unit": 10.0}
-    for tail, wall in ((0.5, 5 + 5 / 1.2), (0.8, 4 + 6 / 1.2), (0.0, 10.0)):
-        unit = Job("unit", operator.add, tail=tail)
-        assert makespan([study, unit], 2, seconds, 2, gains) == pytest.approx(wall)
+def test_the_plans_wall_time_schedules_jobs_as_the_pool_does():
+    """Longest path first, each job at its own seconds whatever runs beside it. On two workers a
+    (4 s) and b (10 s) start at once, c (6 s, after a) runs from 4 to 10, d (3 s, after b and c)
+    from 10 to 13; on one worker the jobs run one after another."""
+    seconds = {"a": 4.0, "b": 10.0, "c": 6.0, "d": 3.0}
+    after = {"c": ("a",), "d": ("b", "c")}
+    jobs_ = [Job(k, operator.add, after=after.get(k, ()), cost=v) for k, v in seconds.items()]
+    assert makespan(jobs_, 2, seconds) == pytest.approx(13)
+    assert makespan(jobs_, 1, seconds) == pytest.approx(23)

@@ -87,15 +87,11 @@ def _trials(spec: DataSpec, splits: dict[int, Split], seeds: list[int], device: 
                           model)
     refits: dict[int, tuple[torch.nn.Module, History | Exception]] = {}
     if spec.refit:
-        threads = torch.get_num_threads()
         try:
-            with progress.unmeasured():  # its speed is no result: it may take the cores idle beside it
-                refits = _refit(spec, splits, seeds, device, variant, model_cfg, train_cfg, outcomes, params,
-                                settings, cache)
+            refits = _refit(spec, splits, seeds, device, variant, model_cfg, train_cfg, outcomes, params, settings,
+                            cache)
         except Exception as err:
             return [failed(spec, variant.name, device, s, err, config, started) for s in seeds]
-        finally:
-            torch.set_num_threads(threads)  # the test's samples/s, and the record, on the unit's threads
     out = []
     for seed, model, outcome in zip(seeds, models, outcomes):
         extra: dict[str, Any] = {}

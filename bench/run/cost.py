@@ -41,11 +41,8 @@ PROBE_S, PROBE_EXAMPLES_MAX = 0.3, 500_000  # how long a setting is timed, at mo
 SPACE_DRAWS = 512  # settings the fitted cost is averaged over
 
 
-def measured_costs(plan: Plan, params: TunedParams, threads: int, log: Any = print,
-                   cores: int | None = None) -> tuple[dict[tuple, float], dict[tuple, float]]:
-    """(seconds per job at ``threads`` threads; how many times faster it runs on all ``cores``, for
-    the last jobs of a run and the studies that take the cores left idle beside them: 1.3-1.6x on
-    2 cores for ML-1M's shapes). Seconds per job: each part of its epochs (``plan.work``) times an
+def measured_costs(plan: Plan, params: TunedParams, threads: int, log: Any = print) -> dict[tuple, float]:
+    """Seconds per job at ``threads`` threads: each part of its epochs (``plan.work``) times an
     epoch's seconds at the stack size it trains at, and a validation pass; a unit's test. Both a
     study and the seeds of its tuned winner are priced at the mean over the space: a study trains
     settings from all over it, and a winner is one of them, no cheaper than most (on the quick
@@ -53,10 +50,9 @@ def measured_costs(plan: Plan, params: TunedParams, threads: int, log: Any = pri
     negatives and smaller batches). A stack's seconds per model are probed at its full size and
     alone, and taken between the two (log-log) for a stack that pruning has thinned."""
     torch.set_num_threads(threads)
-    speed: dict[tuple, tuple[np.ndarray, float, float, tuple[dict, float]]] = {}
-    faster: dict[tuple, float] = {}
+    speed: dict[tuple, tuple[np.ndarray, float, float]] = {}
     splits: dict[int, Any] = {}  # one split a data set, for every probe on it
-    out, gains = {}, {}
+    out = {}
     for key, job in work(plan, params).items():
         spec, data = plan.specs[key[1]]
         if key[0] == "unit" and key[4].startswith(BASELINE):
@@ -76,20 +72,11 @@ def measured_costs(plan: Plan, params: TunedParams, threads: int, log: Any = pri
                 log(f"probe: {variant} on {spec.label}, {size} stacked{' trials' * probe[-1]} on {device}{said} "
                     f"({time.perf_counter() - started:.1f} s)")
             epoch_s[size] = float(np.mean(speed[probe][0]))
-        full = (key[1], variant, job.size, device, trials)
-        _, valid_s, test_s, (costly, costly_s) = speed[full]
+        _, valid_s, test_s = speed[(key[1], variant, job.size, device, trials)]
         seconds = sum(e * (_thinned(epoch_s, job.size, live) + valid_s) for e, live in job.rungs)
-        seconds -= job.tail * valid_s  # a refit does not validate
+        seconds -= job.refit * valid_s  # a refit does not validate
         out[key] = seconds + (test_s * len(key[2]) if key[0] == "unit" else 0.0)
-        if cores and cores > threads and device == "cpu" and full not in faster:
-            torch.set_num_threads(cores)  # the costliest setting timed again on every core
-            again = _probe(spec, splits[key[1]], variant, job.size, device, params, [costly], members=trials)
-            torch.set_num_threads(threads)
-            faster[full] = max(1.0, float(costly_s / again[0][0]))
-            log(f"probe: {variant} on {spec.label}, {job.size} stacked{' trials' * trials} on {cores} threads: "
-                f"{faster[full]:.2f}x faster than on {threads}")
-        gains[key] = faster.get(full, 1.0)
-    return out, gains
+    return out
 
 
 def _thinned(epoch_s: dict[int, float], size: int, live: float) -> float:
@@ -101,16 +88,15 @@ def _thinned(epoch_s: dict[int, float], size: int, live: float) -> float:
 
 
 def _priced(spec: DataSpec, split: Any, variant: str, size: int, device: str, params: TunedParams,
-            plan: Plan, members: bool = False) -> tuple[np.ndarray, float, float, tuple[dict, float], str]:
+            plan: Plan, members: bool = False) -> tuple[np.ndarray, float, float, str]:
     """(an epoch's seconds for each trial of the study, or at the defaults untuned; a validation
-    pass; the test; the costliest setting the study will train, and its seconds; what was measured,
-    in words). A trial whose settings the sampler fixes before anything trains (``study_settings``)
-    is timed at its stack's structure; the others are priced at the mean of a cost fitted over the
-    search space."""
+    pass; the test; what was measured, in words). A trial whose settings the sampler fixes before
+    anything trains (``study_settings``) is timed at its stack's structure; the others are priced at
+    the mean of a cost fitted over the search space."""
     if not plan.budget:
         timed, valid_s, test_s = _probe(spec, split, variant, size, device, params, [{}])
         said = f": {timed[0]:.2f} s an epoch a model, validation {valid_s:.2f} s, test {test_s:.2f} s"
-        return timed, valid_s, test_s, ({}, timed[0]), said
+        return timed, valid_s, test_s, said
     known, unknown = study_settings(plan, spec, variant)
     structures = {_structure(s): s for s in known}
     draws = space_draws(VARIANTS[variant], spec.task, spec.search, PROBE_DRAWS) if unknown else []
@@ -131,8 +117,7 @@ def _priced(spec: DataSpec, split: Any, variant: str, size: int, device: str, pa
                  f"its space ({', '.join(f'{x:.2f}' for x in timed[len(structures):])}) over {len(space)} "
                  f"draws: {fitted.mean():.2f}")
     said += f"; validation {valid_s:.2f} s, test {test_s:.2f} s"
-    costliest = int(np.argmax(timed[:len(structures)] if structures else timed))  # where a study's time goes
-    return np.array(seconds), valid_s, test_s, (settings[costliest], timed[costliest]), said
+    return np.array(seconds), valid_s, test_s, said
 
 
 def study_settings(plan: Plan, spec: DataSpec, variant: str) -> tuple[list[dict], int]:

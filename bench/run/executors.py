@@ -1,7 +1,7 @@
 """Executors move jobs and results; they compute nothing themselves and never write the store.
 
 ``PoolExecutor`` runs the jobs in this process (one job) or in local worker processes
-(``bench run --jobs N``), each with its share of the cores. ``RayExecutor`` runs each job as a Ray
+(``bench run --jobs N``), each on its share of the cores. ``RayExecutor`` runs each job as a Ray
 task asking for what it needs (a GPU for a CUDA unit, CPUs otherwise), on a local Ray instance or
 an existing cluster: a job's dependencies are its tasks' object references, each data set is put
 in Ray's object store once, and the studies run on the driver's node, where the run folder (and
@@ -17,13 +17,13 @@ from bench.run.pool import REPORT_S, Job, call_sending, run_jobs
 
 
 class PoolExecutor:
-    def __init__(self, workers: int, cores: int) -> None:
-        self.workers, self.cores = workers, cores
+    def __init__(self, workers: int, threads: int) -> None:
+        self.workers, self.threads = workers, threads
 
     def execute(self, jobs: list[Job], datasets: list[Any],
                 started: Callable[[Job, int], None] = lambda job, threads: None,
                 epoch: Callable[[Hashable, int], None] = lambda key, n: None) -> Iterator[tuple[Job, Any]]:
-        yield from run_jobs(jobs, self.workers, self.cores, datasets, started, epoch)
+        yield from run_jobs(jobs, self.workers, self.threads, datasets, started, epoch)
 
 
 class RayExecutor:

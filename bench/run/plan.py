@@ -139,7 +139,6 @@ def jobs(plan: Plan, run_dir: Path, params: TunedParams, jobs_count: int, device
     out: list[Job] = []
     keys = set()
     folder = str(run_dir / layout.TUNING)
-    tails = {k: w.tail / w.epochs for k, w in work(plan, params).items() if w.tail}
     for study in plan.studies:
         spec = plan.specs[study.dataset][0]
         bases = tuple(plan.study_key(StudyJob(study.dataset, b)) for b in PRETRAIN_BASES
@@ -148,8 +147,7 @@ def jobs(plan: Plan, run_dir: Path, params: TunedParams, jobs_count: int, device
                                  sampler_seed=plan.sampler_seed, warm=plan.warms(study.variant))
         key = plan.study_key(study)
         out.append(Job(key, run_study, (study, settings), bases, study.dataset,
-                       f"the {study.variant} study on {spec.label}", (costs or {}).get(key, 1.0), device,
-                       elastic=True))
+                       f"the {study.variant} study on {spec.label}", (costs or {}).get(key, 1.0), device))
         keys.add(key)
     for unit in plan.units:
         spec = plan.specs[unit.dataset][0]
@@ -166,7 +164,7 @@ def jobs(plan: Plan, run_dir: Path, params: TunedParams, jobs_count: int, device
         key = plan.unit_key(unit)
         out.append(Job(key, run_unit, (unit, settings), tuple(after), unit.dataset,
                        f"{unit.variant} on {spec.label} ({unit.device}, seeds {list(unit.seeds)})",
-                       (costs or {}).get(key, 1.0), unit.device, tail=tails.get(key, 0.0)))
+                       (costs or {}).get(key, 1.0), unit.device))
         keys.add(key)
     return out
 
@@ -199,7 +197,7 @@ class Work:
     model: str
     size: int  # models stacked at the start
     rungs: tuple[tuple[float, float], ...]  # (epochs summed over the models, models still stacked)
-    tail: float = 0.0  # of those epochs, the last ones whose speed is no result (a unit's refit)
+    refit: float = 0.0  # of those epochs, the refit's (it validates nothing)
 
     @property
     def epochs(self) -> float:
@@ -271,47 +269,26 @@ def _expected_epochs(cfg: Any) -> float:
     return cfg.epochs if cfg.patience is None else min(cfg.epochs, 3 * cfg.patience)
 
 
-def makespan(jobs_list: list[Job], workers: int, seconds: dict[tuple, float], cores: int = 1,
-             gains: dict[tuple, float] | None = None) -> float:
-    """Wall time of the jobs on ``workers`` workers, scheduled as the pool schedules them: ``seconds``
-    are each job's on its share of the ``cores``, ``gains`` how many times faster it runs on all of
-    them (taken log-linear in threads between). A job starts with the threads the pool gives it; an
-    elastic one, and a job in its elastic tail, follows the cores left idle as jobs end."""
-    from bench.run.pool import priorities, threads_per_job
+def makespan(jobs_list: list[Job], workers: int, seconds: dict[tuple, float]) -> float:
+    """Wall time of the jobs on ``workers`` workers, scheduled as the pool schedules them (longest
+    path first, each job once its dependencies are done), each taking its ``seconds``: a job trains
+    on its share of the cores whatever runs beside it (``bench.run.pool``)."""
+    from bench.run.pool import priorities
 
     rank = priorities(jobs_list)
     workers = max(1, min(workers, len(jobs_list)))
-    share = threads_per_job(workers, cores)
     left = sorted(jobs_list, key=lambda j: -rank[j.key])
     done: set = set()
-    running: dict[Any, list] = {}  # key: [seconds of work left on a share, threads, seconds of it elastic]
-
-    def rate(key: Any, threads: int) -> float:
-        gain = (gains or {}).get(key, 1.0)
-        if threads <= share or cores <= share or gain <= 1.0:
-            return 1.0
-        return gain ** (math.log(min(threads, cores) / share) / math.log(cores / share))
-
-    clock, eps = 0.0, 1e-9
+    running: dict[Any, float] = {}  # key: when it ends
+    clock = 0.0
     while left or running:
         ready = [j for j in left if all(k in done for k in j.after)]
         for job in ready[: workers - len(running)]:
             left.remove(job)
-            threads = threads_per_job(min(workers, len(running) + len(ready)), cores)
-            work = seconds.get(job.key, 0.0)
-            running[job.key] = [work, threads, work if job.elastic else work * job.tail]
-        waiting = sum(1 for j in left if all(k in done for k in j.after))
-        for job in running.values():
-            if job[0] <= job[2] + eps:
-                job[1] = threads_per_job(min(workers, len(running) + waiting), cores)
+            running[job.key] = clock + seconds.get(job.key, 0.0)
         if not running:
             raise ValueError(f"jobs wait on each other: {[j.key for j in left]}")
-        # the next event: a job ends, or one reaches its elastic tail (it may take idle cores there)
-        step = min((w - e if w > e + eps else w) / rate(k, t) for k, (w, t, e) in running.items())
-        clock += step
-        for key in list(running):
-            running[key][0] -= step * rate(key, running[key][1])
-            if running[key][0] <= eps * max(1.0, clock):
-                del running[key]
-                done.add(key)
+        key = min(running, key=running.get)
+        clock = running.pop(key)
+        done.add(key)
     return clock

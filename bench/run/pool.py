@@ -6,11 +6,11 @@ each with its share of the cores, rather than from intra-op threads. The pool is
 library's ``ProcessPoolExecutor`` (spawned workers, not forked: a forked child of a process whose
 OpenMP pool has started can hang); this module adds the dependencies and the order: among the jobs
 whose dependencies are done, the one with the longest estimated path to the end of the run starts
-first. A job's threads follow the jobs that can run beside it: the last job of a run gets every
-core, and an elastic job (a study) takes the cores that others leave idle as it runs, from its next
-epoch on (alone on 2 cores, an ML-1M stack trains 1.3-1.6x faster on two threads than on one). A
-seeded unit keeps the threads it started with while its throughput is measured, and takes idle cores
-only in its refit (``progress.unmeasured``). A worker that dies (the
+first. Every job trains on the same threads, ``cores // workers``, whatever runs beside it and
+whenever it starts: a model's numbers depend on its thread count (an MLP's weights after 300 ML-1M
+steps differ by up to 0.06 between one thread and two: matmul gradients are summed in another
+order), so a job that took idle cores would train other numbers in a run whose timing differed, and
+a resumed run would not equal an uninterrupted one. A worker that dies (the
 OOM killer, a SIGKILL) ends the run at once with a one-line error naming its job; what was stored
 stays stored.
 """
@@ -44,8 +44,6 @@ class Job:
     name: str = ""  # what an error message calls it
     cost: float = 1.0  # estimated seconds: the order is longest path first
     device: str = "cpu"
-    elastic: bool = False  # its threads follow the cores idle beside it as it runs (a study: its speed is no result)
-    tail: float = 0.0  # the share of its cost, at its end, that is elastic (a unit's refit), for the plan
 
 
 def threads_per_job(jobs: int, cores: int) -> int:
@@ -88,7 +86,6 @@ def _call(fn: Callable[..., Any], threads: int, *args: Any) -> Any:
 
 
 _epochs: Any = None  # in a worker: the queue its jobs' ended epochs go to (set by _start_worker)
-_threads: Any = None  # in a worker: the threads the driver gives an elastic job now, a shared int
 
 
 class _Sender:
@@ -112,27 +109,15 @@ def call_sending(key: Hashable, put: Callable[[tuple[Hashable, int]], Any], fn: 
         return _call(fn, threads, *args)
 
 
-def _call_reporting(key: Hashable, fn: Callable[..., Any], threads: int, elastic: bool, *args: Any) -> Any:
-    """``_call`` in a worker, the epochs it ends put on the queue the worker was started with. An
-    elastic job, or any job in its unmeasured part, takes the threads the driver gives it at each
-    epoch's end; a job leaves its unmeasured part on the threads it came with (``units``)."""
-    import torch
-
-    send = _Sender(key, _epochs.put)
-
-    def sink() -> None:
-        send()
-        if (elastic or not progress.measured()) and _threads.value != torch.get_num_threads():
-            torch.set_num_threads(_threads.value)
-
-    with progress.reporting(sink):
-        return _call(fn, threads, *args)
+def _call_reporting(key: Hashable, fn: Callable[..., Any], threads: int, *args: Any) -> Any:
+    """``_call`` in a worker, the epochs it ends put on the queue the worker was started with."""
+    return call_sending(key, _epochs.put, fn, threads, *args)
 
 
-def _start_worker(parent: int, epochs: Any, threads: Any) -> None:
+def _start_worker(parent: int, epochs: Any) -> None:
     """A worker dies with the run: after a SIGKILL of the driver no orphan keeps writing to a study."""
-    global _epochs, _threads
-    _epochs, _threads = epochs, threads
+    global _epochs
+    _epochs = epochs
     if sys.platform.startswith("linux"):
         import ctypes
 
@@ -142,7 +127,7 @@ def _start_worker(parent: int, epochs: Any, threads: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle: it ends the pool
 
 
-def run_jobs(jobs: list[Job], workers: int, cores: int, datasets: list[Any],
+def run_jobs(jobs: list[Job], workers: int, threads: int, datasets: list[Any],
              started: Callable[[Job, int], None] = lambda job, threads: None,
              epoch: Callable[[Hashable, int], None] = lambda key, n: None) -> Iterator[tuple[Job, Any]]:
     """Yield ``(job, result)`` as jobs finish; ``epoch(key, n)`` when models of a running job have
@@ -164,28 +149,24 @@ def run_jobs(jobs: list[Job], workers: int, cores: int, datasets: list[Any],
         while waiting:
             job = ready()[0]
             waiting.remove(job)
-            started(job, cores)
+            started(job, threads)
             with progress.reporting(lambda key=job.key: epoch(key, 1)):
-                results[job.key] = _call(job.fn, cores, *arguments(job))
+                results[job.key] = _call(job.fn, threads, *arguments(job))
             yield job, results[job.key]
         return
     context = multiprocessing.get_context("spawn")
     epochs = context.SimpleQueue()
-    elastic = context.RawValue("i", 1)  # the threads an elastic job takes: the cores over the jobs now
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                               initargs=(os.getpid(), epochs, elastic))
+                               initargs=(os.getpid(), epochs))
     running: dict[Future, Job] = {}
     try:
         while waiting or running:
-            runnable = ready()
-            for job in runnable[: workers - len(running)]:
-                threads = threads_per_job(min(workers, len(running) + len(runnable)), cores)
+            for job in ready()[: workers - len(running)]:
                 waiting.remove(job)
                 started(job, threads)
-                running[pool.submit(_call_reporting, job.key, job.fn, threads, job.elastic, *arguments(job))] = job
+                running[pool.submit(_call_reporting, job.key, job.fn, threads, *arguments(job))] = job
             if not running:
                 raise ValueError(f"jobs wait on each other: {[j.key for j in waiting]}")
-            elastic.value = threads_per_job(min(workers, len(running) + len(ready())), cores)
             done, _ = wait(running, timeout=REPORT_S, return_when=FIRST_COMPLETED)
             while not epochs.empty():
                 epoch(*epochs.get())

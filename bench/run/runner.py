@@ -39,7 +39,7 @@ class Runner:
         self.devices = resolve_devices(opts.devices or suite.devices)
         self.jobs = opts.jobs or (cpu_cores() if self.devices == ("cpu",) else 1)
         self.threads = threads_per_job(self.jobs, cpu_cores())
-        self.executor = executor or PoolExecutor(self.jobs, cpu_cores())
+        self.executor = executor or PoolExecutor(self.jobs, self.threads)
         self.budget = opts.tune if opts.tune is not None else suite.tune
         if self.budget and opts.params:
             raise DataError("--tune", "tunes every variant itself: leave out --params")
@@ -81,9 +81,9 @@ class Runner:
         """``--plan``: the plan of a fresh run in this folder's state, seconds per job from a short
         probe, and the wall time they add up to on this run's workers. Writes nothing."""
         plan = self.make_plan(self.store.finished() if self.store.path.is_file() else set())
-        seconds, gains = measured_costs(plan, self.opts.params, self.threads, log, cpu_cores())
+        seconds = measured_costs(plan, self.opts.params, self.threads, log)
         work = jobs(plan, self.store.run_dir, self.opts.params, self.jobs, self.devices[0], seconds)
-        return plan, seconds, makespan(work, self.jobs, seconds, cpu_cores(), gains)
+        return plan, seconds, makespan(work, self.jobs, seconds)
 
     def run(self) -> list[dict[str, Any]]:
         """Run every pending trial; returns the records of this call (failed ones included). The run
