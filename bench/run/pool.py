@@ -6,13 +6,13 @@ each with its share of the cores, rather than from intra-op threads. The pool is
 library's ``ProcessPoolExecutor`` (spawned workers, not forked: a forked child of a process whose
 OpenMP pool has started can hang); this module adds the dependencies and the order: among the jobs
 whose dependencies are done, the one with the longest estimated path to the end of the run starts
-first. Every job trains on the same threads, ``cores // workers``, whatever runs beside it and
-whenever it starts: a model's numbers depend on its thread count (an MLP's weights after 300 ML-1M
-steps differ by up to 0.06 between one thread and two: matmul gradients are summed in another
-order), so a job that took idle cores would train other numbers in a run whose timing differed, and
-a resumed run would not equal an uninterrupted one. A worker that dies (the
-OOM killer, a SIGKILL) ends the run at once with a one-line error naming its job; what was stored
-stays stored.
+first. Every job trains on the threads the run gives every job (the cores over ``--jobs``),
+whatever runs beside it and whenever it starts: a model's numbers depend on its thread count (an
+MLP's weights after 300 ML-1M steps differ by up to 0.06 between one thread and two: matmul
+gradients are summed in another order), so a job that took idle cores would train other numbers in
+a run whose timing differed, and a resumed run would not equal an uninterrupted one. A worker that
+dies (the OOM killer, a SIGKILL) ends the run at once with a one-line error naming its job; what
+was stored stays stored.
 """
 
 from __future__ import annotations
