@@ -54,7 +54,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         seeds=args.seeds, devices=_csv(args.devices) if args.devices is not None else None,
         epochs=args.epochs, params=TunedParams.load(args.params or []), refit=args.refit, all_rows=args.all_rows,
         tune=args.tune, tune_stack=args.tune_stack, pruner=args.pruner, sampler_seed=args.sampler_seed,
-        stack=not args.no_stack, jobs=args.jobs,
+        stack=not args.no_stack, jobs=args.jobs, threads=args.threads,
         strict_files=args.strict_files,
     )
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
@@ -228,8 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--jobs", type=positive_int, metavar="N",
                      help="worker processes for tuning studies and trials, each with its share of the cores "
                           "(small models train faster on one thread than on two); default: one per core on a "
-                          "CPU-only run, 1 when a GPU takes part. Results do not depend on it; throughput is "
-                          "measured under the other jobs' load")
+                          "CPU-only run, 1 when a GPU takes part. Throughput is measured under the other jobs' load")
+    run.add_argument("--threads", type=positive_int, metavar="N",
+                     help="torch threads every job trains on; default: the cores over --jobs. A model's numbers "
+                          "depend on it (an MLP's on ML-1M shapes differ between one thread and two), so a run "
+                          "resumes only with the threads it started with")
     run.add_argument("--strict-files", action="store_true",
                      help="refuse a published split's quirks (a test item among its negatives, a repeated negative, "
                           "...) with a one-line error instead of reading them as the reference code does")

@@ -22,12 +22,12 @@ RUN = [sys.executable, "-m", "bench", "run", "--suite", "smoke", "--datasets", "
        "--jobs", "1", "--pruner", "halving"]
 
 
-def _run(out: Path, kill: str | None = None) -> subprocess.CompletedProcess:
+def _run(out: Path, kill: str | None = None, *flags: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "BENCH_KILL_AT"}
     if kill:
         env["BENCH_KILL_AT"] = kill
-    return subprocess.run([*RUN, "--out", str(out)], cwd=ROOT, capture_output=True, text=True, env=env, timeout=900,
-                          preexec_fn=_ctrl_c_as_a_terminal_delivers_it)
+    return subprocess.run([*RUN, *flags, "--out", str(out)], cwd=ROOT, capture_output=True, text=True, env=env,
+                          timeout=900, preexec_fn=_ctrl_c_as_a_terminal_delivers_it)
 
 
 def _ctrl_c_as_a_terminal_delivers_it() -> None:
@@ -69,6 +69,36 @@ def test_a_killed_tuned_run_resumes_to_the_uninterrupted_result(kill, uninterrup
     studies, best, trials = _state(out)
     assert (studies, best, trials) == uninterrupted
     assert all(len([t for t in ts if t[1] in ("COMPLETE", "PRUNED")]) == 4 for ts in studies.values())
+
+
+def test_a_run_resumed_under_another_protocol_is_refused_before_it_writes(tmp_path):
+    """Threads change an MLP's numbers, the stack and pruner change the search: a killed run resumed
+    with others would end as a mix of two runs."""
+    out = tmp_path / "run"
+    first = _run(out, "study-epoch:5", "--threads", "1")
+    assert first.returncode == -9, first.stderr
+    db = f"sqlite:///{out / 'tuning' / 'studies.db'}"
+
+    def stored() -> tuple:
+        return (tuple((t.number, t.state.name, dict(t.intermediate_values)) for s in optuna.get_all_study_summaries(db)
+                      for t in optuna.load_study(study_name=s.study_name, storage=db).trials),
+                (out / "trials.jsonl").is_file())
+
+    before = stored()
+    assert before[0] and not before[1]
+    for flags, said in ((["--threads", "2"], "threads = 1 (this run: 2)"),
+                        (["--threads", "1", "--tune-stack", "2"], "stack = 3 (this run: 2)")):
+        again = _run(out, None, *flags)
+        lines = again.stderr.strip().splitlines()
+        assert again.returncode == 2 and "Traceback" not in again.stderr, again.stderr
+        assert "studies.db" in lines[-1] and "mlp study on synthetic" in lines[-1] and said in lines[-1], lines[-1]
+        assert stored() == before
+    assert _run(out, "stored:1", "--threads", "1").returncode == -9  # into the seeded phase
+    records = (out / "trials.jsonl").read_bytes()
+    again = _run(out, None, "--threads", "2")
+    assert again.returncode == 2 and "Traceback" not in again.stderr, again.stderr
+    assert "trials.jsonl" in again.stderr and "trained on 1 thread (this run: 2)" in again.stderr
+    assert (out / "trials.jsonl").read_bytes() == records
 
 
 def test_every_study_has_the_budget_whatever_the_stack(tmp_path):

@@ -33,10 +33,11 @@ class RunOptions:
     sampler_seed: int = SAMPLER_SEED  # TPE's seed for every study of the run
     stack: bool = True  # train a variant's seeds as one stacked model, in groups that fit memory
     jobs: int | None = None  # worker processes for studies and units; None: one per core on a CPU-only run
+    threads: int | None = None  # torch threads every job trains on; None: the cores over the jobs
     strict_files: bool = False  # a published split's quirks are errors instead of read as its reference reads them
 
     def __post_init__(self) -> None:
-        for name in ("seeds", "epochs", "jobs", "tune_stack"):
+        for name in ("seeds", "epochs", "jobs", "threads", "tune_stack"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise DataError(f"--{name.replace('_', '-')}", f"must be a whole number >= 1, not {value!r}")

@@ -17,6 +17,7 @@ from typing import Any
 from tqdm import tqdm
 
 from bench import faults
+from bench.compute.study import protocol_conflict
 from bench.configs import COMPARED, config_difference, trial_config, variant_configs
 from bench.run.cost import measured_costs
 from bench.run.datasets import resolve_datasets
@@ -38,7 +39,7 @@ class Runner:
         self.suite, self.opts, self.log = suite, opts, log
         self.devices = resolve_devices(opts.devices or suite.devices)
         self.jobs = opts.jobs or (cpu_cores() if self.devices == ("cpu",) else 1)
-        self.threads = threads_per_job(self.jobs, cpu_cores())
+        self.threads = opts.threads or threads_per_job(self.jobs, cpu_cores())
         self.executor = executor or PoolExecutor(self.jobs, self.threads)
         self.budget = opts.tune if opts.tune is not None else suite.tune
         if self.budget and opts.params:
@@ -99,6 +100,7 @@ class Runner:
                 self.log(f"warning: {self.store.path}: skipped unreadable line(s) {self.store.skipped[:10]}")
             plan = self.make_plan({k for k, r in stored.items() if r["status"] == "ok"})
             self._check_stored(plan, stored)
+            self._check_studies(plan)
             if len(plan.pending) < len(plan.trials):
                 self.log(f"resuming: {len(plan.trials) - len(plan.pending)} of {len(plan.trials)} trials stored")
             return self._execute(plan)
@@ -113,11 +115,28 @@ class Runner:
                 rec = stored.get(trial_key(t))
                 if rec is None or rec["status"] != "ok" or (t["dataset"], t["task"]) != (spec.label, spec.task):
                     continue
+                threads = rec.get("threads")
+                if t["device"] == "cpu" and rec.get("epochs") and threads not in (None, self.threads):
+                    raise DataError(self.store.path,
+                                    f"{t['variant']} on {t['dataset']} seed {t['seed']} was trained on {threads} "
+                                    f"thread{'s' * (threads != 1)} (this run: {self.threads}), which changes a "
+                                    f"model's numbers; use another --out, or --threads {threads}")
                 planned = trial_config(spec, VARIANTS.get(t["variant"]), self.opts.params, plan.tuning)
                 diff = config_difference(rec.get("config") or {}, planned, parts)
                 if diff is not None:
                     raise DataError(self.store.path, f"{t['variant']} on {t['dataset']} seed {t['seed']} was run with "
                                                      f"{diff}; use another --out, or the settings it was run with")
+
+    def _check_studies(self, plan: Plan) -> None:
+        """A study stored under another pruner, stack, sampler seed or thread count is refused before
+        anything runs: resumed, it would end as a mix of two searches."""
+        if not plan.studies:
+            return
+        studies = [job.args for job in jobs(plan, self.store.run_dir, self.opts.params, self.jobs, self.devices[0])
+                   if job.key[0] == "study"]
+        conflict = protocol_conflict([(s.variant, settings) for s, settings in studies], self.threads)
+        if conflict:
+            raise conflict
 
     def _execute(self, plan: Plan) -> list[dict[str, Any]]:
         costs = relative_costs(plan, self.opts.params)
