@@ -4,6 +4,7 @@ settings; the stack sizes halving leaves; a thinned stack's seconds between thos
 from __future__ import annotations
 
 import operator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -84,3 +85,23 @@ def test_the_plans_wall_time_schedules_jobs_as_the_pool_does():
     jobs_ = [Job(k, operator.add, after=after.get(k, ()), cost=v) for k, v in seconds.items()]
     assert makespan(jobs_, 2, seconds) == pytest.approx(13)
     assert makespan(jobs_, 1, seconds) == pytest.approx(23)
+
+
+def test_a_tuned_plan_brackets_each_winners_seeds_and_the_wall_time():
+    """A winner is one of its study's trials: its seeds are priced at their mean, and also at the
+    cheapest and the costliest structure the probe timed, which must bracket that mean."""
+    from bench.run.options import RunOptions
+    from bench.run.runner import Runner
+    from bench.suites import SUITES
+
+    opts = RunOptions(datasets=("synthetic",), variants=("mf", "mlp"), tune=4, tune_stack=2, seeds=2, epochs=2, jobs=1)
+    runner = Runner(SUITES["smoke"], opts, Path("/nonexistent/never-written"), log=lambda m: None)
+    runner.load()
+    plan, seconds, wall, span, walls = runner.estimate(lambda m: None)
+    units = [k for k in seconds if k[0] == "unit" and not k[4].startswith("baseline")]
+    assert sorted(span) == sorted(units) and len(units) == 2
+    for key in units:
+        low, high = span[key]
+        assert low <= seconds[key] <= high and low < high, (key, low, seconds[key], high)
+    assert walls[0] <= wall <= walls[1]
+    assert "by its winner" in runner.describe(plan, seconds, wall, span, walls)

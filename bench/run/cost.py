@@ -41,14 +41,17 @@ PROBE_S, PROBE_EXAMPLES_MAX = 0.3, 500_000  # how long a setting is timed, at mo
 SPACE_DRAWS = 512  # settings the fitted cost is averaged over
 
 
-def measured_costs(plan: Plan, params: TunedParams, threads: int, log: Any = print) -> dict[tuple, float]:
+def measured_costs(plan: Plan, params: TunedParams, threads: int, log: Any = print,
+                   span: dict[tuple, tuple[float, float]] | None = None) -> dict[tuple, float]:
     """Seconds per job at ``threads`` threads: each part of its epochs (``plan.work``) times an
     epoch's seconds at the stack size it trains at, and a validation pass; a unit's test. Both a
     study and the seeds of its tuned winner are priced at the mean over the space: a study trains
     settings from all over it, and a winner is one of them, no cheaper than most (on the quick
     suite, the median priced the winners' seeds at 0.59x what they took: winners favour more
     negatives and smaller batches). A stack's seconds per model are probed at its full size and
-    alone, and taken between the two (log-log) for a stack that pruning has thinned."""
+    alone, and taken between the two (log-log) for a stack that pruning has thinned. ``span``, where
+    given, receives each tuned unit's seconds at the cheapest and the costliest structure the probe
+    timed for its study: the winner is one of the study's trials, and which one decides the most."""
     torch.set_num_threads(threads)
     speed: dict[tuple, tuple[np.ndarray, float, float]] = {}
     splits: dict[int, Any] = {}  # one split a data set, for every probe on it
@@ -71,12 +74,20 @@ def measured_costs(plan: Plan, params: TunedParams, threads: int, log: Any = pri
                 *speed[probe], said = _priced(spec, splits[key[1]], variant, size, device, params, plan, probe[-1])
                 log(f"probe: {variant} on {spec.label}, {size} stacked{' trials' * probe[-1]} on {device}{said} "
                     f"({time.perf_counter() - started:.1f} s)")
-            epoch_s[size] = float(np.mean(speed[probe][0]))
+            epoch_s[size] = speed[probe][0]
         _, valid_s, test_s = speed[(key[1], variant, job.size, device, trials)]
-        seconds = sum(e * (_thinned(epoch_s, job.size, live) + valid_s) for e, live in job.rungs)
-        seconds -= job.refit * valid_s  # a refit does not validate
-        out[key] = seconds + (test_s * len(key[2]) if key[0] == "unit" else 0.0)
+        priced = {name: _job_seconds(job, key, {size: float(pick(e)) for size, e in epoch_s.items()}, valid_s, test_s)
+                  for name, pick in (("mean", np.mean), ("low", np.min), ("high", np.max))}
+        out[key] = priced["mean"]
+        if span is not None and plan.budget and key[0] == "unit":
+            span[key] = (priced["low"], priced["high"])
     return out
+
+
+def _job_seconds(job: Any, key: tuple, epoch_s: dict[int, float], valid_s: float, test_s: float) -> float:
+    seconds = sum(e * (_thinned(epoch_s, job.size, live) + valid_s) for e, live in job.rungs)
+    seconds -= job.refit * valid_s  # a refit does not validate
+    return seconds + (test_s * len(key[2]) if key[0] == "unit" else 0.0)
 
 
 def _thinned(epoch_s: dict[int, float], size: int, live: float) -> float:

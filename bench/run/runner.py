@@ -78,13 +78,18 @@ class Runner:
             self.tuning = {**self.plan.tuning, "studies": {}}
         return self.plan
 
-    def estimate(self, log: Log) -> tuple[Plan, dict[tuple, float], float]:
+    def estimate(self, log: Log) -> tuple[Plan, dict[tuple, float], float, dict[tuple, tuple[float, float]], tuple]:
         """``--plan``: the plan of a fresh run in this folder's state, seconds per job from a short
-        probe, and the wall time they add up to on this run's workers. Writes nothing."""
+        probe, and the wall time they add up to on this run's workers; for a tuned run also each
+        unit's seconds and the wall time with every winner at its study's cheapest and its costliest
+        structure. Writes nothing."""
         plan = self.make_plan(self.store.finished() if self.store.path.is_file() else set())
-        seconds = measured_costs(plan, self.opts.params, self.threads, log)
+        span: dict[tuple, tuple[float, float]] = {}
+        seconds = measured_costs(plan, self.opts.params, self.threads, log, span)
         work = jobs(plan, self.store.run_dir, self.opts.params, self.jobs, self.devices[0], seconds)
-        return plan, seconds, makespan(work, self.jobs, seconds)
+        walls = tuple(makespan(work, self.jobs, {**seconds, **{k: v[end] for k, v in span.items()}})
+                      for end in (0, 1)) if span else ()
+        return plan, seconds, makespan(work, self.jobs, seconds), span, walls
 
     def run(self) -> list[dict[str, Any]]:
         """Run every pending trial; returns the records of this call (failed ones included). The run
@@ -209,9 +214,11 @@ class Runner:
                         "samples/s per trial are per seed, over the shared wall clock)")
                 for label, sizes in groups.items()}
 
-    def describe(self, plan: Plan, seconds: dict[tuple, float], wall: float) -> str:
+    def describe(self, plan: Plan, seconds: dict[tuple, float], wall: float,
+                 span: dict[tuple, tuple[float, float]] | None = None, walls: tuple = ()) -> str:
         """What ``--plan`` prints: per data set and device, the studies and seeded units, their
-        estimated seconds, and the run's estimated wall time."""
+        estimated seconds, and the run's estimated wall time (with its span where winners decide)."""
+        span = span or {}
         lines = [f"plan: {len(plan.trials)} trials ({len(plan.pending)} to run), {len(plan.studies)} studies, "
                  f"{len(plan.units)} seeded units, {self.jobs} job{'s' * (self.jobs > 1)} of {self.threads} "
                  f"thread{'s' * (self.threads > 1)}"]
@@ -223,13 +230,17 @@ class Runner:
                              f"{'':>8}~{seconds.get(key, 0) / 60:6.1f} min")
             for unit in (u for u in plan.units if u.dataset == index):
                 key = plan.unit_key(unit)
+                low_high = (f"  ({span[key][0] / 60:.1f}-{span[key][1] / 60:.1f} by its winner)"
+                            if key in span and span[key][1] > span[key][0] * 1.05 else "")
                 lines.append(f"  unit  {unit.variant:<24} {unit.device:<4} seeds {json.dumps(list(unit.seeds)):<18}"
-                             f"~{seconds.get(key, 0) / 60:6.1f} min")
+                             f"~{seconds.get(key, 0) / 60:6.1f} min{low_high}")
         total = sum(seconds.values())
         at = ("the settings each study draws before TPE learns, the rest of its space fitted" if plan.budget
               else "the settings of each job")
+        between = (f"; {walls[0] / 60:.1f}-{walls[1] / 60:.1f} min with every winner at its study's cheapest or "
+                   "costliest structure" if walls else "")
         lines.append(f"\nestimated: {total / 60:.1f} min of work, {wall / 60:.1f} min wall time on {self.jobs} "
-                     f"job{'s' * (self.jobs > 1)} (a probe of the engine at {at}; "
+                     f"job{'s' * (self.jobs > 1)}{between} (a probe of the engine at {at}; "
                      "where TPE goes next, pruning and early stopping move it)")
         return "\n".join(lines)
 
