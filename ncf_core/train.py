@@ -27,7 +27,7 @@ from ncf_core.data.negatives import NegativeSampler
 from ncf_core.data.splits import Split
 from ncf_core.evaluate import Evaluator
 from ncf_core.losses import loss_fn
-from ncf_core.mf_sgd import mf_sgd_step
+from ncf_core.mf_step import mf_step
 from ncf_core.models import build
 from ncf_core.models.base import lookup_penalty, set_dropout_generators
 from ncf_core.optim import keep_members, make_optimizer, plain_sgd
@@ -195,7 +195,7 @@ def train_steps(model: nn.Module, optimizers: list[torch.optim.Optimizer], cfg: 
     autocast = torch.autocast(u.device.type, dtype=torch.bfloat16) if cfg.amp else contextlib.nullcontext()
     l2 = cfg.l2 if l2 is None else l2
     penalised = bool(l2.any()) if isinstance(l2, torch.Tensor) else bool(l2)
-    closed_form = mf_sgd_step(model, optimizers, cfg, l2)
+    closed_form = mf_step(model, optimizers, cfg, l2)
     for lo in range(0, n, cfg.batch_size):
         hi = lo + cfg.batch_size
         if closed_form is not None:
