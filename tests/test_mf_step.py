@@ -24,7 +24,7 @@ def split():
     return split_for_seed(synthetic.generate(120, 80, 15, seed=3, task="ranking"), "ranking", 0, n_eval_negatives=20)
 
 
-OPTIMIZERS = {"sgd": {}, "adam": {"optimizer": "adam", "reduction": "mean"},
+OPTIMIZERS = {"sgd": {}, "adam": {"optimizer": "adam", "reduction": "mean", "weight_decay": 1e-3},
               "momentum": {"momentum": 0.9, "weight_decay": 1e-4}}
 
 
