@@ -67,7 +67,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from bench.run.executors import RayExecutor
         from bench.run.options import cpu_cores
 
-        executor = RayExecutor(None if args.ray == "local" else args.ray, cpu_cores())
+        executor = RayExecutor(None if args.ray == "local" else args.ray, opts.threads or cpu_cores())
     runner = Runner(suite, opts, out, log=log, executor=executor)
     if args.plan:
         runner.load()

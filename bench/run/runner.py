@@ -40,6 +40,8 @@ class Runner:
         self.devices = resolve_devices(opts.devices or suite.devices)
         self.jobs = opts.jobs or (cpu_cores() if self.devices == ("cpu",) else 1)
         self.threads = opts.threads or threads_per_job(self.jobs, cpu_cores())
+        if executor is not None:  # its jobs train on the threads it gives them (Ray: every core, by default)
+            self.threads = executor.threads
         self.executor = executor or PoolExecutor(self.jobs, self.threads)
         self.budget = opts.tune if opts.tune is not None else suite.tune
         if self.budget and opts.params:
