@@ -19,7 +19,8 @@ from typing import Any
 import optuna
 
 from bench import params as tuned_params
-from bench.compute.study import Search, StudySettings, study_name
+from bench.compute.storage import study_name
+from bench.compute.study import Search, StudySettings
 from bench.run.datasets import resolve_datasets
 from bench.run.options import RunOptions, resolve_devices
 from bench.search import PRUNERS, TUNE_SEED

@@ -1,5 +1,5 @@
 """Study storage: any SQLAlchemy URL, SQLite in the run folder by default, shared by several
-workers with Optuna's heartbeat."""
+workers with Optuna's heartbeat; each study's name, and the protocol a run's own study keeps."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 import optuna
 import sqlalchemy
 
+from bench import layout
 from bench.search import GRACE_S, HEARTBEAT_S
 from ncf_core import DataError
 
@@ -76,3 +77,58 @@ def create_study(name: str, storage: optuna.storages.BaseStorage, **kwargs: Any)
                 raise
             time.sleep(0.5 + random.random())
     raise AssertionError("unreachable")
+
+
+def protocol_difference(stored: dict[str, Any] | None, planned: dict[str, Any]) -> str | None:
+    """How a study's stored protocol (``bench.compute.study.protocol``) differs from a run's, in words."""
+    for key in sorted(set(stored or {}) | set(planned)) if stored is not None else ():
+        if stored.get(key) != planned.get(key):
+            flag = {"stack": "tune-stack", "sampler_seed": "sampler-seed"}.get(key, key)
+            return (f"was run with {key} = {stored.get(key)!r} (this run: {planned.get(key)!r}); use another --out, "
+                    f"or --{flag} {stored.get(key)}")
+    return None
+
+
+def keep_protocol(study: optuna.Study, planned: dict[str, Any], where: Path, what: str) -> None:
+    """Record a study's protocol when it is new; refuse to go on under another."""
+    stored = study.user_attrs.get("protocol")
+    if stored is None:
+        study.set_user_attr("protocol", planned)
+    diff = protocol_difference(stored, planned)
+    if diff:
+        raise DataError(where, f"{what} {diff}")
+
+
+def stored_protocols(path: Path) -> dict[str, dict[str, Any]]:
+    """Each study's protocol in a run's SQLite file, read only where the file exists (it writes nothing)."""
+    if not path.is_file():
+        return {}
+    with quiet():
+        summaries = optuna.get_all_study_summaries(storage_for(f"sqlite:///{path}", shared=False),
+                                                   include_best_trial=False)
+    return {s.study_name: s.user_attrs.get("protocol") for s in summaries}
+
+
+def study_name(spec: Any, variant: str) -> str:
+    return f"{spec.label.replace('/', '_')}-{spec.task}-{variant}"
+
+
+def protocol(settings: Any, threads: int) -> dict[str, Any]:
+    """What a study's trials depend on beyond its data set, variant and budget (a larger budget
+    continues the same search): the pruner, the stack, the sampler's seed, and on a CPU the torch
+    threads, which change an MLP's numbers. ``settings``: a ``StudySettings``."""
+    return {"pruner": settings.pruner, "stack": settings.stack, "sampler_seed": settings.sampler_seed,
+            "threads": threads if settings.device == "cpu" else None}
+
+
+def protocol_conflict(studies: list[tuple[str, Any]], threads: int) -> DataError | None:
+    """The first of a run's own ``(variant, StudySettings)`` studies stored under another protocol."""
+    read: dict[Path, dict[str, dict[str, Any]]] = {}
+    for variant, settings in studies:
+        path = Path(settings.folder) / layout.STUDIES
+        if path not in read:
+            read[path] = stored_protocols(path)
+        diff = protocol_difference(read[path].get(study_name(settings.spec, variant)), protocol(settings, threads))
+        if diff:
+            return DataError(path, f"the {variant} study on {settings.spec.label} {diff}")
+    return None

@@ -36,7 +36,7 @@ from optuna.trial import FrozenTrial, TrialState
 from bench import faults, layout
 from bench.compute import progress
 from bench.compute.pretrain import PretrainCache, pretrained_neumfs
-from bench.compute.storage import create_study, quiet, storage_for
+from bench.compute.storage import create_study, keep_protocol, protocol, quiet, storage_for, study_name
 from bench.configs import base_configs, overridden, split_for, variant_configs
 from bench.params import TunedParams
 from bench.search import (
@@ -82,46 +82,6 @@ class StudySettings:
     own: bool = True  # the study is this run's alone: trials it finds running are from a run that died
     heartbeat: int = HEARTBEAT_S
     grace: int = GRACE_S
-
-
-def protocol(settings: StudySettings, threads: int) -> dict[str, Any]:
-    """What a study's trials depend on beyond its data set, variant and budget (a larger budget
-    continues the same search): the pruner, the stack, the sampler's seed, and on a CPU the torch
-    threads, which change an MLP's numbers."""
-    return {"pruner": settings.pruner, "stack": settings.stack, "sampler_seed": settings.sampler_seed,
-            "threads": threads if settings.device == "cpu" else None}
-
-
-def protocol_difference(stored: dict[str, Any], planned: dict[str, Any]) -> str | None:
-    for key in sorted(set(stored) | set(planned)):
-        if stored.get(key) != planned.get(key):
-            flag = {"stack": "tune-stack", "sampler_seed": "sampler-seed"}.get(key, key)
-            return (f"was run with {key} = {stored.get(key)!r} (this run: {planned.get(key)!r}); use another --out, "
-                    f"or --{flag} {stored.get(key)}")
-    return None
-
-
-def protocol_conflict(studies: list[tuple[str, StudySettings]], threads: int) -> DataError | None:
-    """The first of a run's own ``(variant, settings)`` studies already stored under another protocol;
-    reads the study database only where it exists, and writes nothing."""
-    if not studies:
-        return None
-    path = Path(studies[0][1].folder) / layout.STUDIES
-    if not path.is_file():
-        return None
-    storage = storage_for(f"sqlite:///{path}", HEARTBEAT_S, GRACE_S, shared=False)
-    with quiet():
-        stored = {s.study_name: s.user_attrs.get("protocol") for s in optuna.get_all_study_summaries(storage)}
-    for variant, settings in studies:
-        before = stored.get(study_name(settings.spec, variant))
-        diff = before and protocol_difference(before, protocol(settings, threads))
-        if diff:
-            return DataError(path, f"the {variant} study on {settings.spec.label} {diff}")
-    return None
-
-
-def study_name(spec: DataSpec, variant: str) -> str:
-    return f"{spec.label.replace('/', '_')}-{spec.task}-{variant}"
 
 
 def run_study(job: StudyJob, settings: StudySettings, data: Interactions | Split, *bases: dict[str, Any]) -> dict:
@@ -192,21 +152,10 @@ class Search:
         self.study = create_study(self.name, storage,
                                   direction="maximize" if higher_is_better(self.metric) else "minimize",
                                   pruner=make_pruner(settings.pruner))
-        if settings.own:
-            self._keep_protocol(protocol(settings, torch.get_num_threads()))
+        if settings.own:  # resumed under another protocol, it would end as a mix of two searches
+            keep_protocol(self.study, protocol(settings, torch.get_num_threads()), folder / layout.STUDIES,
+                          f"the {variant} study on {self.spec.label}")
         self.on_told: Callable[[FrozenTrial], None] = lambda t: None
-
-    def _keep_protocol(self, planned: dict[str, Any]) -> None:
-        """A study of a run's own records how its trials train; resumed under another protocol it would
-        end as a mix of two searches, so that is refused (the runner checks it before anything runs)."""
-        stored = self.study.user_attrs.get("protocol")
-        if stored is None:
-            self.study.set_user_attr("protocol", planned)
-            return
-        diff = protocol_difference(stored, planned)
-        if diff:
-            raise DataError(Path(self.settings.folder) / layout.STUDIES, f"the {self.variant.name} study on "
-                                                                         f"{self.spec.label} {diff}")
 
     def finished(self) -> list[FrozenTrial]:
         """Trials that count against the budget: complete, pruned, or diverged (a setting's outcome);

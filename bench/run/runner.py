@@ -17,7 +17,7 @@ from typing import Any
 from tqdm import tqdm
 
 from bench import faults
-from bench.compute.study import protocol_conflict
+from bench.compute.storage import protocol_conflict
 from bench.configs import COMPARED, config_difference, trial_config, variant_configs
 from bench.run.cost import measured_costs
 from bench.run.datasets import resolve_datasets
