@@ -80,8 +80,10 @@ def create_study(name: str, storage: optuna.storages.BaseStorage, **kwargs: Any)
 
 
 def protocol_difference(stored: dict[str, Any] | None, planned: dict[str, Any]) -> str | None:
-    """How a study's stored protocol (``bench.compute.study.protocol``) differs from a run's, in words."""
-    for key in sorted(set(stored or {}) | set(planned)) if stored is not None else ():
+    """How a study's stored ``protocol`` differs from a run's, in words (None: it does not, or none is stored)."""
+    if stored is None:
+        return None
+    for key in sorted(set(stored) | set(planned)):
         if stored.get(key) != planned.get(key):
             flag = {"stack": "tune-stack", "sampler_seed": "sampler-seed"}.get(key, key)
             return (f"was run with {key} = {stored.get(key)!r} (this run: {planned.get(key)!r}); use another --out, "
