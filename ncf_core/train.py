@@ -22,16 +22,18 @@ import numpy as np
 import torch
 from torch import nn
 
+from ncf_core import gradients
 from ncf_core.config import ModelConfig, TrainConfig
 from ncf_core.data.negatives import NegativeSampler
 from ncf_core.data.splits import Split
 from ncf_core.evaluate import Evaluator
+from ncf_core.gradients import row_gradients
 from ncf_core.losses import loss_fn
 from ncf_core.mf_step import mf_step
 from ncf_core.models import build
 from ncf_core.models.base import lookup_penalty, set_dropout_generators
 from ncf_core.optim import keep_members, make_optimizer, plain_sgd
-from ncf_core.stacked import StackedEmbedding, stack, unstack
+from ncf_core.stacked import stack, unstack
 from ncf_core.tasks import higher_is_better, task_of
 
 
@@ -196,7 +198,8 @@ def train_steps(model: nn.Module, optimizers: list[torch.optim.Optimizer], cfg: 
     l2 = cfg.l2 if l2 is None else l2
     penalised = bool(l2.any()) if isinstance(l2, torch.Tensor) else bool(l2)
     closed_form = mf_step(model, optimizers, cfg, l2)
-    dense_rows = _DenseFromRows(model) if closed_form is None and _densified(model, cfg, u.device) else None
+    dense_rows = gradients.DenseFromRows(model) if closed_form is None and gradients.densified(model, cfg, u.device) \
+        else None
     try:
         for lo in range(0, n, cfg.batch_size):
             hi = lo + cfg.batch_size
@@ -228,50 +231,6 @@ def train_steps(model: nn.Module, optimizers: list[torch.optim.Optimizer], cfg: 
         if dense_rows is not None:
             dense_rows.restore()
     return total
-
-
-DENSIFY_MIN = 1 << 20  # table weights from which a fresh zero gradient a step costs more than its rows' bookkeeping
-
-
-def _densified(model: nn.Module, cfg: TrainConfig, device: torch.device) -> bool:
-    """Dense optimizers on a CPU over large tables (a stack of ML-1M's, not one of ml-100k's): their
-    embedding gradients are built from the batch's rows. Below ~1M weights the sparse gradient's
-    bookkeeping costs more than the zeros it saves (a single GMF on ML-1M: 1.26x the step)."""
-    if device.type != "cpu" or cfg.sparse or cfg.compile or plain_sgd(cfg):
-        return False
-    tables = [m for m in model.modules() if isinstance(m, (nn.Embedding, StackedEmbedding))]
-    return sum(m.weight.numel() for m in tables) >= DENSIFY_MIN
-
-
-class _DenseFromRows:
-    """A dense optimizer's embedding gradients, built from the batch's rows into buffers zeroed once.
-
-    Autograd's dense embedding backward fills a fresh table of zeros every step and adds the rows
-    in; on ML-1M's tables that fill was a third of an MF Adam step (``_densified`` says where it pays).
-    Here the tables give sparse gradients, whose rows are added into a buffer that the
-    optimizers read as ``.grad`` and that is cleared at those rows after the step: the same
-    gradient, bit for bit (``tests/test_train.py``), and the same update.
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        self.tables = [m for m in model.modules() if isinstance(m, (nn.Embedding, StackedEmbedding))]
-        self.restore = row_gradients(model, True)
-        self.buffers = [torch.zeros_like(m.weight) for m in self.tables]
-        self.written: list[tuple[torch.Tensor, torch.Tensor]] = []
-
-    def densify(self) -> None:
-        for table, buffer in zip(self.tables, self.buffers):
-            grad = table.weight.grad
-            if grad is None or not grad.is_sparse:
-                continue
-            ids = grad._indices()[0]
-            table.weight.grad = buffer.index_add_(0, ids, grad._values())
-            self.written.append((buffer, ids))
-
-    def clear(self) -> None:
-        for buffer, ids in self.written:
-            buffer.index_fill_(0, ids, 0.0)
-        self.written.clear()
 
 
 def step_module(model: nn.Module, cfg: TrainConfig, device: torch.device) -> nn.Module:
@@ -331,20 +290,6 @@ def fit(
         set_dropout_generators(model, None)
         restore()
     return selector.finish()
-
-
-def row_gradients(model: nn.Module, on: bool) -> Callable[[], None]:
-    """Switch ``model``'s embedding tables to sparse gradients (``on``); returns what switches them
-    back. For plain SGD that is the dense step exactly (``ncf_core.optim.plain_sgd``)."""
-    tables = [m for m in model.modules() if isinstance(m, (nn.Embedding, StackedEmbedding))] if on else []
-    before = [m.sparse for m in tables]
-    for m in tables:
-        m.sparse = True
-
-    def restore() -> None:
-        for m, sparse in zip(tables, before):
-            m.sparse = sparse
-    return restore
 
 
 MEMBER_SETTINGS = ("lr", "weight_decay", "momentum", "l2")  # what stacked members may differ in (TrainConfig)

@@ -176,17 +176,17 @@ def test_dense_gradients_built_from_the_batchs_rows_are_autograds_bit_for_bit(ti
     """A dense optimizer's embedding gradients come from the rows into reused buffers (no fresh zero
     table a step): the same weights, bit for bit, as autograd's dense embedding backward, with Adam's
     weight decay and dropout; and the tables are left dense."""
-    import ncf_core.train as train
+    from ncf_core import gradients
     from ncf_core.train import fit_stacked
 
     model_cfg = dataclasses.replace(CFG, dropout=0.2)
     cfgs = [TrainConfig(task="ranking", epochs=3, batch_size=64, lr=lr, weight_decay=1e-4) for lr in (0.01, 0.003)]
 
-    densified = train._densified
-    monkeypatch.setattr(train, "DENSIFY_MIN", 0)  # the tiny tables here: the rows' path all the same
+    densified = gradients.densified
+    monkeypatch.setattr(gradients, "DENSIFY_MIN", 0)  # the tiny tables here: the rows' path all the same
 
     def trained(rows: bool) -> list[torch.nn.Module]:
-        monkeypatch.setattr(train, "_densified", densified if rows else (lambda model, cfg, device: False))
+        monkeypatch.setattr(gradients, "densified", densified if rows else (lambda model, cfg, device: False))
         models = [seeded_model(name, model_cfg, tiny_ranking, 7) for _ in cfgs]
         if stacked:
             fit_stacked(models, [tiny_ranking] * 2, cfgs, seeds=[7, 7])
@@ -196,8 +196,8 @@ def test_dense_gradients_built_from_the_batchs_rows_are_autograds_bit_for_bit(ti
         assert not any(t.sparse for m in models for t in m.modules() if isinstance(t, torch.nn.Embedding))
         return models
 
-    built, made = [], train._DenseFromRows
-    monkeypatch.setattr(train, "_DenseFromRows", lambda model: built.append(1) or made(model))
+    built, made = [], gradients.DenseFromRows
+    monkeypatch.setattr(gradients, "DenseFromRows", lambda model: built.append(1) or made(model))
     for reference, got in zip(trained(False), trained(True), strict=True):
         for key, value in reference.state_dict().items():
             assert torch.equal(got.state_dict()[key], value), key

@@ -1,0 +1,76 @@
+"""How embedding tables give their gradients: the rows of a batch, or a dense table built from them.
+
+Plain SGD moves only the rows that have a gradient, so its tables give sparse gradients
+(``row_gradients``; ``ncf_core.optim.plain_sgd``). A dense optimizer needs the whole table's
+gradient; over large tables it is built from those rows into a buffer zeroed once
+(``DenseFromRows``) rather than by autograd's fresh zero table every step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ncf_core.config import TrainConfig
+from ncf_core.optim import plain_sgd
+from ncf_core.stacked import StackedEmbedding
+
+
+def row_gradients(model: nn.Module, on: bool) -> Callable[[], None]:
+    """Switch ``model``'s embedding tables to sparse gradients (``on``); returns what switches them
+    back. For plain SGD that is the dense step exactly (``ncf_core.optim.plain_sgd``)."""
+    tables = [m for m in model.modules() if isinstance(m, (nn.Embedding, StackedEmbedding))] if on else []
+    before = [m.sparse for m in tables]
+    for m in tables:
+        m.sparse = True
+
+    def restore() -> None:
+        for m, sparse in zip(tables, before):
+            m.sparse = sparse
+    return restore
+
+
+DENSIFY_MIN = 1 << 20  # table weights from which a fresh zero gradient a step costs more than its rows' bookkeeping
+
+
+def densified(model: nn.Module, cfg: TrainConfig, device: torch.device) -> bool:
+    """Dense optimizers on a CPU over large tables (a stack of ML-1M's, not one of ml-100k's): their
+    embedding gradients are built from the batch's rows. Below ~1M weights the sparse gradient's
+    bookkeeping costs more than the zeros it saves (a single GMF on ML-1M: 1.26x the step)."""
+    if device.type != "cpu" or cfg.sparse or cfg.compile or plain_sgd(cfg):
+        return False
+    tables = [m for m in model.modules() if isinstance(m, (nn.Embedding, StackedEmbedding))]
+    return sum(m.weight.numel() for m in tables) >= DENSIFY_MIN
+
+
+class DenseFromRows:
+    """A dense optimizer's embedding gradients, built from the batch's rows into buffers zeroed once.
+
+    Autograd's dense embedding backward fills a fresh table of zeros every step and adds the rows
+    in; on ML-1M's tables that fill was a third of an MF Adam step (``densified`` says where it pays).
+    Here the tables give sparse gradients, whose rows are added into a buffer that the
+    optimizers read as ``.grad`` and that is cleared at those rows after the step: the same
+    gradient, bit for bit (``tests/test_train.py``), and the same update.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.tables = [m for m in model.modules() if isinstance(m, (nn.Embedding, StackedEmbedding))]
+        self.restore = row_gradients(model, True)
+        self.buffers = [torch.zeros_like(m.weight) for m in self.tables]
+        self.written: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def densify(self) -> None:
+        for table, buffer in zip(self.tables, self.buffers):
+            grad = table.weight.grad
+            if grad is None or not grad.is_sparse:
+                continue
+            ids = grad._indices()[0]
+            table.weight.grad = buffer.index_add_(0, ids, grad._values())
+            self.written.append((buffer, ids))
+
+    def clear(self) -> None:
+        for buffer, ids in self.written:
+            buffer.index_fill_(0, ids, 0.0)
+        self.written.clear()
