@@ -170,17 +170,20 @@ def test_per_example_sgd_with_l2_is_rendles_update():
     assert not torch.allclose(model.state_dict()["bias"].double(), w["bias"])
 
 
-@pytest.mark.parametrize("name, stacked", [("gmf", False), ("neumf", False), ("neumf", True), ("mlp", True)])
+@pytest.mark.parametrize("name, stacked, optimizer", [("gmf", False, "adam"), ("neumf", False, "adam"),
+                                                     ("neumf", True, "adam"), ("mlp", True, "adam"),
+                                                     ("neumf", True, "sgd")])
 def test_dense_gradients_built_from_the_batchs_rows_are_autograds_bit_for_bit(tiny_ranking, monkeypatch, name,
-                                                                             stacked):
+                                                                             stacked, optimizer):
     """A dense optimizer's embedding gradients come from the rows into reused buffers (no fresh zero
-    table a step): the same weights, bit for bit, as autograd's dense embedding backward, with Adam's
-    weight decay and dropout; and the tables are left dense."""
+    table a step): the same weights, bit for bit, as autograd's dense embedding backward, with Adam or
+    momentum SGD, weight decay and dropout; and the tables are left dense."""
     from ncf_core import gradients
     from ncf_core.train import fit_stacked
 
     model_cfg = dataclasses.replace(CFG, dropout=0.2)
-    cfgs = [TrainConfig(task="ranking", epochs=3, batch_size=64, lr=lr, weight_decay=1e-4) for lr in (0.01, 0.003)]
+    cfgs = [TrainConfig(task="ranking", epochs=3, batch_size=64, lr=lr, weight_decay=1e-4, optimizer=optimizer,
+                        momentum=0.9 if optimizer == "sgd" else 0.0) for lr in (0.01, 0.003)]
 
     densified = gradients.densified
     monkeypatch.setattr(gradients, "DENSIFY_MIN", 0)  # the tiny tables here: the rows' path all the same
