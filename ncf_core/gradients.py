@@ -18,16 +18,21 @@ from ncf_core.optim import plain_sgd
 from ncf_core.stacked import StackedEmbedding
 
 
+def tables(model: nn.Module) -> list[nn.Module]:
+    """``model``'s embedding tables, plain or stacked."""
+    return [m for m in model.modules() if isinstance(m, (nn.Embedding, StackedEmbedding))]
+
+
 def row_gradients(model: nn.Module, on: bool) -> Callable[[], None]:
     """Switch ``model``'s embedding tables to sparse gradients (``on``); returns what switches them
     back. For plain SGD that is the dense step exactly (``ncf_core.optim.plain_sgd``)."""
-    tables = [m for m in model.modules() if isinstance(m, (nn.Embedding, StackedEmbedding))] if on else []
-    before = [m.sparse for m in tables]
-    for m in tables:
+    tables_ = tables(model) if on else []
+    before = [m.sparse for m in tables_]
+    for m in tables_:
         m.sparse = True
 
     def restore() -> None:
-        for m, sparse in zip(tables, before):
+        for m, sparse in zip(tables_, before):
             m.sparse = sparse
     return restore
 
@@ -41,8 +46,7 @@ def densified(model: nn.Module, cfg: TrainConfig, device: torch.device) -> bool:
     bookkeeping costs more than the zeros it saves (a single GMF on ML-1M: 1.26x the step)."""
     if device.type != "cpu" or cfg.sparse or cfg.compile or plain_sgd(cfg):
         return False
-    tables = [m for m in model.modules() if isinstance(m, (nn.Embedding, StackedEmbedding))]
-    return sum(m.weight.numel() for m in tables) >= DENSIFY_MIN
+    return sum(m.weight.numel() for m in tables(model)) >= DENSIFY_MIN
 
 
 class DenseFromRows:
@@ -56,19 +60,32 @@ class DenseFromRows:
     """
 
     def __init__(self, model: nn.Module) -> None:
-        self.tables = [m for m in model.modules() if isinstance(m, (nn.Embedding, StackedEmbedding))]
+        self.tables = tables(model)
         self.restore = row_gradients(model, True)
-        self.buffers = [torch.zeros_like(m.weight) for m in self.tables]
-        self.written: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.buffers = RowBuffers([m.weight for m in self.tables])
 
     def densify(self) -> None:
-        for table, buffer in zip(self.tables, self.buffers):
+        for k, table in enumerate(self.tables):
             grad = table.weight.grad
-            if grad is None or not grad.is_sparse:
-                continue
-            ids = grad._indices()[0]
-            table.weight.grad = buffer.index_add_(0, ids, grad._values())
-            self.written.append((buffer, ids))
+            if grad is not None and grad.is_sparse:
+                table.weight.grad = self.buffers.add(k, grad._indices()[0], grad._values())
+
+    def clear(self) -> None:
+        self.buffers.clear()
+
+
+class RowBuffers:
+    """Dense gradients of tables, zero but for the rows a step added: filled with zeros once, then
+    cleared at those rows after the step (optimizers only read a gradient)."""
+
+    def __init__(self, weights: list[torch.Tensor]) -> None:
+        self.buffers = [torch.zeros_like(w) for w in weights]
+        self.written: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def add(self, k: int, ids: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Table ``k``'s gradient with ``rows`` added at ``ids``."""
+        self.written.append((self.buffers[k], ids))
+        return self.buffers[k].index_add_(0, ids, rows)
 
     def clear(self) -> None:
         for buffer, ids in self.written:

@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ncf_core.config import TrainConfig
+from ncf_core.gradients import RowBuffers
 from ncf_core.models.mf import MF
 from ncf_core.optim import LazyAdam, MemberSGD
 from ncf_core.tasks import task_of
@@ -44,10 +45,8 @@ def mf_step(model: nn.Module, optimizers: list[torch.optim.Optimizer], cfg: Trai
     # per member (S, 1) where members differ, else one number: the learning rate, and l2
     rate = None if lrs is None else torch.tensor(lrs, dtype=model.bias.dtype).view(-1, 1) if len(lrs) > 1 else lrs[0]
     penalty = l2.view(-1, 1) if isinstance(l2, torch.Tensor) else float(l2)
-    # Dense gradients, zero but for a step's rows: filled once, then only those rows are cleared again
-    # (a fresh 128-factor ML-1M table's zeros were a third of an Adam step). torch's SGD and Adam, and
-    # ours, only read a gradient.
-    buffers = [torch.zeros_like(w) for w in weights] if rate is None else []
+    # dense gradients without a fresh zero table a step (a third of a 128-factor ML-1M Adam step)
+    buffers = RowBuffers(weights) if rate is None else None
 
     @torch.no_grad()
     def step(users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -74,13 +73,12 @@ def mf_step(model: nn.Module, optimizers: list[torch.optim.Optimizer], cfg: Trai
             grads = [q * e3, p * e3, e, e]
         lookups = zip(weights, (users, items, users, items), grads)
         if rate is None:  # the optimizers step from dense gradients, as after backward()
-            for (table, ids, grad), buffer in zip(lookups, buffers):
-                table.grad = buffer.index_add_(0, ids, grad.reshape(-1, table.shape[1]))
+            for k, (table, ids, grad) in enumerate(lookups):
+                table.grad = buffers.add(k, ids, grad.reshape(-1, table.shape[1]))
             model.bias.grad = bias_grad.reshape(model.bias.shape)
             for opt in optimizers:
                 opt.step()
-            for buffer, ids in zip(buffers, (users, items, users, items)):
-                buffer.index_fill_(0, ids, 0.0)
+            buffers.clear()
             return losses
         for table, ids, grad in lookups:
             table.index_add_(0, ids, grad.reshape(-1, table.shape[1]))
