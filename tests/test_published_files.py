@@ -228,13 +228,17 @@ def test_the_plan_assumes_the_epochs_rendles_mf_space_pins():
 
 
 def test_the_plan_counts_the_epochs_successive_halving_leaves():
-    """One trial at a time: N trials train 1 epoch, N/3 two more, N/9 six more, ... up to the epoch
-    count. A stack's members are judged mostly against each other, so no rung keeps fewer than a stack."""
+    """Played out by Optuna's rule (the best len // 3 of a rung's trials go on, at least the best),
+    a stack's members ranked together: one stack of 9 trains 9 epoch 1, 3 epochs 2-3, 1 the rest;
+    a budget below the stack the same way; one at a time, a study's first trial goes the distance
+    and the second only when it is the better (half the time); stacks of 2 at 3 epochs: the first
+    stack's better member goes on, the second stack's best when it is the best of all 4."""
     from bench.run.plan import study_epochs
 
-    assert study_epochs("halving", 27, 1, 10) == pytest.approx(27 * 1 + 9 * 2 + 3 * 6 + 1 * 1)
-    assert study_epochs("halving", 20, 5, 10) == pytest.approx(20 + 20 / 3 * 2 + 5 * 6 + 5 * 1)
-    assert study_epochs("halving", 3, 5, 4) == 12  # a budget smaller than the stack: every trial to the end
+    assert study_epochs("halving", 9, 9, 10) == 9 * 1 + 3 * 2 + 1 * 6 + 1 * 1
+    assert study_epochs("halving", 3, 5, 4) == 3 + 1 * 2 + 1 * 1
+    assert study_epochs("halving", 2, 1, 10) == pytest.approx(10 + 1 + 0.5 * 9, abs=0.3)
+    assert study_epochs("halving", 4, 2, 3) == pytest.approx(4 + (1 + 0.5) * 2, abs=0.1)
     assert study_epochs("median", 10, 4, 20) == pytest.approx(0.7 * 10 * 20)
 
 

@@ -152,7 +152,7 @@ def test_a_tuned_run_gives_every_variant_the_same_budget_and_neumf_the_tuned_bas
 
 def test_the_pruner_spares_the_warm_up_epochs_it_states():
     """Epochs count from 1: with one warm-up epoch a trial may be pruned at epoch 2, never at 1."""
-    from bench.compute.study import make_pruner
+    from bench.compute.pruning import make_pruner
     from bench.search import PRUNERS, WARMUP_EPOCHS
 
     assert (WARMUP_EPOCHS, PRUNERS["median"]) == (1, "median (3 start-up trials, 1 warm-up epoch)")
@@ -199,13 +199,35 @@ def test_halving_counts_the_judged_member_once():
     of whom 5 // 3 = 1 goes on: the 4. Counted twice (six values) it would be promoted."""
     from optuna.trial import TrialState, create_trial
 
-    from bench.compute.study import _fresh, _Member, _PrunerView, make_pruner
+    from bench.compute.pruning import Member, PrunerView, fresh, make_pruner
 
     study = optuna.create_study(direction="maximize")
     history = [create_trial(value=v, intermediate_values={1: v}, system_attrs={"completed_rung_0": v})
                for v in (1.0, 2.0, 3.0, 4.0)]
-    member = _Member(None, _fresh(create_trial(state=TrialState.RUNNING)), {})
+    member = Member(None, fresh(create_trial(state=TrialState.RUNNING)), {})
     member.frozen.intermediate_values[1] = 3.5
-    view = _PrunerView(study, history, [member])
-    assert make_pruner("halving").prune(view, member.frozen)
+    view = PrunerView(study, history, [member], make_pruner("halving"))
+    assert view.judge(member)
     assert member.frozen.system_attrs == {"completed_rung_0": 3.5}  # its rung marked, for its next epochs
+
+
+def test_halving_ranks_a_stacks_members_together():
+    """Four members of a study's first stack at 1, 2, 3, 4 after epoch 1 (maximised): ranked
+    together, 4 // 3 = 1 goes on, the 4. Judged one by one, member 0 would face no one and go on
+    (it did: the first trial of a study trained to its last epoch, whatever its value)."""
+    from optuna.trial import TrialState, create_trial
+
+    from bench.compute.pruning import Member, PrunerView, fresh, make_pruner
+
+    study = optuna.create_study(direction="maximize")
+    members = [Member(None, fresh(create_trial(state=TrialState.RUNNING)), {}) for _ in range(4)]
+    for value, member in enumerate(members, start=1):
+        member.frozen._trial_id = value  # as a storage numbers them
+        member.frozen.intermediate_values[1] = float(value)
+    view = PrunerView(study, [], members, make_pruner("halving"))
+    assert [view.judge(m) for m in members] == [True, True, True, False]
+    for value, member in enumerate(members, start=1):  # each marked once, at its own value
+        assert member.frozen.system_attrs == {"completed_rung_0": float(value)}
+    for member in members[3:]:  # the one left goes on alone: at epoch 3 it is the rung's first
+        member.frozen.intermediate_values.update({2: 4.0, 3: 4.0})
+        assert not view.judge(member)

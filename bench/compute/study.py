@@ -19,7 +19,6 @@ are run again with their parameters (``RetryFailedTrialCallback``).
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import math
 import time
@@ -36,21 +35,18 @@ from optuna.trial import FrozenTrial, TrialState
 from bench import faults, layout
 from bench.compute import progress
 from bench.compute.pretrain import PretrainCache, pretrained_neumfs
+from bench.compute.pruning import Member, PrunerView, by_structure, fresh, make_pruner
 from bench.compute.storage import create_study, keep_protocol, protocol, quiet, storage_for, study_name
 from bench.configs import base_configs, overridden, split_for, variant_configs
 from bench.params import TunedParams
 from bench.search import (
     GRACE_S,
-    HALVING_FACTOR,
-    HALVING_MIN_EPOCHS,
     HEARTBEAT_S,
     PRUNERS,
     SAMPLER_SEED,
-    STARTUP_TRIALS,
     STRUCTURAL,
     TPE_STARTUP,
     TUNE_SEED,
-    WARMUP_EPOCHS,
     search_space,
 )
 from bench.suites import DataSpec
@@ -117,9 +113,9 @@ class Trials:
         return [seeded_model(self.variant.model, c, self.split, TUNE_SEED, self.device, sparse) for c in cfgs]
 
     def train(self, params: list[dict[str, dict[str, Any]]], on_epoch: Callable[[int, Any], bool] | None = None,
-              stack: bool = True) -> list:
+              on_reports: Callable[[dict[int, Any]], None] | None = None, stack: bool = True) -> list:
         """Trials trained as members of one stack (or one by one): each one's History or Diverged."""
-        return self._fit(params, on_epoch, stack)[0]
+        return self._fit(params, on_epoch, stack, on_reports)[0]
 
     def trained(self, params: dict[str, dict[str, Any]]) -> torch.nn.Module:
         """One trial's model, trained alone, at its best validation epoch."""
@@ -129,11 +125,13 @@ class Trials:
         return models[0]
 
     def _fit(self, params: list[dict[str, dict[str, Any]]], on_epoch: Callable[[int, Any], bool] | None,
-             stack: bool) -> tuple[list, list[torch.nn.Module]]:
+             stack: bool, on_reports: Callable[[dict[int, Any]], None] | None = None
+             ) -> tuple[list, list[torch.nn.Module]]:
         cfgs = [self.configs(p) for p in params]
         models = self.build([c[0] for c in cfgs], cfgs[0][1].sparse)
         outcomes, _ = fit_group(models, [self.split] * len(params), [c[1] for c in cfgs], self.device,
-                                [TUNE_SEED] * len(params), on_epoch=on_epoch, stack_members=stack)
+                                [TUNE_SEED] * len(params), on_epoch=on_epoch, stack_members=stack,
+                                on_reports=on_reports)
         return outcomes, models
 
 
@@ -172,7 +170,7 @@ class Search:
             if need <= 0 and not self._interrupted():
                 return
             members = self._ask(max(need, 0))
-            for group in _by_structure(members):
+            for group in by_structure(members):
                 self._train(group)
             ran += sum(m.trial is not None for m in members)
 
@@ -184,7 +182,7 @@ class Search:
         open_ = [t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
         return [t for t in trials if open_ and t.number >= min(open_)]
 
-    def _ask(self, need: int) -> list[_Member]:
+    def _ask(self, need: int) -> list[Member]:
         interrupted = self._interrupted()
         first = interrupted[0].number if interrupted else len(self.study.get_trials(deepcopy=False))
         before = sum(t.number < first for t in self.finished())
@@ -194,7 +192,7 @@ class Search:
             if t.state == TrialState.RUNNING:
                 members.append(self._member(optuna.Trial(self.study, t._trial_id)))
             elif t.state != TrialState.WAITING:  # finished before the kill: trained again for its stack-mates
-                members.append(_Member(None, _fresh(t), self.trials.params(optuna.trial.FixedTrial(t.params))))
+                members.append(Member(None, fresh(t), self.trials.params(optuna.trial.FixedTrial(t.params))))
         if not self.settings.own:
             with quiet():
                 optuna.storages.fail_stale_trials(self.study)
@@ -203,31 +201,34 @@ class Search:
             members.append(self._member(ask_member(self.study, first, self.settings.sampler_seed)))
         return members
 
-    def _member(self, trial: optuna.Trial) -> _Member:
+    def _member(self, trial: optuna.Trial) -> Member:
         with quiet():
             params = self.trials.params(trial)
         trial.set_user_attr("config", json.loads(json.dumps(params, default=list)))
-        return _Member(trial, _fresh(self.study._storage.get_trial(trial._trial_id)), params)
+        return Member(trial, fresh(self.study._storage.get_trial(trial._trial_id)), params)
 
-    def _train(self, members: list[_Member]) -> None:
+    def _train(self, members: list[Member]) -> None:
         first = min(m.frozen.number for m in members)
         history = [t for t in self.study.get_trials(deepcopy=True) if t.state.is_finished() and t.number < first]
-        view = _PrunerView(self.study, history, members)
-        pruner = make_pruner(self.settings.pruner)
+        view = PrunerView(self.study, history, members, make_pruner(self.settings.pruner))
+
+        def on_reports(reports: dict[int, Any]) -> None:
+            for index, stats in reports.items():
+                members[index].frozen.intermediate_values[stats.epoch] = stats.valid_metric
 
         def on_epoch(index: int, stats: Any) -> bool:
             member = members[index]
-            member.frozen.intermediate_values[stats.epoch] = stats.valid_metric
             if member.running(self.study):
                 with quiet():
                     member.trial.report(stats.valid_metric, stats.epoch)
             progress.epoch()
             faults.point("study-epoch")
-            member.pruned = pruner.prune(view, member.frozen)
+            member.pruned = view.judge(member)
             return not member.pruned
 
         with _heartbeats(members, self.study, not self.settings.own):
-            outcomes = self.trials.train([m.params for m in members], on_epoch, stack=self.settings.stack > 1)
+            outcomes = self.trials.train([m.params for m in members], on_epoch, on_reports,
+                                         stack=self.settings.stack > 1)
         for member, outcome in zip(members, outcomes):
             if not member.running(self.study):
                 continue
@@ -266,74 +267,6 @@ class Search:
                 "seconds": round(sum((t.duration.total_seconds() if t.duration else 0.0) for t in finished), 1),
                 "seconds_this_call": round(time.time() - started, 1)}
         return {"entry": entry, "study": self.name, "info": info}
-
-
-@dataclass(eq=False)
-class _Member:
-    trial: optuna.Trial | None  # None: finished before a kill, trained again only for its stack-mates' sake
-    frozen: FrozenTrial  # what the pruner reads: reports and rung marks of this stack, in memory
-    params: dict[str, dict[str, Any]]
-    pruned: bool = False
-
-    def running(self, study: optuna.Study) -> bool:
-        return self.trial is not None and study._storage.get_trial(self.trial._trial_id).state == TrialState.RUNNING
-
-
-def _fresh(t: FrozenTrial) -> FrozenTrial:
-    """A trial's parameters as a running trial that has reported nothing yet."""
-    return FrozenTrial(number=t.number, state=TrialState.RUNNING, value=None, datetime_start=t.datetime_start,
-                       datetime_complete=None, params=dict(t.params), distributions=dict(t.distributions),
-                       user_attrs={}, system_attrs={}, intermediate_values={}, trial_id=t._trial_id)
-
-
-def _by_structure(members: list[_Member]) -> list[list[_Member]]:
-    """Members that can share a stack (a shared study's retried trials may differ from the rest)."""
-    groups: dict[tuple, list[_Member]] = {}
-    for m in members:
-        key = tuple((k, m.frozen.params.get(k)) for k in STRUCTURAL)
-        groups.setdefault(key, []).append(m)
-    return list(groups.values())
-
-
-class _PrunerView:
-    """The study as the pruner may see it while a stack trains: the trials finished before the stack,
-    and the stack's members as they stand in memory. Rung marks of successive halving go to both."""
-
-    def __init__(self, study: optuna.Study, history: list[FrozenTrial], members: list[_Member]) -> None:
-        self._study, self._history, self._members = study, history, members
-        self._storage = self
-
-    @property
-    def direction(self) -> optuna.study.StudyDirection:
-        return self._study.direction
-
-    def get_trials(self, deepcopy: bool = False, states: tuple[TrialState, ...] | None = None) -> list[FrozenTrial]:
-        """Snapshots, as a storage gives: successive halving marks the judged trial's rung after
-        reading the trials and then adds its value itself, so a live one would count twice."""
-        trials = self._history + [_snapshot(m.frozen) for m in self._members]
-        return trials if states is None else [t for t in trials if t.state in states]
-
-    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
-        for m in self._members:
-            if m.frozen._trial_id == trial_id:
-                m.frozen.system_attrs[key] = value
-                if m.running(self._study):
-                    self._study._storage.set_trial_system_attr(trial_id, key, value)
-
-
-def _snapshot(trial: FrozenTrial) -> FrozenTrial:
-    out = copy.copy(trial)
-    out.system_attrs = dict(trial.system_attrs)
-    return out
-
-
-def make_pruner(name: str) -> optuna.pruners.BasePruner:
-    """No trial is pruned in its first WARMUP_EPOCHS epochs: epochs count from 1 and Optuna prunes
-    a step unless ``step < n_warmup_steps``, hence the + 1."""
-    if name == "halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=HALVING_MIN_EPOCHS, reduction_factor=HALVING_FACTOR,
-                                                      min_early_stopping_rate=0)
-    return optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS, n_warmup_steps=WARMUP_EPOCHS + 1)
 
 
 def make_sampler(seed: int, number: int) -> optuna.samplers.BaseSampler:
@@ -383,7 +316,7 @@ def foreseen_trials(variant: str, task: str, space: str, budget: int, stack: int
 
 
 @contextlib.contextmanager
-def _heartbeats(members: list[_Member], study: optuna.Study, on: bool) -> Iterator[None]:
+def _heartbeats(members: list[Member], study: optuna.Study, on: bool) -> Iterator[None]:
     """A shared study's running trials beat while they train, so that other workers know them alive."""
     from optuna.storages._heartbeat import get_heartbeat_thread
 

@@ -1,0 +1,108 @@
+"""A study's stack of trials and how the pruner judges its members while they train.
+
+The pruner reads the trials finished before a stack began and the stack's members as they stand in
+memory, never what happened to land in storage meanwhile: a stack re-run after a kill is judged as
+it was the first time (``bench.compute.study``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from bench.search import HALVING_FACTOR, HALVING_MIN_EPOCHS, STARTUP_TRIALS, STRUCTURAL, WARMUP_EPOCHS
+
+
+@dataclass(eq=False)
+class Member:
+    trial: optuna.Trial | None  # None: finished before a kill, trained again only for its stack-mates' sake
+    frozen: FrozenTrial  # what the pruner reads: reports and rung marks of this stack, in memory
+    params: dict[str, dict[str, Any]]
+    pruned: bool = False
+
+    def running(self, study: optuna.Study) -> bool:
+        return self.trial is not None and study._storage.get_trial(self.trial._trial_id).state == TrialState.RUNNING
+
+
+def fresh(t: FrozenTrial) -> FrozenTrial:
+    """A trial's parameters as a running trial that has reported nothing yet."""
+    return FrozenTrial(number=t.number, state=TrialState.RUNNING, value=None, datetime_start=t.datetime_start,
+                       datetime_complete=None, params=dict(t.params), distributions=dict(t.distributions),
+                       user_attrs={}, system_attrs={}, intermediate_values={}, trial_id=t._trial_id)
+
+
+def by_structure(members: list[Member]) -> list[list[Member]]:
+    """Members that can share a stack (a shared study's retried trials may differ from the rest)."""
+    groups: dict[tuple, list[Member]] = {}
+    for m in members:
+        key = tuple((k, m.frozen.params.get(k)) for k in STRUCTURAL)
+        groups.setdefault(key, []).append(m)
+    return list(groups.values())
+
+
+class PrunerView:
+    """The study as the pruner may see it while a stack trains: the trials finished before the stack,
+    and the stack's members as they stand in memory. Rung marks of successive halving go to both.
+
+    Members reach a rung together, so they are ranked together, as in synchronous successive
+    halving: the member being judged sees its stack-mates marked at every rung they
+    have reached, judged yet or not. Judged one by one, the stack's first member would face only
+    the trials before it, and a study's trial 0 would train to its last epoch whatever its value
+    (on ML-1M shapes, an MF trial at NDCG 0.37 beside one at 0.61, in a space of 256 epochs)."""
+
+    def __init__(self, study: optuna.Study, history: list[FrozenTrial], members: list[Member],
+                 pruner: optuna.pruners.BasePruner) -> None:
+        self._study, self._history, self._members, self._pruner = study, history, members, pruner
+        self._storage = self
+        self._judged: Member | None = None
+
+    def judge(self, member: Member) -> bool:
+        """Whether the pruner stops ``member`` at the epoch it last reported."""
+        self._judged = member
+        try:
+            return self._pruner.prune(self, member.frozen)
+        finally:
+            self._judged = None
+
+    @property
+    def direction(self) -> optuna.study.StudyDirection:
+        return self._study.direction
+
+    def get_trials(self, deepcopy: bool = False, states: tuple[TrialState, ...] | None = None) -> list[FrozenTrial]:
+        """Snapshots, as a storage gives: successive halving marks the judged trial's rung after
+        reading the trials and then adds its value itself, so a live one would count twice."""
+        trials = self._history + [_snapshot(m.frozen, m is not self._judged) for m in self._members]
+        return trials if states is None else [t for t in trials if t.state in states]
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        for m in self._members:
+            if m.frozen._trial_id == trial_id:
+                m.frozen.system_attrs[key] = value
+                if m.running(self._study):
+                    self._study._storage.set_trial_system_attr(trial_id, key, value)
+
+
+def _snapshot(trial: FrozenTrial, marked: bool = False) -> FrozenTrial:
+    """A copy; ``marked``: with the rung marks successive halving gives the values it has reached."""
+    out = copy.copy(trial)
+    out.system_attrs = dict(trial.system_attrs)
+    rung, step = 0, HALVING_MIN_EPOCHS
+    while marked and step in trial.intermediate_values:
+        if not math.isnan(trial.intermediate_values[step]):  # Optuna marks no NaN: it prunes it
+            out.system_attrs.setdefault(f"completed_rung_{rung}", trial.intermediate_values[step])
+        rung, step = rung + 1, step * HALVING_FACTOR
+    return out
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    """No trial is pruned in its first WARMUP_EPOCHS epochs: epochs count from 1 and Optuna prunes
+    a step unless ``step < n_warmup_steps``, hence the + 1."""
+    if name == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=HALVING_MIN_EPOCHS, reduction_factor=HALVING_FACTOR,
+                                                      min_early_stopping_rate=0)
+    return optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS, n_warmup_steps=WARMUP_EPOCHS + 1)
