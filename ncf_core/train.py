@@ -296,9 +296,6 @@ MEMBER_SETTINGS = ("lr", "weight_decay", "momentum", "l2")  # what stacked membe
 
 # After each epoch, per member: False drops the member (a pruned tuning trial); its history ends there.
 OnEpoch = Callable[[int, EpochStats], bool]
-# After each epoch, once, with every live member's stats, before ``OnEpoch`` judges any of them: what
-# a judge that ranks members reaching a point together (successive halving in a stack) reads first.
-OnReports = Callable[[dict[int, EpochStats]], None]
 
 
 def fit_stacked(
@@ -310,7 +307,6 @@ def fit_stacked(
     seeds: list[int],
     select: bool = True,
     on_epoch: OnEpoch | None = None,
-    on_reports: OnReports | None = None,
 ) -> list[History | Diverged]:
     """Train S members as one stacked model: the same batches, weights and selection as ``fit`` on
     each member alone, with one forward and backward per step for all of them.
@@ -320,8 +316,7 @@ def fit_stacked(
     models may differ in anything that keeps their shapes). Members that share a split and seed share
     one draw of each epoch's examples. A member that diverges, runs out of patience or is stopped by
     ``on_epoch`` leaves the stack (the others are restacked and go on, their optimizer state carried
-    over) and is reset to its best epoch. ``on_reports`` sees every live member's epoch before
-    ``on_epoch`` judges any: members that reach a point together can be ranked together.
+    over) and is reset to its best epoch.
     """
     device = torch.device(device)
     cfgs = list(cfg) if isinstance(cfg, list) else [cfg] * len(models)
@@ -345,7 +340,6 @@ def fit_stacked(
             total = stack_state.epoch().tolist()
             sync(device)
             seconds = time.perf_counter() - start
-            reports = {}
             for position, s in enumerate(live):
                 train_loss = total[position] / len(data[s])
                 if task_of(shared.task).diverged(train_loss):
@@ -353,10 +347,7 @@ def fit_stacked(
                     continue
                 models[s].load_state_dict(unstack(stack_state.module, position))
                 valid = evaluators[s].loss_and_metric(models[s]) if evaluators[s] is not None else _NO_VALIDATION
-                reports[s] = EpochStats(epoch, train_loss, *valid, seconds, len(data[s]))
-            if on_reports is not None:
-                on_reports(reports)
-            for s, stats in reports.items():
+                stats = EpochStats(epoch, train_loss, *valid, seconds, len(data[s]))
                 go_on = selectors[s].record(stats)
                 if on_epoch is not None and not on_epoch(s, stats):
                     go_on = False
@@ -434,29 +425,19 @@ class _Stack:
 
 def fit_group(models: list[nn.Module], splits: list[Split], cfg: TrainConfig | list[TrainConfig],
               device: torch.device | str, seeds: list[int], select: bool = True,
-              on_epoch: OnEpoch | None = None, stack_members: bool = True,
-              on_reports: OnReports | None = None) -> tuple[list[History | Exception], int]:
+              on_epoch: OnEpoch | None = None, stack_members: bool = True) -> tuple[list[History | Exception], int]:
     """Members stacked when there are several with training sets of one size (and ``stack_members``),
     else one by one; a diverged member is an outcome, not an exception. Returns the outcomes and
     the stack size."""
     cfgs = list(cfg) if isinstance(cfg, list) else [cfg] * len(models)
     if stack_members and len(models) > 1 and len({len(sp.train) for sp in splits}) == 1:
         return list(fit_stacked(models, splits, cfgs, device, seeds=seeds, select=select,
-                                on_epoch=on_epoch, on_reports=on_reports)), len(models)
+                                on_epoch=on_epoch)), len(models)
     outcomes: list[History | Exception] = []
     for member, (model, split, c, seed) in enumerate(zip(models, splits, cfgs, seeds)):
-        hook = None if on_epoch is None and on_reports is None else _alone(member, on_epoch, on_reports)
+        hook = None if on_epoch is None else (lambda stats, m=member: on_epoch(m, stats))
         try:
             outcomes.append(fit(model, split, c, device, seed=seed, select=select, on_epoch=hook))
         except Diverged as err:
             outcomes.append(err)
     return outcomes, 1
-
-
-def _alone(member: int, on_epoch: OnEpoch | None, on_reports: OnReports | None) -> Callable[[EpochStats], bool]:
-    """The hooks of a member trained by itself: it reports alone, then is judged."""
-    def hook(stats: EpochStats) -> bool:
-        if on_reports is not None:
-            on_reports({member: stats})
-        return on_epoch is None or on_epoch(member, stats)
-    return hook

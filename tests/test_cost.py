@@ -50,9 +50,11 @@ def test_the_fit_recovers_a_cost_law_and_prices_settings_it_did_not_time():
 
 
 def test_halving_thins_each_stack_and_a_thinned_stack_costs_more_a_model():
-    """9 trials in one stack: 9 train epoch 1 together, 3 epochs 2-3 in a stack of 3, 1 the rest alone."""
-    rungs = np.array(study_rungs("halving", 9, 9, 10))
-    assert rungs == pytest.approx(np.array([(9, 9), (3 * 2, 3), (6, 1), (1, 1)]))
+    """Two trials, a stack of 2, 3 epochs: both train epoch 1 together; the first goes on, the second
+    too half the time, so epochs 2-3 train 1.5 models (2 * 1.5) in stacks of 2 or 1 (weighted by
+    the models they train: (2 * 2 + 1 * 1) / 3 on average over the halves)."""
+    rungs = np.array(study_rungs("halving", 2, 2, 3))
+    assert rungs == pytest.approx(np.array([(2, 2), (3, 5 / 3)]), rel=0.05)
     assert np.array(study_rungs("median", 10, 4, 20)) == pytest.approx(np.array([(0.7 * 10 * 20, 4)]))
     seconds = {1: 4.0, 4: 1.0}  # a model alone 4 s an epoch, in a stack of 4 1 s
     assert [_thinned(seconds, 4, live) for live in (4, 2, 1)] == pytest.approx([1.0, 2.0, 4.0])

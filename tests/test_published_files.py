@@ -228,17 +228,17 @@ def test_the_plan_assumes_the_epochs_rendles_mf_space_pins():
 
 
 def test_the_plan_counts_the_epochs_successive_halving_leaves():
-    """Played out by Optuna's rule (the best len // 3 of a rung's trials go on, at least the best),
-    a stack's members ranked together: one stack of 9 trains 9 epoch 1, 3 epochs 2-3, 1 the rest;
-    a budget below the stack the same way; one at a time, a study's first trial goes the distance
-    and the second only when it is the better (half the time); stacks of 2 at 3 epochs: the first
-    stack's better member goes on, the second stack's best when it is the best of all 4."""
+    """Played out by Optuna's rule (a trial goes on if among the best len // 3 of its rung so far, at
+    least the best), members judged in the order asked: a study's first trial goes the distance;
+    one at a time at 10 epochs, the second only when it is the better (half the time); a budget of
+    3 below a stack of 5 at 4 epochs: the second and third 3 more epochs when better than those
+    before them (1/2, 1/3); stacks of 2 at 3 epochs: trials 1, 2, 3 go on when best so far."""
     from bench.run.plan import study_epochs
 
-    assert study_epochs("halving", 9, 9, 10) == 9 * 1 + 3 * 2 + 1 * 6 + 1 * 1
-    assert study_epochs("halving", 3, 5, 4) == 3 + 1 * 2 + 1 * 1
-    assert study_epochs("halving", 2, 1, 10) == pytest.approx(10 + 1 + 0.5 * 9, abs=0.3)
-    assert study_epochs("halving", 4, 2, 3) == pytest.approx(4 + (1 + 0.5) * 2, abs=0.1)
+    assert study_epochs("halving", 2, 1, 10) == pytest.approx(10 + 1 + 9 / 2, abs=0.2)
+    assert study_epochs("halving", 3, 5, 4) == pytest.approx(4 + (1 + 3 / 2) + (1 + 3 / 3), abs=0.2)
+    assert study_epochs("halving", 4, 2, 3) == pytest.approx(4 + 2 * (1 + 1 / 2 + 1 / 3 + 1 / 4), abs=0.2)
+    assert study_epochs("halving", 1, 1, 7) == 7  # alone: never pruned
     assert study_epochs("median", 10, 4, 20) == pytest.approx(0.7 * 10 * 20)
 
 

@@ -57,7 +57,7 @@ def uninterrupted(tmp_path_factory) -> tuple[dict, dict, dict]:
 # Uninterrupted, the studies report epochs 1-10 (MLP), 11-18 (GMF) and 19-28 (the pretrained NeuMF,
 # its second stack from 26): a kill inside the first study's first stack, a Ctrl-C inside the last
 # study's second stack (two studies done), then both in the seeded phase.
-@pytest.mark.parametrize("kill", ["study-epoch:5", "study-epoch:17:int", "stored:3", "stored:7:int"])
+@pytest.mark.parametrize("kill", ["study-epoch:5", "study-epoch:26:int", "stored:3", "stored:7:int"])
 def test_a_killed_tuned_run_resumes_to_the_uninterrupted_result(kill, uninterrupted, tmp_path):
     out = tmp_path / "run"
     first = _run(out, kill)
@@ -115,14 +115,14 @@ def test_every_study_has_the_budget_whatever_the_stack(tmp_path):
         db = f"sqlite:///{out / 'tuning' / 'studies.db'}"
         assert {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(db)} == {
             f"synthetic-rating-{v}": 4 for v in ("mf", "gmf", "mlp", "neumf-pre-adam")}
-        if stack == "3":  # halving ranks a stack's members together: of the first stack's 3 at
-            # epoch 1, the best 3 // 3 = 1 goes on, whatever the order they were asked in
+        if stack == "3":  # halving judges a stack's members as the one-at-a-time search would: in
+            # the order they were asked, each against those before it (a first trial always goes on)
             for summary in optuna.get_all_study_summaries(db):
                 study = optuna.load_study(study_name=summary.study_name, storage=db)
                 sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
                 first = [sign * t.intermediate_values[1] for t in study.trials[:3]]
                 went_on = [len(t.intermediate_values) > 1 for t in study.trials[:3]]
-                assert went_on == [v == max(first) for v in first]
+                assert went_on == [v >= max(first[:n + 1]) for n, v in enumerate(first)]
 
 
 def test_plan_trains_nothing_and_writes_nothing(tmp_path):

@@ -210,24 +210,3 @@ def test_halving_counts_the_judged_member_once():
     assert view.judge(member)
     assert member.frozen.system_attrs == {"completed_rung_0": 3.5}  # its rung marked, for its next epochs
 
-
-def test_halving_ranks_a_stacks_members_together():
-    """Four members of a study's first stack at 1, 2, 3, 4 after epoch 1 (maximised): ranked
-    together, 4 // 3 = 1 goes on, the 4. Judged one by one, member 0 would face no one and go on
-    (it did: the first trial of a study trained to its last epoch, whatever its value)."""
-    from optuna.trial import TrialState, create_trial
-
-    from bench.compute.pruning import Member, PrunerView, fresh, make_pruner
-
-    study = optuna.create_study(direction="maximize")
-    members = [Member(None, fresh(create_trial(state=TrialState.RUNNING)), {}) for _ in range(4)]
-    for value, member in enumerate(members, start=1):
-        member.frozen._trial_id = value  # as a storage numbers them
-        member.frozen.intermediate_values[1] = float(value)
-    view = PrunerView(study, [], members, make_pruner("halving"))
-    assert [view.judge(m) for m in members] == [True, True, True, False]
-    for value, member in enumerate(members, start=1):  # each marked once, at its own value
-        assert member.frozen.system_attrs == {"completed_rung_0": float(value)}
-    for member in members[3:]:  # the one left goes on alone: at epoch 3 it is the rung's first
-        member.frozen.intermediate_values.update({2: 4.0, 3: 4.0})
-        assert not view.judge(member)

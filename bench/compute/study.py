@@ -113,9 +113,9 @@ class Trials:
         return [seeded_model(self.variant.model, c, self.split, TUNE_SEED, self.device, sparse) for c in cfgs]
 
     def train(self, params: list[dict[str, dict[str, Any]]], on_epoch: Callable[[int, Any], bool] | None = None,
-              on_reports: Callable[[dict[int, Any]], None] | None = None, stack: bool = True) -> list:
+              stack: bool = True) -> list:
         """Trials trained as members of one stack (or one by one): each one's History or Diverged."""
-        return self._fit(params, on_epoch, stack, on_reports)[0]
+        return self._fit(params, on_epoch, stack)[0]
 
     def trained(self, params: dict[str, dict[str, Any]]) -> torch.nn.Module:
         """One trial's model, trained alone, at its best validation epoch."""
@@ -125,13 +125,11 @@ class Trials:
         return models[0]
 
     def _fit(self, params: list[dict[str, dict[str, Any]]], on_epoch: Callable[[int, Any], bool] | None,
-             stack: bool, on_reports: Callable[[dict[int, Any]], None] | None = None
-             ) -> tuple[list, list[torch.nn.Module]]:
+             stack: bool) -> tuple[list, list[torch.nn.Module]]:
         cfgs = [self.configs(p) for p in params]
         models = self.build([c[0] for c in cfgs], cfgs[0][1].sparse)
         outcomes, _ = fit_group(models, [self.split] * len(params), [c[1] for c in cfgs], self.device,
-                                [TUNE_SEED] * len(params), on_epoch=on_epoch, stack_members=stack,
-                                on_reports=on_reports)
+                                [TUNE_SEED] * len(params), on_epoch=on_epoch, stack_members=stack)
         return outcomes, models
 
 
@@ -212,12 +210,9 @@ class Search:
         history = [t for t in self.study.get_trials(deepcopy=True) if t.state.is_finished() and t.number < first]
         view = PrunerView(self.study, history, members, make_pruner(self.settings.pruner))
 
-        def on_reports(reports: dict[int, Any]) -> None:
-            for index, stats in reports.items():
-                members[index].frozen.intermediate_values[stats.epoch] = stats.valid_metric
-
         def on_epoch(index: int, stats: Any) -> bool:
             member = members[index]
+            member.frozen.intermediate_values[stats.epoch] = stats.valid_metric
             if member.running(self.study):
                 with quiet():
                     member.trial.report(stats.valid_metric, stats.epoch)
@@ -227,8 +222,7 @@ class Search:
             return not member.pruned
 
         with _heartbeats(members, self.study, not self.settings.own):
-            outcomes = self.trials.train([m.params for m in members], on_epoch, on_reports,
-                                         stack=self.settings.stack > 1)
+            outcomes = self.trials.train([m.params for m in members], on_epoch, stack=self.settings.stack > 1)
         for member, outcome in zip(members, outcomes):
             if not member.running(self.study):
                 continue

@@ -252,13 +252,13 @@ def study_epochs(pruner: str, budget: int, stack_size: int, epochs: float) -> fl
 def study_rungs(pruner: str, budget: int, stack_size: int, epochs: float) -> list[tuple[float, float]]:
     """A study's epochs, summed over its trials, per rung, with the models its stacks hold there
     (weighted by the epochs they train). The median pruner leaves about 70 % of them. Successive
-    halving is played out as the study runs it (``bench.compute.pruning``): stacks one after
-    another, a stack's members ranked together at each rung (1, 3, 9, ... epochs) against every
-    trial that reached it, Optuna's rule promoting the best len // factor (at least the best), for
-    trials whose values keep their order at every rung, averaged over HALVING_PLAYS random orders.
-    Ranks that reshuffle between rungs promote more: played out by the rule the runs before
-    ``pruning`` used, these orders give 62 model-epochs a study of quick (20 trials, 5 at a time,
-    10 epochs) where 68 were measured, and 68 for ML-1M's (10, 4 at a time, 20) where 69, 69 and 88."""
+    halving is played out as a study runs it (``bench.compute.pruning``): stacks one after another,
+    each member judged at each rung (1, 3, 9, ... epochs) in the order asked, against every trial
+    that reached the rung before it, for values that keep their order from rung to rung, averaged
+    over HALVING_PLAYS random orders. That counts 62 model-epochs a study of quick (20 trials, 5 at
+    a time, 10 epochs: 62.0 measured, 744 in 12 studies) and 68 one of ML-1M's (10, 4 at a time, 20
+    epochs: 69, 69 and 88 measured, the 88 an MLP whose values reshuffled). A first stack's members
+    face few rivals: its first always goes on, and about 2.3 of 5 pass epoch 1."""
     stack_size = min(stack_size, budget)
     if pruner != "halving":
         return [(EPOCHS_LEFT[pruner] * budget * epochs, float(stack_size))]
@@ -278,10 +278,15 @@ def study_rungs(pruner: str, budget: int, stack_size: int, epochs: float) -> lis
                 held[r] += len(live) ** 2 * span
                 if step >= epochs:
                     break
-                marks[r] += live
-                bar = sorted(marks[r], reverse=True)[max(0, len(marks[r]) // HALVING_FACTOR - 1)]
-                live = [q for q in live if q >= bar]
+                live = [q for q in live if _promoted(q, marks[r])]
     return [(float(t / HALVING_PLAYS), float(h / t)) for t, h in zip(trained, held) if t > 0]
+
+
+def _promoted(value: float, rung: list[float]) -> bool:
+    """Optuna's successive halving: ``value`` joins the values its rung holds and goes on if among
+    the best len // factor of them (at least the best)."""
+    rung.append(value)
+    return value >= sorted(rung, reverse=True)[max(0, len(rung) // HALVING_FACTOR - 1)]
 
 
 def _expected_epochs(cfg: Any) -> float:
