@@ -106,3 +106,22 @@ def test_a_tuned_plan_brackets_each_winners_seeds_and_the_wall_time():
         assert low <= seconds[key] <= high and low < high, (key, low, seconds[key], high)
     assert walls[0] <= wall <= walls[1]
     assert "by its winner" in runner.describe(plan, seconds, wall, span, walls)
+
+
+def test_a_warm_study_adds_its_winners_training_to_itself_alone():
+    """GMF's study also trains its winner for the pretrained NeuMF; MF's, of the same budget, stack
+    and epochs, does not, and pricing the plan twice gives the same work (the rungs are shared)."""
+    from bench.run.options import RunOptions
+    from bench.run.plan import work
+    from bench.run.runner import Runner
+    from bench.suites import SUITES
+
+    opts = RunOptions(datasets=("synthetic",), variants=("mf", "gmf", "neumf-pre-adam"), tune=4, tune_stack=2,
+                      seeds=1, epochs=2, jobs=1)
+    runner = Runner(SUITES["smoke"], opts, Path("/nonexistent/never-written"), log=lambda m: None)
+    runner.load()
+    plan = runner.make_plan(set())
+    first, again = work(plan, opts.params), work(plan, opts.params)
+    assert first == again
+    studies = {key[2]: job.rungs for key, job in first.items() if key[0] == "study"}
+    assert studies["gmf"] == (*studies["mf"], (2, 1.0)) and studies["mf"] == study_rungs("halving", 4, 2, 2)

@@ -216,7 +216,7 @@ def work(plan: Plan, params: TunedParams) -> dict[tuple, Work]:
         _, train_cfg = variant_configs(spec, VARIANTS[study.variant], params)
         train_cfg = _pinned(spec, study.variant, train_cfg)
         stack_size = plan.stacks[spec.label]
-        rungs = study_rungs(plan.pruner, plan.budget, stack_size, _expected_epochs(train_cfg))
+        rungs = list(study_rungs(plan.pruner, plan.budget, stack_size, _expected_epochs(train_cfg)))
         if plan.warms(study.variant):  # its winner, trained once more alone for the pretrained NeuMFs
             rungs.append((_expected_epochs(train_cfg), 1.0))
         out[plan.study_key(study)] = Work(VARIANTS[study.variant].model, stack_size, tuple(rungs))
@@ -249,7 +249,7 @@ def study_epochs(pruner: str, budget: int, stack_size: int, epochs: float) -> fl
 
 
 @functools.lru_cache(maxsize=256)
-def study_rungs(pruner: str, budget: int, stack_size: int, epochs: float) -> list[tuple[float, float]]:
+def study_rungs(pruner: str, budget: int, stack_size: int, epochs: float) -> tuple[tuple[float, float], ...]:
     """A study's epochs, summed over its trials, per rung, with the models its stacks hold there
     (weighted by the epochs they train). The median pruner leaves about 70 % of them. Successive
     halving is played out as a study runs it (``bench.compute.pruning``): stacks one after another,
@@ -261,7 +261,7 @@ def study_rungs(pruner: str, budget: int, stack_size: int, epochs: float) -> lis
     face few rivals: its first always goes on, and about 2.3 of 5 pass epoch 1."""
     stack_size = min(stack_size, budget)
     if pruner != "halving":
-        return [(EPOCHS_LEFT[pruner] * budget * epochs, float(stack_size))]
+        return ((EPOCHS_LEFT[pruner] * budget * epochs, float(stack_size)),)
     steps = [float(HALVING_MIN_EPOCHS)]
     while steps[-1] < epochs:
         steps.append(steps[-1] * HALVING_FACTOR)
@@ -279,7 +279,7 @@ def study_rungs(pruner: str, budget: int, stack_size: int, epochs: float) -> lis
                 if step >= epochs:
                     break
                 live = [q for q in live if _promoted(q, marks[r])]
-    return [(float(t / HALVING_PLAYS), float(h / t)) for t, h in zip(trained, held) if t > 0]
+    return tuple((float(t / HALVING_PLAYS), float(h / t)) for t, h in zip(trained, held) if t > 0)
 
 
 def _promoted(value: float, rung: list[float]) -> bool:
