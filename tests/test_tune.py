@@ -209,4 +209,3 @@ def test_halving_counts_the_judged_member_once():
     view = PrunerView(study, history, [member], make_pruner("halving"))
     assert view.judge(member)
     assert member.frozen.system_attrs == {"completed_rung_0": 3.5}  # its rung marked, for its next epochs
-
