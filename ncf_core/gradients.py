@@ -26,13 +26,13 @@ def tables(model: nn.Module) -> list[nn.Module]:
 def row_gradients(model: nn.Module, on: bool) -> Callable[[], None]:
     """Switch ``model``'s embedding tables to sparse gradients (``on``); returns what switches them
     back. For plain SGD that is the dense step exactly (``ncf_core.optim.plain_sgd``)."""
-    tables_ = tables(model) if on else []
-    before = [m.sparse for m in tables_]
-    for m in tables_:
+    switched = tables(model) if on else []
+    before = [m.sparse for m in switched]
+    for m in switched:
         m.sparse = True
 
     def restore() -> None:
-        for m, sparse in zip(tables_, before):
+        for m, sparse in zip(switched, before):
             m.sparse = sparse
     return restore
 

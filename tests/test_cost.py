@@ -125,3 +125,24 @@ def test_a_warm_study_adds_its_winners_training_to_itself_alone():
     assert first == again
     studies = {key[2]: job.rungs for key, job in first.items() if key[0] == "study"}
     assert studies["gmf"] == (*studies["mf"], (2, 1.0)) and studies["mf"] == study_rungs("halving", 4, 2, 2)
+
+
+def test_the_plans_halving_rule_is_optunas():
+    """The plan plays halving out with its own few lines (``_promoted``); members judged one by one by
+    Optuna's pruner, through the study's view, at one rung, must go on exactly when those say so."""
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    from bench.compute.pruning import Member, PrunerView, fresh, make_pruner
+    from bench.run.plan import _promoted
+
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        values = rng.permutation(12).astype(float)
+        members = [Member(None, fresh(create_trial(state=TrialState.RUNNING)), {}) for _ in values]
+        view = PrunerView(optuna.create_study(direction="maximize"), [], members, make_pruner("halving"))
+        rung: list[float] = []
+        for n, (member, value) in enumerate(zip(members, values)):
+            member.frozen._trial_id = n  # as a storage numbers them
+            member.frozen.intermediate_values[1] = value
+            assert (not view.judge(member)) == _promoted(value, rung)

@@ -19,6 +19,8 @@ from bench.search import HALVING_FACTOR, HALVING_MIN_EPOCHS, STARTUP_TRIALS, STR
 
 @dataclass(eq=False)
 class Member:
+    """One trial of a stack while it trains."""
+
     trial: optuna.Trial | None  # None: finished before a kill, trained again only for its stack-mates' sake
     frozen: FrozenTrial  # what the pruner reads: reports and rung marks of this stack, in memory
     params: dict[str, dict[str, Any]]
