@@ -98,14 +98,45 @@ def test_a_tuned_plan_brackets_each_winners_seeds_and_the_wall_time():
     opts = RunOptions(datasets=("synthetic",), variants=("mf", "mlp"), tune=4, tune_stack=2, seeds=2, epochs=2, jobs=1)
     runner = Runner(SUITES["smoke"], opts, Path("/nonexistent/never-written"), log=lambda m: None)
     runner.load()
-    plan, seconds, wall, span, walls = runner.estimate(lambda m: None)
+    plan, seconds, wall, span, bounds = runner.estimate(lambda m: None)
     units = [k for k in seconds if k[0] == "unit" and not k[4].startswith("baseline")]
     assert sorted(span) == sorted(units) and len(units) == 2
     for key in units:
         low, high = span[key]
         assert low <= seconds[key] <= high and low < high, (key, low, seconds[key], high)
-    assert walls[0] <= wall <= walls[1]
-    assert "by its winner" in runner.describe(plan, seconds, wall, span, walls)
+    assert bounds["cheapest"] <= wall <= bounds["costliest"]
+    assert "unstopped" not in bounds  # no run here has a patience: nothing can stop early
+    said = runner.describe(plan, seconds, wall, span, bounds)
+    assert "by its winner" in said and "stopped nothing" not in said
+    assert "; 9.0 min if early stopping stopped nothing" in runner.describe(plan, seconds, wall, span,
+                                                                           {**bounds, "unstopped": 540.0})
+
+
+def test_if_early_stopping_stopped_nothing_the_plan_counts_every_epoch_its_space_allows():
+    """Rendle's MF pins 256 epochs with a patience of 16: the plan expects a run to end 48 epochs in,
+    and its bound trains all 256 (a study's first trial always goes on under halving, and each seed
+    of the winner). GMF's space has no patience: its work is the same either way."""
+    from dataclasses import replace
+
+    from bench.run.options import RunOptions
+    from bench.run.plan import make_plan, work
+    from bench.suites import synthetic
+    from ncf_core.data import load
+
+    spec = replace(synthetic("ranking"), search="rendle")
+    data = load("synthetic", task="ranking", **dict(spec.options))
+    opts = RunOptions(tune=4, tune_stack=2, jobs=1)
+    plan = make_plan([(spec, data)], ("cpu",), [0, 1], ("mf", "gmf"), False, set(), 4, opts)
+    expected, full = work(plan, opts.params), work(plan, opts.params, unstopped=True)
+    assert expected.keys() == full.keys()
+    for key in expected:
+        variant = key[2] if key[0] == "study" else key[4]
+        assert (full[key] == expected[key]) == (variant == "gmf"), key
+    assert expected[("study", 0, "mf")].rungs == study_rungs("halving", 4, 2, 48)
+    assert full[("study", 0, "mf")].rungs == study_rungs("halving", 4, 2, 256)
+    assert full[("study", 0, "mf")].epochs >= 256 + 3  # its first trial, and at least the rest's first epochs
+    unit = next(k for k in expected if k[0] == "unit" and k[4] == "mf")
+    assert (expected[unit].epochs, full[unit].epochs) == (2 * 48, 2 * 256)  # two seeds, stacked
 
 
 def test_a_warm_study_adds_its_winners_training_to_itself_alone():

@@ -43,7 +43,8 @@ SPACE_DRAWS = 512  # settings the fitted cost is averaged over
 
 
 def measured_costs(plan: Plan, params: TunedParams, threads: int, log: Any = print,
-                   span: dict[tuple, tuple[float, float]] | None = None) -> dict[tuple, float]:
+                   span: dict[tuple, tuple[float, float]] | None = None,
+                   unstopped: dict[tuple, float] | None = None) -> dict[tuple, float]:
     """Seconds per job at ``threads`` threads: each part of its epochs (``plan.work``) times an
     epoch's seconds at the stack size it trains at, and a validation pass; a unit's test. Both a
     study and the seeds of its tuned winner are priced at the mean over the space: a study trains
@@ -52,11 +53,14 @@ def measured_costs(plan: Plan, params: TunedParams, threads: int, log: Any = pri
     negatives and smaller batches). A stack's seconds per model are probed at its full size and
     alone, and taken between the two (log-log) for a stack that pruning has thinned. ``span``, where
     given, receives each tuned unit's seconds at the cheapest and the costliest structure the probe
-    timed for its study: the winner is one of the study's trials, and which one decides the most."""
+    timed for its study: the winner is one of the study's trials, and which one decides the most.
+    ``unstopped``, where given, receives the seconds of each job that early stopping could shorten,
+    as if it stopped nothing (``plan.work``)."""
     torch.set_num_threads(threads)
     speed: dict[tuple, tuple[np.ndarray, float, float]] = {}
     splits: dict[int, Any] = {}  # one split a data set, for every probe on it
     out = {}
+    full = work(plan, params, unstopped=True) if unstopped is not None else {}
     for key, job in work(plan, params).items():
         spec, data = plan.specs[key[1]]
         if key[0] == "unit" and key[4].startswith(BASELINE):
@@ -80,6 +84,9 @@ def measured_costs(plan: Plan, params: TunedParams, threads: int, log: Any = pri
         priced = {name: _job_seconds(job, key, {size: float(pick(e)) for size, e in epoch_s.items()}, valid_s, test_s)
                   for name, pick in (("mean", np.mean), ("low", np.min), ("high", np.max))}
         out[key] = priced["mean"]
+        if key in full and full[key] != job:
+            unstopped[key] = _job_seconds(full[key], key, {size: float(np.mean(e)) for size, e in epoch_s.items()},
+                                          valid_s, test_s)
         if span is not None and plan.budget and key[0] == "unit":
             span[key] = (priced["low"], priced["high"])
     return out

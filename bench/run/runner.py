@@ -80,18 +80,23 @@ class Runner:
             self.tuning = {**self.plan.tuning, "studies": {}}
         return self.plan
 
-    def estimate(self, log: Log) -> tuple[Plan, dict[tuple, float], float, dict[tuple, tuple[float, float]], tuple]:
+    def estimate(self, log: Log) -> tuple[Plan, dict[tuple, float], float, dict[tuple, tuple[float, float]],
+                                          dict[str, float]]:
         """``--plan``: the plan of a fresh run in this folder's state, seconds per job from a short
         probe, and the wall time they add up to on this run's workers; for a tuned run also each
-        unit's seconds and the wall time with every winner at its study's cheapest and its costliest
-        structure. Writes nothing."""
+        unit's seconds and the wall time (``bounds``) with every winner at its study's cheapest and
+        its costliest structure, and, where runs stop early, if early stopping stopped nothing.
+        Writes nothing."""
         plan = self.make_plan(self.store.finished() if self.store.path.is_file() else set())
         span: dict[tuple, tuple[float, float]] = {}
-        seconds = measured_costs(plan, self.opts.params, self.threads, log, span)
+        unstopped: dict[tuple, float] = {}
+        seconds = measured_costs(plan, self.opts.params, self.threads, log, span, unstopped)
         work = jobs(plan, self.store.run_dir, self.opts.params, self.jobs, self.devices[0], seconds)
-        walls = tuple(makespan(work, self.jobs, {**seconds, **{k: v[end] for k, v in span.items()}})
-                      for end in (0, 1)) if span else ()
-        return plan, seconds, makespan(work, self.jobs, seconds), span, walls
+        bounds = {name: makespan(work, self.jobs, {**seconds, **{k: v[end] for k, v in span.items()}})
+                  for end, name in enumerate(("cheapest", "costliest")) if span}
+        if unstopped:
+            bounds["unstopped"] = makespan(work, self.jobs, {**seconds, **unstopped})
+        return plan, seconds, makespan(work, self.jobs, seconds), span, bounds
 
     def run(self) -> list[dict[str, Any]]:
         """Run every pending trial; returns the records of this call (failed ones included). The run
@@ -217,10 +222,10 @@ class Runner:
                 for label, sizes in groups.items()}
 
     def describe(self, plan: Plan, seconds: dict[tuple, float], wall: float,
-                 span: dict[tuple, tuple[float, float]] | None = None, walls: tuple = ()) -> str:
+                 span: dict[tuple, tuple[float, float]] | None = None, bounds: dict[str, float] | None = None) -> str:
         """What ``--plan`` prints: per data set and device, the studies and seeded units, their
         estimated seconds, and the run's estimated wall time (with its span where winners decide)."""
-        span = span or {}
+        span, bounds = span or {}, bounds or {}
         lines = [f"plan: {len(plan.trials)} trials ({len(plan.pending)} to run), {len(plan.studies)} studies, "
                  f"{len(plan.units)} seeded units, {self.jobs} job{'s' * (self.jobs > 1)} of {self.threads} "
                  f"thread{'s' * (self.threads > 1)}"]
@@ -239,8 +244,11 @@ class Runner:
         total = sum(seconds.values())
         at = ("the settings each study draws before TPE learns, the rest of its space fitted" if plan.budget
               else "the settings of each job")
-        between = (f"; {walls[0] / 60:.1f}-{walls[1] / 60:.1f} min with every winner at its study's cheapest or "
-                   "costliest structure" if walls else "")
+        between = (f"; {bounds['cheapest'] / 60:.1f}-{bounds['costliest'] / 60:.1f} min with every winner at its "
+                   "study's cheapest or costliest structure" if "cheapest" in bounds else "")
+        if "unstopped" in bounds:
+            between += (f"; {bounds['unstopped'] / 60:.1f} min if early stopping stopped nothing (runs with a "
+                        "patience are taken to end three patiences in)")
         lines.append(f"\nestimated: {total / 60:.1f} min of work, {wall / 60:.1f} min wall time on {self.jobs} "
                      f"job{'s' * (self.jobs > 1)}{between} (a probe of the engine at {at}; "
                      "where TPE goes next, pruning and early stopping move it)")
