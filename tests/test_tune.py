@@ -136,7 +136,9 @@ def test_a_tuned_run_gives_every_variant_the_same_budget_and_neumf_the_tuned_bas
     assert neumf["model"]["mlp_layers"] == list(best["mlp"]["model"]["mlp_layers"])
     assert neumf["model"]["alpha"] == pytest.approx(best["neumf-pre-adam"]["model"]["alpha"])
     assert records[("mf", 1)]["config"]["train"]["lr"] == pytest.approx(best["mf"]["train"]["lr"])
-    assert "every variant had the same budget — 3 Optuna trials" in (out / "report" / "summary.md").read_text()
+    summary = (out / "report" / "summary.md").read_text()
+    assert "every variant had the same budget — 3 Optuna trials" in summary
+    assert "With 3 trials TPE never left its random start-up (10 trials): each study was a random search." in summary
     # the plan knew every trial's settings before anything trained (TPE's random start-up)
     for variant in counts:
         trials = optuna.load_study(study_name=variant, storage=db).trials
@@ -209,3 +211,19 @@ def test_halving_counts_the_judged_member_once():
     view = PrunerView(study, history, [member], make_pruner("halving"))
     assert view.judge(member)
     assert member.frozen.system_attrs == {"completed_rung_0": 3.5}  # its rung marked, for its next epochs
+
+
+def test_the_summary_says_when_a_budget_never_leaves_tpes_random_start_up():
+    """TPE draws at random until 10 trials have finished: 10 trials are a random search, 11 are not."""
+    from bench.analysis.report import budget_lines
+
+    def line(budget: int) -> str:
+        tuning = {"budget": budget, "sampler": "TPE, seed 0 (trial n: seed (0, n))", "pruner": "halving",
+                  "split_seed": 1, "stack": {"d": 4}}
+        records = [{"dataset": "d", "task": "ranking", "variant": v, "config": {"tuning": tuning}}
+                   for v in ("mf", "gmf")]
+        return budget_lines(records)[("d", "ranking")]
+
+    assert line(10).endswith("With 10 trials TPE never left its random start-up (10 trials): each study was a random "
+                             "search.")
+    assert "random search" not in line(11) and "same budget — 11 Optuna trials" in line(11)

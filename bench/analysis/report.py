@@ -23,6 +23,7 @@ from bench import faults, layout
 from bench.analysis import stats
 from bench.analysis.plots import write_plots
 from bench.run.store import TrialStore
+from bench.search import TPE_STARTUP
 from bench.variants import ALL_VARIANTS, BASELINE
 from ncf_core import DataError
 from ncf_core.tasks import TASKS, higher_is_better
@@ -264,6 +265,11 @@ def budget_lines(records: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
                         f"{t['pruner']} pruner{at_a_time if stack else ''}) on the validation split of seed "
                         f"{t['split_seed']}, none of the evaluation seeds; best settings, trial counts by state and "
                         "study times in manifest.json.")
+            if t["sampler"].startswith("TPE") and t["budget"] <= TPE_STARTUP:
+                # TPE draws at random until TPE_STARTUP trials have finished: a budget this small never
+                # reaches its model, and a reader who sees "TPE" would assume it did
+                out[key] += (f" With {t['budget']} trials TPE never left its random start-up ({TPE_STARTUP} "
+                             "trials): each study was a random search.")
         else:
             out[key] = "Tuning: **unequal** — the variants of this data set were tuned differently."
     return out
