@@ -265,11 +265,14 @@ def budget_lines(records: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
                         f"{t['pruner']} pruner{at_a_time if stack else ''}) on the validation split of seed "
                         f"{t['split_seed']}, none of the evaluation seeds; best settings, trial counts by state and "
                         "study times in manifest.json.")
-            if t["sampler"].startswith("TPE") and t["budget"] <= TPE_STARTUP:
-                # TPE draws at random until TPE_STARTUP trials have finished: a budget this small never
-                # reaches its model, and a reader who sees "TPE" would assume it did
-                out[key] += (f" With {t['budget']} trials TPE never left its random start-up ({TPE_STARTUP} "
-                             "trials): each study was a random search.")
+            # TPE draws at random until TPE_STARTUP trials have finished, and a stack is asked once the
+            # one before it has finished: where every stack is asked before that, TPE never used its
+            # model, and a reader who sees "TPE" would assume it did
+            per = stack or 1
+            if t["sampler"].startswith("TPE") and (math.ceil(t["budget"] / per) - 1) * per < TPE_STARTUP:
+                out[key] += (f" With {t['budget']} trials, {per} at a time, TPE never left its random start-up (it "
+                             f"draws at random until {TPE_STARTUP} trials have finished): each study was a random "
+                             "search.")
         else:
             out[key] = "Tuning: **unequal** — the variants of this data set were tuned differently."
     return out
