@@ -81,12 +81,12 @@ def measured_costs(plan: Plan, params: TunedParams, threads: int, log: Any = pri
                     f"({time.perf_counter() - started:.1f} s)")
             epoch_s[size] = speed[probe][0]
         _, valid_s, test_s = speed[(key[1], variant, job.size, device, trials)]
-        priced = {name: _job_seconds(job, key, {size: float(pick(e)) for size, e in epoch_s.items()}, valid_s, test_s)
-                  for name, pick in (("mean", np.mean), ("low", np.min), ("high", np.max))}
+        at = {name: {size: float(pick(e)) for size, e in epoch_s.items()}
+              for name, pick in (("mean", np.mean), ("low", np.min), ("high", np.max))}
+        priced = {name: _job_seconds(job, key, seconds, valid_s, test_s) for name, seconds in at.items()}
         out[key] = priced["mean"]
         if key in full and full[key] != job:
-            unstopped[key] = _job_seconds(full[key], key, {size: float(np.mean(e)) for size, e in epoch_s.items()},
-                                          valid_s, test_s)
+            unstopped[key] = _job_seconds(full[key], key, at["mean"], valid_s, test_s)
         if span is not None and plan.budget and key[0] == "unit":
             span[key] = (priced["low"], priced["high"])
     return out
