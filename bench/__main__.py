@@ -111,8 +111,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     print(tabulate([[s.name, len(s.datasets), s.seeds, ",".join(s.devices), s.description]
                     for s in SUITES.values()], headers=["name", "data sets", "seeds", "devices", ""]))
     print("\nvariants:")
-    print(tabulate([[v.name, v.model, "yes" if v.pretrained else "no", v.optimizer] for v in VARIANTS.values()],
-                   headers=["name", "model", "pretrained", "optimizer"]))
+    print(tabulate([[v.name, "reference (ranking)" if v.reference else "NCF", v.model,
+                     "yes" if v.pretrained else "no", "—" if v.reference else v.optimizer] for v in VARIANTS.values()],
+                   headers=["name", "kind", "model", "pretrained", "optimizer"]))
     print(f"\ndata sets (under {args.data_dir or 'no --data-dir'}):")
     print(tabulate([[d.name, d.task, "yes" if available(d.name, args.data_dir) else "no"]
                     for d in DATASETS.values()], headers=["name", "protocol", "found"]))

@@ -5,6 +5,8 @@ planner, which checks stored trials against it, and the compute layer, which tra
 from __future__ import annotations
 
 import json
+import time
+import traceback
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -13,12 +15,23 @@ from bench.params import TunedParams
 from bench.suites import DataSpec
 from bench.variants import PRETRAIN_BASES, VARIANTS, Variant
 from ncf_core import DataError, ModelConfig, TrainConfig
+from ncf_core.baselines import reference_config
 from ncf_core.config import with_overrides
 from ncf_core.data import DATASETS, Interactions, Split, split_for_seed
+from ncf_core.train import Diverged
 
 
 def record(spec: DataSpec, variant: str, device: str, seed: int, **fields: Any) -> dict[str, Any]:
     return {"dataset": spec.label, "task": spec.task, "variant": variant, "device": device, "seed": seed, **fields}
+
+
+def failed(spec: DataSpec, variant: str, device: str, seed: int, err: Exception, config: dict[str, Any],
+           started: float) -> dict[str, Any]:
+    """A trial that raised: recorded (diverged or failed) with its error, and the suite goes on."""
+    status = "diverged" if isinstance(err, Diverged) else "failed"
+    trace = "".join(traceback.format_exception(err, limit=3))
+    return record(spec, variant, device, seed, status=status, error=f"{type(err).__name__}: {err}",
+                  config=config, traceback=trace, wall_seconds=time.time() - started)
 
 
 def variant_configs(spec: DataSpec, variant: Variant, params: TunedParams) -> tuple[ModelConfig, TrainConfig]:
@@ -31,6 +44,15 @@ def variant_configs(spec: DataSpec, variant: Variant, params: TunedParams) -> tu
         model = replace(model, n_factors=gmf.n_factors, mlp_layers=mlp.mlp_layers, dropout=mlp.dropout,
                         use_item_features=gmf.use_item_features or mlp.use_item_features)
     return model, train
+
+
+def reference_settings(spec: DataSpec, variant: Variant, params: TunedParams) -> Any:
+    """A reference baseline's settings: its published defaults, then tuned or given ones (their
+    "model" part of a params entry)."""
+    try:
+        return reference_config(variant.model, params.for_variant(variant.name, spec.label, spec.task).get("model"))
+    except (ValueError, TypeError) as err:
+        raise DataError("--params", f"{variant.name} on {spec.label}: {err}") from None
 
 
 def base_configs(spec: DataSpec, params: TunedParams) -> dict[str, tuple[ModelConfig, TrainConfig]]:
@@ -57,15 +79,19 @@ def trial_config(spec: DataSpec, variant: Variant | None, params: TunedParams,
     """The full config written next to a trial's result (a baseline has only its data)."""
     if variant is None:
         return {"data": data_config(spec)}
-    model_cfg, train_cfg = variant_configs(spec, variant, params)
-    config = {"model": asdict(model_cfg), "train": asdict(train_cfg), "data": data_config(spec),
-              "variant": asdict(variant)}
+    if variant.reference:
+        config = {"reference": asdict(reference_settings(spec, variant, params)), "data": data_config(spec),
+                  "variant": asdict(variant)}
+    else:
+        model_cfg, train_cfg = variant_configs(spec, variant, params)
+        config = {"model": asdict(model_cfg), "train": asdict(train_cfg), "data": data_config(spec),
+                  "variant": asdict(variant)}
     if tuning:
         config["tuning"] = {k: tuning[k] for k in ("budget", "sampler", "pruner", "split_seed", "stack")}
     return config
 
 
-COMPARED = ("model", "train", "variant", "data", "tuning")
+COMPARED = ("model", "train", "reference", "variant", "data", "tuning")
 
 
 def config_difference(stored: dict[str, Any], planned: dict[str, Any], parts: tuple[str, ...] = COMPARED) -> str | None:

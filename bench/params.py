@@ -14,6 +14,7 @@ from typing import Any
 
 from bench.presets import PRESETS
 from ncf_core import DataError, ModelConfig, TrainConfig
+from ncf_core.baselines import REFERENCES, reference_config
 from ncf_core.config import with_overrides
 
 Tuned = dict[str, dict[str, Any]]  # {"model": {...}, "train": {...}}
@@ -84,8 +85,13 @@ def _entries(path: Path | str, data: Any) -> list[dict[str, Any]]:
                 raise DataError(path, f"variant {name!r}: {part}.{clash[0]} is set by the data set's protocol, "
                                       "not by tuning")
         try:
-            with_overrides(ModelConfig(), cfg.get("model", {}))
-            with_overrides(TrainConfig(), cfg.get("train", {}))
+            if name in REFERENCES:  # a reference baseline's settings are its "model" part
+                reference_config(name, cfg.get("model", {}))
+                if cfg.get("train"):
+                    raise ValueError("a reference baseline takes no 'train' settings")
+            else:
+                with_overrides(ModelConfig(), cfg.get("model", {}))
+                with_overrides(TrainConfig(), cfg.get("train", {}))
         except (ValueError, TypeError) as e:
             raise DataError(path, f"variant {name!r}: {e}") from None
         entries.append({"variant": name, **scope, "model": cfg.get("model", {}), "train": cfg.get("train", {})})

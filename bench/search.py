@@ -36,6 +36,8 @@ def search_space(trial, variant: Variant, task: str, space: str = "ncf") -> dict
     2020 trained it in (their MF's settings: mf_space).
     """
     implicit = task_of(task).implicit
+    if variant.reference:
+        return {"model": REFERENCE_SPACES[variant.model](trial), "train": {}}
     if space == "rendle" and variant.model == "mf" and implicit:
         return mf_space(trial)
     train: dict[str, object] = {
@@ -62,6 +64,22 @@ def search_space(trial, variant: Variant, task: str, space: str = "ncf") -> dict
 
 
 RENDLE_EPOCHS, RENDLE_PATIENCE = 256, 16
+
+# The reference baselines' spaces: Dacrema et al.'s (RecSys 2019, TOIS 2021) ranges, widened where
+# Rendle et al. (2022) tuned iALS outside them (192 factors, reg 0.007). A reference's settings are
+# its "model" part of a params entry (ncf_core.baselines.REFERENCES[name].config).
+REFERENCE_SPACES = {
+    "ease": lambda t: {"l2": t.suggest_float("l2", 1.0, 1e7, log=True)},
+    "ials": lambda t: {"factors": t.suggest_int("factors", 8, 256, log=True),
+                       "regularization": t.suggest_float("regularization", 1e-5, 1e-1, log=True),
+                       "alpha": t.suggest_float("alpha", 1e-2, 50.0, log=True),
+                       "epochs": t.suggest_int("epochs", 1, 50)},
+    "itemknn": lambda t: {"top_k": t.suggest_int("top_k", 5, 1000),
+                          "shrink": float(t.suggest_int("shrink", 0, 1000))},
+    "rp3beta": lambda t: {"alpha": t.suggest_float("alpha", 0.0, 2.0),
+                          "beta": t.suggest_float("beta", 0.0, 2.0),
+                          "top_k": t.suggest_int("top_k", 5, 1000)},
+}
 
 
 class _FirstChoice:
@@ -114,6 +132,8 @@ def space_draws(variant: Variant, task: str, space: str = "ncf", n: int = 3, see
 def pinned_training(variant: Variant, task: str, space: str = "ncf") -> dict[str, object]:
     """The epochs and patience a space fixes for every trial (Rendle's MF: 256 epochs, patience 16):
     what a run's plan must assume for a study's trials and for the seeds trained with its winner."""
+    if variant.reference:
+        return {}
     train = search_space(_FirstChoice(), variant, task, space)["train"]
     return {k: train[k] for k in ("epochs", "patience") if k in train}
 

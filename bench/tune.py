@@ -33,6 +33,9 @@ from ncf_core.evaluate import Evaluator
 def run(args: argparse.Namespace) -> int:
     if args.variant not in VARIANTS:
         raise DataError("--variant", f"unknown variant {args.variant!r}; known: {list(VARIANTS)}")
+    if VARIANTS[args.variant].reference:
+        raise DataError("--variant", f"{args.variant} is a reference baseline: tune it inside a run, "
+                                     f"`bench run --tune N --variants {args.variant},...`")
     if args.pruner not in PRUNERS:
         raise DataError("--pruner", f"unknown pruner {args.pruner!r}; known: {list(PRUNERS)}")
     [device] = resolve_devices((args.device,))

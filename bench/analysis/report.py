@@ -22,9 +22,10 @@ from tabulate import tabulate
 from bench import faults, layout
 from bench.analysis import stats
 from bench.analysis.plots import write_plots
+from bench.analysis.references import ncf_vs_references, published_table
 from bench.run.store import TrialStore
 from bench.search import TPE_STARTUP
-from bench.variants import ALL_VARIANTS, BASELINE
+from bench.variants import ALL_VARIANTS, BASELINE, REFERENCE_VARIANTS
 from ncf_core import DataError
 from ncf_core.tasks import TASKS, higher_is_better
 
@@ -144,7 +145,7 @@ def _write(records: list[dict[str, Any]], skipped: list[int], folder: Path) -> d
     faults.point("report-file")
     staged["summary.md"] = summary_markdown(frame, sig, friedman, throughput, devices, plots,
                                             {k: v for k, v in stand_ins.items() if v}, skipped, budget_lines(records),
-                                            {k: v for k, v in anomalies.items() if v})
+                                            {k: v for k, v in anomalies.items() if v}, records)
     paths = {}
     for name, content in staged.items():
         path = folder / name
@@ -158,7 +159,8 @@ def _write(records: list[dict[str, Any]], skipped: list[int], folder: Path) -> d
 
 
 def throughput_table(frame: pd.DataFrame) -> pd.DataFrame:
-    ok = frame[(frame["status"] == "ok") & ~frame["variant"].str.startswith(BASELINE)]
+    ok = frame[(frame["status"] == "ok") & ~frame["variant"].str.startswith(BASELINE)
+               & ~frame["variant"].isin(REFERENCE_VARIANTS)]  # a reference fits, it does not stream examples
     if ok.empty:
         return pd.DataFrame(columns=["dataset", "task", "variant", "device", "n"])
     ok = ok.assign(**{c: ok.get(c, math.nan) for c in ("threads", "jobs")})  # older stores lack them
@@ -208,10 +210,12 @@ def metric_table(group: pd.DataFrame, names: list[str], sig: pd.DataFrame) -> tu
             cell = f"{_fmt(means.loc[variant, m])} ± {_fmt(stds.loc[variant, m])}"
             row.append(f"**{cell}**" if variant == best[m] else cell)
         note = "reference" if variant in stand["baselines"] else ""
+        tag = "reference baseline" if variant in REFERENCE_VARIANTS else ""
         if variant in stand["learned"]:
             below, level = stand["below"][(variant, names[0])], stand["level_with"][variant]
             note = (f"✗ significantly below {', '.join(below)}" if below else
                     f"not distinguishable from {', '.join(level)}" if level else "")
+            note = "; ".join(x for x in (tag, note) if x)
         row.append(note)
         rows.append(row)
     headers = ["variant", "n", *[f"{m} {'↑' if better(m) == 'max' else '↓'}" for m in names], "note"]
@@ -273,6 +277,9 @@ def budget_lines(records: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
                 out[key] += (f" With {t['budget']} trials, {per} at a time, TPE never left its random start-up (it "
                              f"draws at random until {TPE_STARTUP} trials have finished): each study was a random "
                              "search.")
+            if any(r["variant"] in REFERENCE_VARIANTS for r in learned):
+                out[key] += (" The reference baselines' studies had the same budget, one trial at a time and no "
+                             "pruner (a fit is not trained by epochs).")
         else:
             out[key] = "Tuning: **unequal** — the variants of this data set were tuned differently."
     return out
@@ -281,7 +288,8 @@ def budget_lines(records: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
 def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, friedman: pd.DataFrame, throughput: pd.DataFrame,
                      devices: pd.DataFrame, plots: list[Path], stand_ins: dict[str, str] | None = None,
                      skipped: list[int] | None = None, budgets: dict[tuple[str, str], str] | None = None,
-                     anomalies: dict[str, list[str]] | None = None) -> str:
+                     anomalies: dict[str, list[str]] | None = None,
+                     records: list[dict[str, Any]] | None = None) -> str:
     out = ["# Benchmark summary", ""]
     for label, real in (stand_ins or {}).items():
         out += [f"> **Stand-in data:** `{real}` was not found; **{label}** is synthetic data run in its place. "
@@ -311,6 +319,9 @@ def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, friedman: pd.DataFr
         primary = primary_of(group, task)
         primary = primary if primary in names else names[0]
         out += [verdict(f"{dataset} ({device})", primary, best.get(primary), s), ""]
+        against = ncf_vs_references(group, primary, s)
+        if against:
+            out += [against, ""]
         if budgets and (dataset, task) in budgets:
             out += [budgets[(dataset, task)], ""]
         twin = TASKS[task].twin_metric(_k(group))
@@ -335,6 +346,7 @@ def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, friedman: pd.DataFr
         if ra is not None:
             out += [_ranks_text(ra, f"{primary}, seeds as blocks"), ""]
         out += [table, ""]
+        out += published_table(group, dataset, records or [])
         if len(sp):
             rows = [[r.variant_a, r.variant_b, _fmt(r.diff, 5), f"[{_fmt(r.ci_low, 5)}, {_fmt(r.ci_high, 5)}]",
                      _p(r.t_p), _p(r.wilcoxon_p), _p(r.holm_p), _fmt(r.cohen_dz, 2),

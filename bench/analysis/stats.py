@@ -35,6 +35,8 @@ def mean_ci(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float,
     if n < 2:
         return mean, math.nan, math.nan, math.nan
     std = float(values.std(ddof=1))
+    if std <= 1e-12 * max(1.0, abs(mean)):  # equal values up to float rounding (a deterministic pair)
+        std = 0.0
     if std == 0:
         return mean, 0.0, mean, mean
     low, high = stats.t.interval(confidence, n - 1, loc=mean, scale=stats.sem(values))

@@ -1,10 +1,10 @@
 """A seeded unit: one variant on one device for some seeds of one data set, trained together
-(stacked), refit where the protocol says so, and read on the test split once; or a baseline."""
+(stacked), refit where the protocol says so, and read on the test split once; or a baseline, or a
+reference baseline (``bench.compute.references``)."""
 
 from __future__ import annotations
 
 import time
-import traceback
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -13,7 +13,8 @@ import torch
 from bench import faults
 from bench.compute import progress
 from bench.compute.pretrain import PretrainCache, pretrained_neumfs
-from bench.configs import base_configs, record, split_for, trial_config, variant_configs
+from bench.compute.references import reference_records
+from bench.configs import base_configs, failed, record, split_for, trial_config, variant_configs
 from bench.params import TunedParams
 from bench.suites import DataSpec
 from bench.variants import BASELINE, PRETRAIN_BASES, VARIANTS, Variant
@@ -22,7 +23,7 @@ from ncf_core.baselines import fit_baseline
 from ncf_core.data import Interactions, Split
 from ncf_core.data.splits import refit_split
 from ncf_core.evaluate import Evaluator
-from ncf_core.train import Diverged, History, fit_group, seeded_model
+from ncf_core.train import History, fit_group, seeded_model
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,11 @@ def run_unit(job: UnitJob, settings: UnitSettings, data: Interactions | Split, *
         cache.memory.update(dep.get("trained", {}))
     if job.variant.startswith(BASELINE):
         return {"records": [_baseline(spec, split_for(spec, data, s), s, job.variant) for s in job.seeds]}
-    splits = {s: split_for(spec, data, s) for s in job.group}
     variant = VARIANTS[job.variant]
+    if variant.reference:  # fitted seed by seed: nothing to stack
+        return {"records": reference_records(spec, data, job.seeds, job.device, variant, params, settings.tuning,
+                                             settings.jobs)}
+    splits = {s: split_for(spec, data, s) for s in job.group}
     records = [r for r in _trials(spec, splits, list(job.group), job.device, variant, params, settings, cache)
                if r["seed"] in job.seeds]
     trained = {}
@@ -169,11 +173,3 @@ def _baseline(spec: DataSpec, split: Split, seed: int, variant: str) -> dict[str
     return record(spec, variant, "cpu", seed, status="ok", epochs=0, best_epoch=0, train_seconds=0.0,
                   infer_samples_per_s=evaluation.samples_per_s, wall_seconds=time.time() - started,
                   metrics=evaluation.metrics, config=trial_config(spec, None, TunedParams()))
-
-
-def failed(spec: DataSpec, variant: str, device: str, seed: int, err: Exception, config: dict[str, Any],
-           started: float) -> dict[str, Any]:
-    status = "diverged" if isinstance(err, Diverged) else "failed"
-    trace = "".join(traceback.format_exception(err, limit=3))
-    return record(spec, variant, device, seed, status=status, error=f"{type(err).__name__}: {err}",
-                  config=config, traceback=trace, wall_seconds=time.time() - started)

@@ -22,12 +22,13 @@ from scipy.optimize import nnls
 from torch import nn
 
 from bench.compute.study import foreseen_trials
-from bench.configs import overridden, split_for, variant_configs
+from bench.configs import overridden, reference_settings, split_for, variant_configs
 from bench.params import TunedParams
 from bench.run.plan import Plan, work
 from bench.search import space_draws
 from bench.suites import DataSpec
 from bench.variants import BASELINE, VARIANTS
+from ncf_core.baselines import fit_reference
 from ncf_core.evaluate import Evaluator, grid
 from ncf_core.gradients import row_gradients
 from ncf_core.models import build
@@ -66,6 +67,16 @@ def measured_costs(plan: Plan, params: TunedParams, threads: int, log: Any = pri
         if key[0] == "unit" and key[4].startswith(BASELINE):
             out[key] = 0.5
             continue
+        if job.model == "reference":  # a fit and a validation (study) or a test (unit) each, at the defaults
+            variant = key[2] if key[0] == "study" else key[4]
+            if key[1] not in splits:
+                splits[key[1]] = split_for(spec, data, 0)
+            probe = (key[1], variant, "reference")
+            if probe not in speed:
+                speed[probe] = _reference_probe(spec, splits[key[1]], variant, params, log)
+            fit_s, valid_s, test_s = speed[probe]
+            out[key] = job.epochs * (fit_s + (valid_s if key[0] == "study" else test_s))
+            continue
         device = key[3] if key[0] == "unit" else plan.devices[0]
         variant = key[2] if key[0] == "study" else key[4]
         epoch_s = {}
@@ -90,6 +101,23 @@ def measured_costs(plan: Plan, params: TunedParams, threads: int, log: Any = pri
         if span is not None and plan.budget and key[0] == "unit":
             span[key] = (priced["low"], priced["high"])
     return out
+
+
+def _reference_probe(spec: DataSpec, split: Any, variant: str, params: TunedParams,
+                     log: Any) -> tuple[float, float, float]:
+    """(a fit's seconds at the reference's settings, a validation pass, the test's full ranking)."""
+    cfg = reference_settings(spec, VARIANTS[variant], params)
+    started = time.perf_counter()
+    model = fit_reference(VARIANTS[variant].model, split.train, cfg, 0, torch.get_num_threads())
+    fit_s = time.perf_counter() - started
+    started = time.perf_counter()
+    Evaluator(split, "valid", "cpu", k=spec.train.k).loss_and_metric(model)
+    valid_s = time.perf_counter() - started
+    started = time.perf_counter()
+    Evaluator(split, "test", "cpu", k=spec.train.k).evaluate(model)
+    test_s = time.perf_counter() - started
+    log(f"probe: {variant} on {spec.label}: a fit {fit_s:.2f} s, validation {valid_s:.2f} s, test {test_s:.2f} s")
+    return fit_s, valid_s, test_s
 
 
 def _job_seconds(job: Any, key: tuple, epoch_s: dict[int, float], valid_s: float, test_s: float) -> float:

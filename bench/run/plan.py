@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from bench import layout
+from bench.compute.references import run_reference_study
 from bench.compute.study import StudyJob, StudySettings, run_study
 from bench.compute.units import UnitJob, UnitSettings, run_unit
 from bench.configs import record, variant_configs
@@ -32,7 +33,9 @@ from ncf_core.tasks import task_of
 
 # Relative cost of a training example at the paper's shapes (bench speed, 2-core CPU, batch 256:
 # samples/s of GMF over each model's), and how much of a study's epochs pruning leaves.
-EXAMPLE_COST = {"mf": 1.2, "gmf": 1.0, "mlp": 2.1, "neumf": 2.5}
+# A reference baseline's "epoch" is one fit, priced as about two GMF epochs (ml-100k, 2-core CPU: EASE^R,
+# ItemKNN and RP3β fit in about one, iALS at 46 factors and 10 iterations in about two); --plan times it.
+EXAMPLE_COST = {"mf": 1.2, "gmf": 1.0, "mlp": 2.1, "neumf": 2.5, "reference": 2.0}
 EPOCHS_LEFT = {"median": 0.7}
 # A refit trains the epochs validation chose, for a run without early stopping most of them: 0.83 of
 # them on average over the 10 seeds of two tuned ML-1M runs (the plan assumed half, and came short).
@@ -100,7 +103,7 @@ def make_plan(specs: list[tuple[DataSpec, Any]], devices: tuple[str, ...], seeds
     for spec, _ in specs:
         for seed in seeds:
             for device in devices:
-                trials += [record(spec, v, device, seed) for v in variants]
+                trials += [record(spec, v, device, seed) for v in variants if VARIANTS[v].applies(spec.task)]
             if baselines:
                 trials += [record(spec, f"{BASELINE}{b}", "cpu", seed) for b in task_of(spec.task).baselines]
     pending = {trial_key(t) for t in trials} - done
@@ -115,7 +118,7 @@ def make_plan(specs: list[tuple[DataSpec, Any]], devices: tuple[str, ...], seeds
     for index, (spec, data) in enumerate(specs):
         if budget:
             plan.stacks[spec.label] = study_stack(spec, data, budget, devices, opts.tune_stack)
-            plan.studies += [StudyJob(index, v) for v in order]
+            plan.studies += [StudyJob(index, v) for v in order if VARIANTS[v].applies(spec.task)]
         mine = [t for t in trials if (t["dataset"], t["task"]) == (spec.label, spec.task) and trial_key(t) in pending]
         # Groups of all the run's seeds, whatever is stored: a unit trains its whole group (and records
         # its pending seeds), so a resumed run trains each seed in the company it had, bit for bit.
@@ -147,10 +150,12 @@ def jobs(plan: Plan, run_dir: Path, params: TunedParams, jobs_count: int, device
         spec = plan.specs[study.dataset][0]
         bases = tuple(plan.study_key(StudyJob(study.dataset, b)) for b in PRETRAIN_BASES
                       if b in plan.variants) if VARIANTS[study.variant].pretrained else ()
-        settings = StudySettings(spec, plan.budget, plan.stacks[spec.label], folder, device, plan.pruner,
-                                 sampler_seed=plan.sampler_seed, warm=plan.warms(study.variant))
+        reference = VARIANTS[study.variant].reference  # one trial at a time, nothing to prune
+        settings = StudySettings(spec, plan.budget, 1 if reference else plan.stacks[spec.label], folder, device,
+                                 "none" if reference else plan.pruner, sampler_seed=plan.sampler_seed,
+                                 warm=plan.warms(study.variant))
         key = plan.study_key(study)
-        out.append(Job(key, run_study, (study, settings), bases, study.dataset,
+        out.append(Job(key, run_reference_study if reference else run_study, (study, settings), bases, study.dataset,
                        f"the {study.variant} study on {spec.label}", (costs or {}).get(key, 1.0), device))
         keys.add(key)
     for unit in plan.units:
@@ -214,6 +219,9 @@ def work(plan: Plan, params: TunedParams, unstopped: bool = False) -> dict[tuple
     out = {}
     for study in plan.studies:
         spec, _ = plan.specs[study.dataset]
+        if VARIANTS[study.variant].reference:  # one fit a trial
+            out[plan.study_key(study)] = Work("reference", 1, ((float(plan.budget), 1.0),))
+            continue
         _, train_cfg = variant_configs(spec, VARIANTS[study.variant], params)
         train_cfg = _pinned(spec, study.variant, train_cfg)
         stack_size = plan.stacks[spec.label]
@@ -225,6 +233,9 @@ def work(plan: Plan, params: TunedParams, unstopped: bool = False) -> dict[tuple
         spec, _ = plan.specs[unit.dataset]
         if unit.variant.startswith(BASELINE):
             out[plan.unit_key(unit)] = Work("gmf", 1, ((0.01, 1.0),))
+            continue
+        if VARIANTS[unit.variant].reference:
+            out[plan.unit_key(unit)] = Work("reference", 1, ((float(len(unit.seeds)), 1.0),))
             continue
         _, train_cfg = variant_configs(spec, VARIANTS[unit.variant], params)
         if plan.budget:  # the tuned winner trains as its space pinned it

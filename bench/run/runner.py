@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from bench import faults
 from bench.compute.storage import protocol_conflict
-from bench.configs import COMPARED, config_difference, trial_config, variant_configs
+from bench.configs import COMPARED, config_difference, reference_settings, trial_config, variant_configs
 from bench.run.cost import measured_costs
 from bench.run.datasets import resolve_datasets
 from bench.run.eta import TimeLeft
@@ -30,6 +30,7 @@ from bench.run.store import TrialStore, trial_key
 from bench.suites import Suite
 from bench.variants import VARIANTS
 from ncf_core import DataError
+from ncf_core.baselines import memory_problem
 
 Log = Callable[[str], None]
 
@@ -57,10 +58,26 @@ class Runner:
         """The data sets, and every setting checked against them, before anything is written."""
         self.specs = resolve_datasets(self.suite, self.opts, self.log)
         self._check_params()
-        for spec, _ in self.specs:
+        for spec, data in self.specs:
             for name in self.variants:
-                variant_configs(spec, VARIANTS[name], self.opts.params)  # a bad value is an error now
+                variant = VARIANTS[name]
+                if not variant.reference:
+                    variant_configs(spec, variant, self.opts.params)  # a bad value is an error now
+                elif variant.applies(spec.task):
+                    self._check_reference(spec, data, variant)
         return self.specs
+
+    def _check_reference(self, spec: Any, data: Any, variant: Any) -> None:
+        """A reference that would not fit in memory at its settings: refused when asked for by name,
+        said (its trials then fail with the same line) when it comes with the suite."""
+        cfg = reference_settings(spec, variant, self.opts.params)
+        n_users, n_items = (data.train.n_users, data.train.n_items) if hasattr(data, "train") else \
+            (data.n_users, data.n_items)
+        problem = memory_problem(variant.model, n_users, n_items, cfg)
+        if problem and self.opts.variants:
+            raise DataError("--variants", f"{variant.name} on {spec.label}: {problem}")
+        if problem:
+            self.log(f"warning: {variant.name} on {spec.label} will fail: {problem}")
 
     def _check_params(self) -> None:
         """A --params entry must name a variant and, where it is scoped, a data set and task of this run."""
@@ -260,7 +277,8 @@ def _one_line(r: dict[str, Any]) -> str:
     if r["status"] != "ok":
         return f"{head} {r['status'].upper()}: {r.get('error', '')}"
     m = "  ".join(f"{k}={v:.4f}" for k, v in r["metrics"].items() if not k.startswith("full_"))
-    speed = f"{r.get('train_samples_per_s', 0) or 0:,.0f} samples/s" if r.get("epochs") else "baseline"
+    speed = (f"{r.get('train_samples_per_s', 0) or 0:,.0f} samples/s" if r.get("train_samples_per_s") else
+             f"fit {r.get('train_seconds') or 0:.1f}s" if r.get("train_rows") else "baseline")
     if (r.get("stacked_seeds") or 1) > 1:
         speed += f" per seed, {r['stacked_seeds']} stacked"
     return f"{head} {m}  ({r['wall_seconds']:.1f}s, {speed})"

@@ -1,7 +1,7 @@
-"""Reference predictors every variant must beat, as fixed-weight modules returning logits.
+"""The floor every variant must clear: fixed predictors with nothing to tune, as modules returning
+logits, so that they go through exactly the same evaluation code as the learned models.
 
 Rating: the training mean, and user mean + item mean - global mean. Ranking: item popularity.
-Being modules, they go through exactly the same evaluation code as the learned models.
 """
 
 from __future__ import annotations

@@ -1,0 +1,70 @@
+"""What a fitted reference baseline is to the evaluator: a module whose ``forward`` scores (user,
+item) pairs and whose ``grid`` scores users × items, like the learned models, so that one metric
+code path judges them all. The training interactions are a scipy.sparse matrix, never dense."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from ncf_core.data.interactions import Interactions
+
+
+def user_items(train: Interactions) -> sp.csr_matrix:
+    """The binary users × items matrix of the training positives (a repeated pair counts once)."""
+    ones = np.ones(len(train), np.float32)
+    x = sp.csr_matrix((ones, (train.users, train.items)), shape=(train.n_users, train.n_items))
+    x.sum_duplicates()
+    x.data[:] = 1.0
+    return x
+
+
+def top_k_columns(block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row, column) positions of the ``k`` largest positive values of each column of ``block``."""
+    k = min(k, block.shape[0])
+    rows = np.argpartition(-block, k - 1, axis=0)[:k] if k < block.shape[0] else \
+        np.broadcast_to(np.arange(block.shape[0])[:, None], block.shape)
+    cols = np.broadcast_to(np.arange(block.shape[1]), rows.shape)
+    keep = block[rows, cols] > 0
+    return rows[keep], cols[keep]
+
+
+class ItemItem(nn.Module):
+    """score(u, i) = x_u · W[:, i]: a user's training row times an item × item weight matrix
+    (dense for EASE^R, sparse top-K for the neighbourhood models), computed with scipy on the CPU."""
+
+    def __init__(self, x: sp.csr_matrix, weights: np.ndarray | sp.csr_matrix) -> None:
+        super().__init__()
+        self.x = x
+        self.weights = weights if isinstance(weights, np.ndarray) else sp.csc_matrix(weights)
+
+    def _scores(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
+        w = self.weights if items is None else self.weights[:, items]
+        out = self.x[users] @ w
+        return np.asarray(out.toarray() if sp.issparse(out) else out, dtype=np.float32)
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        u = users.cpu().numpy()
+        unique, row = np.unique(u, return_inverse=True)
+        scores = self._scores(unique)[row, items.cpu().numpy()]
+        return torch.from_numpy(scores).to(users.device)
+
+    def grid(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self._scores(users.cpu().numpy(), items.cpu().numpy())).to(users.device)
+
+
+class Factors(nn.Module):
+    """score(u, i) = p_u · q_i, from factors fitted elsewhere (iALS)."""
+
+    def __init__(self, user_factors: np.ndarray, item_factors: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("user_factors", torch.from_numpy(np.ascontiguousarray(user_factors, np.float32)))
+        self.register_buffer("item_factors", torch.from_numpy(np.ascontiguousarray(item_factors, np.float32)))
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return (self.user_factors[users] * self.item_factors[items]).sum(-1)
+
+    def grid(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return self.user_factors[users] @ self.item_factors[items].T
