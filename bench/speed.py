@@ -225,8 +225,8 @@ def speed_markdown(frame: pd.DataFrame, machine: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.manifest import environment
-    from bench.runner import resolve_devices
+    from bench.analysis.manifest import environment
+    from bench.run.options import resolve_devices
 
     devices = resolve_devices(tuple(d.strip() for d in args.devices.split(",")) if args.devices else ("auto",))
     batch_sizes = tuple(int(b) for b in args.batch_sizes.split(","))
