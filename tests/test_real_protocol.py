@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ncf_core import ModelConfig, TrainConfig
-from ncf_core.baselines import fit_baseline
+from ncf_core.baselines.simple import fit_baseline
 from ncf_core.data import load, split_for_seed
 from ncf_core.evaluate import Evaluator
 from ncf_core.train import fit, seeded_model

@@ -22,7 +22,8 @@ from bench.compute import references
 from bench.params import TunedParams
 from bench.suites import synthetic
 from bench.variants import VARIANTS
-from ncf_core.baselines import REFERENCES, ease, ials, itemknn, memory_problem, reference_config, rp3beta
+from ncf_core.baselines import REFERENCES, ease, itemknn, memory_problem, reference_config, rp3beta
+from ncf_core.baselines.scoring import fit_reference, user_items
 from ncf_core.data import Interactions
 from tests.test_published_files import _ml1m_like
 
@@ -52,7 +53,9 @@ def test_ials_scores_are_the_dot_products_of_the_librarys_factors():
     from implicit.cpu.als import AlternatingLeastSquares
 
     cfg = reference_config("ials", {"factors": 3, "epochs": 4, "alpha": 2.0, "regularization": 0.1})
-    module = ials.fit(X, cfg, seed=5, threads=1)
+    train = Interactions(*X.nonzero(), np.ones(X.nnz), 6, 5)
+    assert (user_items(train) != X).nnz == 0
+    module = fit_reference("ials", train, cfg, seed=5)
     lib = AlternatingLeastSquares(factors=3, regularization=0.1, alpha=2.0, iterations=4, num_threads=1,
                                   random_state=np.random.default_rng([5, 3]))
     lib.fit(X, show_progress=False)
@@ -73,7 +76,8 @@ def test_itemknn_similarity_is_the_shrunk_cosine_of_the_top_k():
         keep = np.argsort(-hand, kind="stable")[:k]
         np.testing.assert_allclose(np.sort(s[:, j][s[:, j] > 0]), np.sort(hand[keep][hand[keep] > 0]), rtol=1e-6)
         assert s[j, j] == 0.0
-    module = itemknn.fit(X, reference_config("itemknn", {"top_k": k, "shrink": shrink}), 0, 1)
+    train = Interactions(*X.nonzero(), np.ones(X.nnz), 6, 5)
+    module = fit_reference("itemknn", train, reference_config("itemknn", {"top_k": k, "shrink": shrink}), 0)
     np.testing.assert_allclose(module.grid(torch.arange(6), torch.arange(5)).numpy(), dense @ s, rtol=1e-5)
 
 

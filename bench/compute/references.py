@@ -31,7 +31,8 @@ from bench.search import TUNE_SEED, search_space
 from bench.suites import DataSpec
 from bench.variants import VARIANTS, Variant
 from ncf_core import DataError
-from ncf_core.baselines import fit_reference, reference_config
+from ncf_core.baselines import reference_config
+from ncf_core.baselines.scoring import fit_reference
 from ncf_core.data import Interactions, Split
 from ncf_core.data.splits import refit_split
 from ncf_core.evaluate import Evaluator

@@ -19,7 +19,7 @@ from bench.params import TunedParams
 from bench.suites import DataSpec
 from bench.variants import BASELINE, PRETRAIN_BASES, VARIANTS, Variant
 from ncf_core import ModelConfig, TrainConfig
-from ncf_core.baselines import fit_baseline
+from ncf_core.baselines.simple import fit_baseline
 from ncf_core.data import Interactions, Split
 from ncf_core.data.splits import refit_split
 from ncf_core.evaluate import Evaluator

@@ -28,7 +28,7 @@ from bench.run.plan import Plan, work
 from bench.search import space_draws
 from bench.suites import DataSpec
 from bench.variants import BASELINE, VARIANTS
-from ncf_core.baselines import fit_reference
+from ncf_core.baselines.scoring import fit_reference
 from ncf_core.evaluate import Evaluator, grid
 from ncf_core.gradients import row_gradients
 from ncf_core.models import build

@@ -1,24 +1,20 @@
 """Baselines: the fixed floor (``simple``: mean, user-item mean, popularity) and the tuned reference
 methods of the field's critiques (Dacrema et al. 2019/2021, Rendle et al. 2020/2022): EASE^R, iALS,
 ItemKNN, RP3β. A reference fits on training interactions alone and returns a module the evaluator
-scores like any model. A new reference is one file (a frozen config, ``fit``, ``memory``) and one
-line in ``REFERENCES``.
+scores like any model (``scoring.fit_reference``). A new reference is one file (a frozen config,
+``fit`` returning item × item weights or (user, item) factors, ``memory``) and one line in
+``REFERENCES``. Nothing here imports torch: the command line lists the variants without it.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
-from torch import nn
-
 from ncf_core.baselines import ease, ials, itemknn, rp3beta
-from ncf_core.baselines.scoring import user_items
-from ncf_core.baselines.simple import fit_baseline
 from ncf_core.config import with_overrides
-from ncf_core.data.interactions import Interactions
 
 
 @dataclass(frozen=True)
@@ -26,7 +22,7 @@ class Reference:
     name: str
     title: str  # as the literature names it
     config: type  # its settings: a frozen dataclass whose defaults are the published ones
-    fit: Callable[..., nn.Module]  # (users × items CSR, config, seed, threads) -> module
+    fit: Callable[..., Any]  # (users × items CSR, config, seed, threads) -> weights, or (user, item) factors
     memory: Callable[[int, int, Any], int]  # peak bytes for (users, items, config)
     source: str  # where the method and its defaults come from
     seeded: bool = False  # its fit depends on the seed (beyond the split's)
@@ -62,17 +58,4 @@ def memory_problem(name: str, n_users: int, n_items: int, cfg: Any, limit: int |
             f"{MEMORY_SHARE:.0%} of this machine's memory)")
 
 
-def fit_reference(name: str, train: Interactions, cfg: Any, seed: int, threads: int = 1) -> nn.Module:
-    """The reference fitted on ``train``'s positives only: nothing else of a split reaches it."""
-    problem = memory_problem(name, train.n_users, train.n_items, cfg)
-    if problem:
-        raise MemoryError(problem)
-    return REFERENCES[name].fit(user_items(train), cfg, seed, threads)
-
-
-def settings(cfg: Any) -> dict[str, Any]:
-    return asdict(cfg)
-
-
-__all__ = ["REFERENCES", "Reference", "fit_baseline", "fit_reference", "memory_problem", "reference_config",
-           "settings"]
+__all__ = ["REFERENCES", "Reference", "memory_problem", "reference_config"]

@@ -8,9 +8,6 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
-from torch import nn
-
-from ncf_core.baselines.scoring import ItemItem
 
 
 @dataclass(frozen=True)
@@ -33,8 +30,8 @@ def weights(x: sp.csr_matrix, l2: float) -> np.ndarray:
     return b.astype(np.float32)
 
 
-def fit(x: sp.csr_matrix, cfg: EASEConfig, seed: int, threads: int) -> nn.Module:
-    return ItemItem(x, weights(x, cfg.l2))
+def fit(x: sp.csr_matrix, cfg: EASEConfig, seed: int, threads: int) -> np.ndarray:
+    return weights(x, cfg.l2)
 
 
 def memory(n_users: int, n_items: int, cfg: EASEConfig) -> int:

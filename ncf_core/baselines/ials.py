@@ -9,9 +9,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-from torch import nn
-
-from ncf_core.baselines.scoring import Factors
 
 
 @dataclass(frozen=True)
@@ -35,8 +32,9 @@ class IALSConfig:
             raise ValueError(f"alpha must be a positive number, not {self.alpha!r}")
 
 
-def fit(x: sp.csr_matrix, cfg: IALSConfig, seed: int, threads: int) -> nn.Module:
-    """Seeded by ``seed`` (the initial factors); the solver is the library's conjugate gradient."""
+def fit(x: sp.csr_matrix, cfg: IALSConfig, seed: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
+    """(user factors, item factors), seeded by ``seed`` (the initial factors); the solver is the
+    library's conjugate gradient."""
     import warnings
 
     from implicit.cpu.als import AlternatingLeastSquares
@@ -48,7 +46,7 @@ def fit(x: sp.csr_matrix, cfg: IALSConfig, seed: int, threads: int) -> nn.Module
                                         iterations=cfg.epochs, num_threads=threads,
                                         random_state=np.random.default_rng([seed, 3]))
         model.fit(x, show_progress=False)
-    return Factors(model.user_factors, model.item_factors)
+    return model.user_factors, model.item_factors
 
 
 def memory(n_users: int, n_items: int, cfg: IALSConfig) -> int:

@@ -8,9 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-from torch import nn
 
-from ncf_core.baselines.scoring import ItemItem, top_k_columns
+from ncf_core.baselines.topk import top_k_columns
 
 BLOCK = 1024  # items whose similarities are computed at a time (I × BLOCK floats in memory)
 
@@ -48,8 +47,8 @@ def similarity(x: sp.csr_matrix, top_k: int, shrink: float) -> sp.csr_matrix:
                          shape=(n, n))
 
 
-def fit(x: sp.csr_matrix, cfg: ItemKNNConfig, seed: int, threads: int) -> nn.Module:
-    return ItemItem(x, similarity(x, cfg.top_k, cfg.shrink))
+def fit(x: sp.csr_matrix, cfg: ItemKNNConfig, seed: int, threads: int) -> sp.csr_matrix:
+    return similarity(x, cfg.top_k, cfg.shrink)
 
 
 def memory(n_users: int, n_items: int, cfg: ItemKNNConfig) -> int:

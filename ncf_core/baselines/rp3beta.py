@@ -9,9 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-from torch import nn
 
-from ncf_core.baselines.scoring import ItemItem, top_k_columns
+from ncf_core.baselines.topk import top_k_columns
 
 BLOCK = 1024
 
@@ -66,8 +65,8 @@ def weights(x: sp.csr_matrix, alpha: float, beta: float, top_k: int) -> sp.csr_m
                          shape=(n, n))
 
 
-def fit(x: sp.csr_matrix, cfg: RP3betaConfig, seed: int, threads: int) -> nn.Module:
-    return ItemItem(x, weights(x, cfg.alpha, cfg.beta, cfg.top_k))
+def fit(x: sp.csr_matrix, cfg: RP3betaConfig, seed: int, threads: int) -> sp.csr_matrix:
+    return weights(x, cfg.alpha, cfg.beta, cfg.top_k)
 
 
 def memory(n_users: int, n_items: int, cfg: RP3betaConfig) -> int:

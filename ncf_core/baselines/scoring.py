@@ -1,14 +1,18 @@
 """What a fitted reference baseline is to the evaluator: a module whose ``forward`` scores (user,
 item) pairs and whose ``grid`` scores users × items, like the learned models, so that one metric
-code path judges them all. The training interactions are a scipy.sparse matrix, never dense."""
+code path judges them all. The training interactions are a scipy.sparse matrix, never dense.
+(The registry and the methods import no torch: the command line lists them without it.)"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import nn
 
+from ncf_core.baselines import REFERENCES, memory_problem
 from ncf_core.data.interactions import Interactions
 
 
@@ -19,16 +23,6 @@ def user_items(train: Interactions) -> sp.csr_matrix:
     x.sum_duplicates()
     x.data[:] = 1.0
     return x
-
-
-def top_k_columns(block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(row, column) positions of the ``k`` largest positive values of each column of ``block``."""
-    k = min(k, block.shape[0])
-    rows = np.argpartition(-block, k - 1, axis=0)[:k] if k < block.shape[0] else \
-        np.broadcast_to(np.arange(block.shape[0])[:, None], block.shape)
-    cols = np.broadcast_to(np.arange(block.shape[1]), rows.shape)
-    keep = block[rows, cols] > 0
-    return rows[keep], cols[keep]
 
 
 class ItemItem(nn.Module):
@@ -68,3 +62,13 @@ class Factors(nn.Module):
 
     def grid(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return self.user_factors[users] @ self.item_factors[items].T
+
+
+def fit_reference(name: str, train: Interactions, cfg: Any, seed: int, threads: int = 1) -> nn.Module:
+    """The reference fitted on ``train``'s positives only: nothing else of a split reaches it."""
+    problem = memory_problem(name, train.n_users, train.n_items, cfg)
+    if problem:
+        raise MemoryError(problem)
+    x = user_items(train)
+    fitted = REFERENCES[name].fit(x, cfg, seed, threads)
+    return Factors(*fitted) if isinstance(fitted, tuple) else ItemItem(x, fitted)
