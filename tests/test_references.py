@@ -196,3 +196,13 @@ def test_the_summary_puts_published_numbers_beside_ours_and_says_ncf_vs_referenc
     assert "| itemknn " in table and "reference baseline" in table
     sig = (out / "report" / "significance.csv").read_text()
     assert "gmf,ease" in sig and "ease,itemknn" in sig
+
+
+def test_the_plan_prices_a_reference_study_one_fit_at_a_time(tmp_path, capsys):
+    assert main(["run", "--suite", "smoke", "--tune", "3", "--variants", "ease,gmf", "--plan",
+                 "--out", str(tmp_path / "plan")]) == 0
+    printed = capsys.readouterr().out
+    assert "study ease            3 trials, 1 at a time" in printed
+    assert "study gmf             3 trials, 2 at a time" in printed
+    assert "unit  ease                     cpu  seeds [0, 1, 2]" in printed
+    assert not (tmp_path / "plan").exists()

@@ -172,7 +172,9 @@ class Runner:
         work = jobs(plan, self.store.run_dir, self.opts.params, self.jobs, self.devices[0], costs)
         if self.budget:
             self.log(f"tuning: {len(plan.studies)} studies of {self.budget} trials, "
-                     + ", ".join(f"{k} at a time on {label}" for label, k in plan.stacks.items()))
+                     + ", ".join(f"{k} at a time on {label}" for label, k in plan.stacks.items())
+                     + (" (reference baselines one at a time)" if any(VARIANTS[s.variant].reference
+                                                                      for s in plan.studies) else ""))
         results: list[dict[str, Any]] = []
         done_trials = len(plan.trials) - len(plan.pending)
         bar = tqdm(total=sum(j.cost for j in work), dynamic_ncols=True,  # the whole run's work, estimated
@@ -250,7 +252,8 @@ class Runner:
             lines.append(f"\n{spec.label} ({spec.task}):")
             for study in (s for s in plan.studies if s.dataset == index):
                 key = plan.study_key(study)
-                lines.append(f"  study {study.variant:<15} {plan.budget} trials, {plan.stacks[spec.label]} at a time"
+                at_a_time = 1 if VARIANTS[study.variant].reference else plan.stacks[spec.label]
+                lines.append(f"  study {study.variant:<15} {plan.budget} trials, {at_a_time} at a time"
                              f"{'':>8}~{seconds.get(key, 0) / 60:6.1f} min")
             for unit in (u for u in plan.units if u.dataset == index):
                 key = plan.unit_key(unit)
