@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -40,14 +40,35 @@ def grid(model: nn.Module, users: torch.Tensor, items: torch.Tensor) -> torch.Te
 
 @dataclass
 class Evaluation:
+    """``per_user[name][j]`` is metric ``name`` (or, for ratings, the absolute error) of entry j,
+    whose user is ``users[name][j]``: a test row for sampled metrics and ratings, a user for the
+    full ranking."""
+
     metrics: dict[str, float]
     per_user: dict[str, np.ndarray]
     n_scored: int
     seconds: float
+    users: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def samples_per_s(self) -> float:
         return self.n_scored / max(self.seconds, 1e-12)
+
+    def by_user(self) -> dict[str, np.ndarray]:
+        """Each metric per user ({"user": ids, name: values}), for tests paired over users: the mean
+        over a user's rows for ranking metrics; for ratings the RMSE and MAE over the user's test
+        ratings (0-1 scale, as the trial's metrics)."""
+        if "abs_error" in self.per_user:
+            users, row = np.unique(self.users["abs_error"], return_inverse=True)
+            err, n = self.per_user["abs_error"], np.bincount(row)
+            return {"user": users, "rmse": np.sqrt(np.bincount(row, err**2) / n), "mae": np.bincount(row, err) / n}
+        users = np.unique(np.concatenate(list(self.users.values())))
+        out = {"user": users}
+        for name, values in self.per_user.items():
+            own, row = np.unique(self.users[name], return_inverse=True)
+            out[name] = np.full(len(users), np.nan)
+            out[name][np.searchsorted(users, own)] = np.bincount(row, values) / np.bincount(row)
+        return out
 
 
 class Evaluator:
@@ -104,13 +125,17 @@ class Evaluator:
             pred = predictions(self.task, logits)
             out = metrics.rating_metrics(pred, self.target)
             per_row = {"abs_error": (pred - self.target).abs().double().cpu().numpy()}
+            users = {"abs_error": self.users.cpu().numpy()}
         else:
             per = metrics.sampled_ranking(logits, self.k, self.present)
+            users = {name: self.users.cpu().numpy() for name in per}
             if full:
-                per.update(self._full_ranking(model))
+                ranked = self._full_ranking(model)
+                per.update(ranked)
+                users.update({name: torch.unique(self.users).cpu().numpy() for name in ranked})
             out = {name: float(v.mean()) for name, v in per.items()}
             per_row = {name: v.cpu().numpy() for name, v in per.items()}
-        return Evaluation(out, per_row, logits.numel(), seconds)
+        return Evaluation(out, per_row, logits.numel(), seconds, users)
 
     def _clock(self) -> float:
         if self.device.type == "cuda":

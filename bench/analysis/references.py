@@ -20,7 +20,8 @@ def _best(means: pd.Series, metric: str) -> str:
     return means.idxmax() if higher_is_better(metric) else means.idxmin()
 
 
-def ncf_vs_references(group: pd.DataFrame, metric: str, sig: pd.DataFrame) -> str | None:
+def ncf_vs_references(group: pd.DataFrame, metric: str, sig: pd.DataFrame,
+                      users: pd.DataFrame | None = None) -> str | None:
     """One sentence: the best NCF variant (by mean) significantly ahead of, behind, or not
     distinguishable from the best reference baseline, by the pair's paired test (Holm over the
     data set's pairs, as every other pair here)."""
@@ -42,10 +43,24 @@ def ncf_vs_references(group: pd.DataFrame, metric: str, sig: pd.DataFrame) -> st
     low, high = (row["ci_low"], row["ci_high"]) if row["variant_a"] == a else (-row["ci_high"], -row["ci_low"])
     detail = (f"(difference {diff:+.4f}, 95% CI [{low:+.4f}, {high:+.4f}], Holm p = {float(row['holm_p']):.2g}, "
               f"paired by seed, n = {int(row['n'])}).")
+    detail += _across_users(users, metric, a, b)
     if not bool(row["significant"]):
         return head + f"**not distinguishable** from {tail} " + detail
     ahead = diff > 0 if higher_is_better(metric) else diff < 0
     return head + f"significantly **{'ahead of' if ahead else 'behind'}** {tail} " + detail
+
+
+def _across_users(users: pd.DataFrame | None, metric: str, a: str, b: str) -> str:
+    """The same pair paired over users, where per-user values are stored."""
+    if users is None or users.empty:
+        return ""
+    pair = users[(users["metric"] == metric) & (users["variant_a"].isin([a, b])) & (users["variant_b"].isin([a, b]))]
+    if pair.empty:
+        return ""
+    row = pair.iloc[0]
+    wins, losses = (row["wins"], row["losses"]) if row["variant_a"] == a else (row["losses"], row["wins"])
+    return (f" Across users: {a} serves {wins} of {int(row['n_users'])} users better and {losses} worse, Holm p = "
+            f"{float(row['holm_p']):.2g} ({'significant' if bool(row['significant']) else 'not significant'}).")
 
 
 def published_table(group: pd.DataFrame, dataset: str, records: list[dict[str, Any]]) -> list[str]:

@@ -1,4 +1,5 @@
-"""Stored trials -> the report: trials.csv, significance.csv, throughput.csv, devices.csv,
+"""Stored trials -> the report: trials.csv, significance.csv (paired by seed), significance_users.csv
+(paired by user, from the per-user files), throughput.csv, devices.csv,
 summary.md and the plots, in ``<run>/report/``.
 
 Renders what ``bench.analysis.stats`` computed and decided. Every file of a report is written into a
@@ -23,6 +24,8 @@ from bench import faults, layout
 from bench.analysis import stats
 from bench.analysis.plots import write_plots
 from bench.analysis.references import ncf_vs_references, published_table
+from bench.analysis.throughput import SPREAD_WARNING, throughput_lines, throughput_table  # noqa: F401 (re-exported)
+from bench.analysis.users import user_lines
 from bench.run.store import TrialStore
 from bench.search import TPE_STARTUP
 from bench.variants import ALL_VARIANTS, BASELINE, REFERENCE_VARIANTS
@@ -31,7 +34,6 @@ from ncf_core.tasks import TASKS, higher_is_better
 
 BASE_COLUMNS = ["dataset", "task", "variant", "device", "seed", "status", "epochs", "best_epoch",
                 "train_seconds", "train_samples_per_s", "infer_samples_per_s", "stacked_seeds", "threads", "jobs"]
-SPREAD_WARNING = 0.25  # coefficient of variation of samples/s across seeds that suggests a busy machine
 
 
 def trials_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
@@ -106,7 +108,7 @@ def write_report(run_dir: Path) -> dict[str, Path]:
     folder = run_dir / f".report-{uuid.uuid4().hex[:12]}"
     folder.mkdir()
     try:
-        paths = _write(records, store.skipped, folder)
+        paths = _write(records, store.skipped, folder, store.per_user(records))
         link = run_dir / f".report-{uuid.uuid4().hex[:12]}.link"
         os.symlink(folder.name, link)
         current = run_dir / layout.REPORT
@@ -122,7 +124,7 @@ def write_report(run_dir: Path) -> dict[str, Path]:
     return {name: run_dir / layout.REPORT / path.name for name, path in paths.items()}
 
 
-def _write(records: list[dict[str, Any]], skipped: list[int], folder: Path) -> dict[str, Path]:
+def _write(records: list[dict[str, Any]], skipped: list[int], folder: Path, per_user: pd.DataFrame) -> dict[str, Path]:
     frame = trials_frame(records)
     staged: dict[str, Any] = {"trials.csv": frame}
     sig_parts, fried_parts, dev_parts = [], [], []
@@ -136,6 +138,8 @@ def _write(records: list[dict[str, Any]], skipped: list[int], folder: Path) -> d
     devices = pd.concat(dev_parts, ignore_index=True)
     throughput = throughput_table(frame)
     staged["significance.csv"] = sig
+    staged["significance_users.csv"] = users = stats.user_significance(
+        per_user, {task: metrics_of(group, task) for task, group in frame.groupby("task", sort=False)})
     staged["throughput.csv"] = throughput
     if not devices.empty:
         staged["devices.csv"] = devices
@@ -145,7 +149,7 @@ def _write(records: list[dict[str, Any]], skipped: list[int], folder: Path) -> d
     faults.point("report-file")
     staged["summary.md"] = summary_markdown(frame, sig, friedman, throughput, devices, plots,
                                             {k: v for k, v in stand_ins.items() if v}, skipped, budget_lines(records),
-                                            {k: v for k, v in anomalies.items() if v}, records)
+                                            {k: v for k, v in anomalies.items() if v}, records, users)
     paths = {}
     for name, content in staged.items():
         path = folder / name
@@ -156,33 +160,6 @@ def _write(records: list[dict[str, Any]], skipped: list[int], folder: Path) -> d
         paths[name] = path
         faults.point("report-file")
     return paths
-
-
-def throughput_table(frame: pd.DataFrame) -> pd.DataFrame:
-    ok = frame[(frame["status"] == "ok") & ~frame["variant"].str.startswith(BASELINE)
-               & ~frame["variant"].isin(REFERENCE_VARIANTS)]  # a reference fits, it does not stream examples
-    if ok.empty:
-        return pd.DataFrame(columns=["dataset", "task", "variant", "device", "n"])
-    ok = ok.assign(**{c: ok.get(c, math.nan) for c in ("threads", "jobs")})  # older stores lack them
-    agg = ok.groupby(["dataset", "task", "variant", "device"], sort=False).agg(
-        n=("seed", "count"),
-        train_samples_per_s_mean=("train_samples_per_s", "mean"),
-        train_samples_per_s_std=("train_samples_per_s", "std"),
-        infer_samples_per_s_mean=("infer_samples_per_s", "mean"),
-        infer_samples_per_s_std=("infer_samples_per_s", "std"),
-        train_seconds_mean=("train_seconds", "mean"),
-        stacked_seeds=("stacked_seeds", "max"),
-        threads=("threads", "max"),
-        jobs=("jobs", "max"),
-    ).reset_index()
-    agg["train_cv"] = agg["train_samples_per_s_std"] / agg["train_samples_per_s_mean"]
-    return agg
-
-
-def _threads(threads: Any, jobs: Any) -> str:
-    if pd.isna(threads):
-        return "—"  # stored before the harness recorded it
-    return f"{int(threads)} × {1 if pd.isna(jobs) else int(jobs)}"
 
 
 def _fmt(x: float, digits: int = 4) -> str:
@@ -289,7 +266,7 @@ def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, friedman: pd.DataFr
                      devices: pd.DataFrame, plots: list[Path], stand_ins: dict[str, str] | None = None,
                      skipped: list[int] | None = None, budgets: dict[tuple[str, str], str] | None = None,
                      anomalies: dict[str, list[str]] | None = None,
-                     records: list[dict[str, Any]] | None = None) -> str:
+                     records: list[dict[str, Any]] | None = None, users: pd.DataFrame | None = None) -> str:
     out = ["# Benchmark summary", ""]
     for label, real in (stand_ins or {}).items():
         out += [f"> **Stand-in data:** `{real}` was not found; **{label}** is synthetic data run in its place. "
@@ -318,7 +295,9 @@ def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, friedman: pd.DataFr
         table, best = metric_table(group, names, s)
         primary = primary_of(group, task)
         primary = primary if primary in names else names[0]
-        against = ncf_vs_references(group, primary, s)  # does any NCF variant beat a tuned simple method?
+        mine = None if users is None else users[(users["dataset"] == dataset) & (users["task"] == task)
+                                                & (users["device"] == device)]
+        against = ncf_vs_references(group, primary, s, mine)  # does any NCF variant beat a tuned simple method?
         out += [verdict(f"{dataset} ({device})", primary, best.get(primary), s), ""] + [against, ""] * bool(against)
         if budgets and (dataset, task) in budgets:
             out += [budgets[(dataset, task)], ""]
@@ -344,6 +323,8 @@ def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, friedman: pd.DataFr
         if ra is not None:
             out += [_ranks_text(ra, f"{primary}, seeds as blocks"), ""]
         out += [table, ""]
+        if mine is not None and len(mine):
+            out += user_lines(s, mine, primary)
         out += published_table(group, dataset, records or [])
         if len(sp):
             rows = [[r.variant_a, r.variant_b, _fmt(r.diff, 5), f"[{_fmt(r.ci_low, 5)}, {_fmt(r.ci_high, 5)}]",
@@ -356,27 +337,7 @@ def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, friedman: pd.DataFr
     for device, ra in across.items():
         out += [f"## Across data sets — {device}", "", _ranks_text(ra, "each data set's primary metric, data sets "
                                                                        "as blocks (means over seeds)"), ""]
-    if len(throughput):
-        rows = [[r.dataset, r.task, r.variant, r.device, r.n, _stacked(r.stacked_seeds), _threads(r.threads, r.jobs),
-                 f"{r.train_samples_per_s_mean:,.0f}", _fmt(r.train_cv, 2),
-                 f"{r.train_samples_per_s_mean * _stacked(r.stacked_seeds):,.0f}",
-                 f"{r.infer_samples_per_s_mean:,.0f}", f"{r.train_seconds_mean:.1f}"]
-                for r in throughput.itertuples()]
-        noisy = throughput[throughput["train_cv"] > SPREAD_WARNING]
-        out += ["## Throughput", "",
-                "Stacked seeds train as one model: samples/s per seed count each seed's own samples over "
-                "the shared wall clock, so the aggregate is per seed × stacked. `cv` is the coefficient of "
-                "variation of samples/s across seeds. `threads × jobs`: torch threads of the trial, and how "
-                "many such jobs ran side by side (`--jobs`; each job's share of the cores, measured under "
-                "the others' load).", ""]
-        if len(noisy):
-            out += [f"> **Warning:** samples/s varied by more than {SPREAD_WARNING:.0%} across seeds for "
-                    f"{len(noisy)} row(s) ({', '.join(sorted(set(noisy['variant'])))}): the machine was busy or "
-                    "its clock varied; compare speeds only from `bench speed`, which takes ratios in one process.",
-                    ""]
-        out += [tabulate(rows, headers=["dataset", "task", "variant", "device", "n", "stacked", "threads × jobs",
-                                        "train samples/s per seed", "cv", "aggregate", "inference samples/s",
-                                        "train s"], tablefmt="github"), ""]
+    out += throughput_lines(throughput)
     if len(devices):
         out += ["## CPU vs CUDA (same variant and seed)", "",
                 "`equivalent`: yes when a TOST shows the mean difference inside ±margin (p < 0.05); no when a "
@@ -394,7 +355,3 @@ def _ranks_text(ra: dict[str, Any], what: str) -> str:
             f"k = {ra['k']}); Nemenyi critical difference at α = 0.05: {ra['cd']:.2f} — variants whose average "
             "ranks differ by less are not distinguishable (the critical-difference diagram links them):\n\n"
             + tabulate(rows, headers=["", "variant", "average rank"], tablefmt="github"))
-
-
-def _stacked(value: Any) -> int:
-    return 1 if value is None or (isinstance(value, float) and math.isnan(value)) else int(value)

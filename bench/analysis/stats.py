@@ -299,3 +299,70 @@ def ranks_across_datasets(frame: pd.DataFrame, primary_of: Any) -> dict[str, dic
             if ra is not None:
                 out[device] = ra
     return out
+
+
+# -- across users: each user's value averaged over seeds, paired over the users every variant has --
+
+PERMUTATIONS, PERMUTATION_SEED = 10_000, 0  # the sign-flip randomization test's draws and seed
+USER_COLUMNS = ["dataset", "task", "device", "metric", "variant_a", "variant_b", "n_users", "mean_a", "mean_b",
+                "diff", "t_p", "wilcoxon_p", "randomization_p", "holm_p", "cohen_dz", "wins", "ties", "losses",
+                "significant", "permutations"]
+
+
+def sign_flip_p(diff: np.ndarray, permutations: int = PERMUTATIONS, seed: int = PERMUTATION_SEED) -> float:
+    """Two-sided paired randomization test (Fisher): how often a random sign for each user's difference
+    gives a mean at least as far from zero as the one observed; (hits + 1) / (permutations + 1)."""
+    d = np.asarray(diff, float)
+    if not np.any(d):
+        return math.nan
+    observed = abs(d.mean()) * (1 - 1e-12)  # a draw equal to the observed one counts, up to rounding
+    rng, hits, done = np.random.default_rng(seed), 0, 0
+    while done < permutations:
+        n = min(1000, permutations - done)
+        signs = rng.integers(0, 2, size=(n, len(d)), dtype=np.int8) * 2 - 1
+        hits += int((np.abs(signs @ d) / len(d) >= observed).sum())
+        done += n
+    return (hits + 1) / (permutations + 1)
+
+
+def users_by_variant(group: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """users x variants: each user's value averaged over seeds, only users every variant has."""
+    table = group.groupby(["user", "variant"], sort=False)[metric].mean().unstack("variant")
+    return table[[v for v in dict.fromkeys(group["variant"]) if v in table]].dropna()
+
+
+def user_significance(per_user: pd.DataFrame, metrics: dict[str, list[str]]) -> pd.DataFrame:
+    """Every pair of variants (baselines included) paired over users, per data set, device and metric
+    (``metrics``: per task): paired t, Wilcoxon signed-rank, sign-flip randomization, Holm over the
+    pairs of one (data set, task, device, metric) on the t-test's p, Cohen's d_z, and per user whether
+    ``variant_a`` did better, the same, or worse."""
+    rows = []
+    for (dataset, task, device), group in per_user.groupby(["dataset", "task", "device"], sort=False):
+        group = with_baselines(group, per_user, dataset, task)
+        for metric in metrics.get(task, []):
+            if metric not in group or group[metric].isna().all():
+                continue
+            table, sign = users_by_variant(group, metric), 1 if higher_is_better(metric) else -1
+            family = []
+            for va, vb in itertools.combinations(table.columns, 2):
+                a, b = table[va].to_numpy(), table[vb].to_numpy()
+                d = a - b
+                spread = float(d.std(ddof=1)) if len(d) > 1 else 0.0
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    t_p = float(stats.ttest_rel(a, b).pvalue) if spread > 0 else math.nan
+                    w_p = float(stats.wilcoxon(a, b).pvalue) if np.any(d != 0) else math.nan
+                wins, losses = int((sign * d > 0).sum()), int((sign * d < 0).sum())
+                family.append({"dataset": dataset, "task": task, "device": device, "metric": metric,
+                               "variant_a": va, "variant_b": vb, "n_users": len(d), "mean_a": a.mean(),
+                               "mean_b": b.mean(), "diff": d.mean(), "t_p": t_p, "wilcoxon_p": w_p,
+                               "randomization_p": sign_flip_p(d), "cohen_dz": d.mean() / spread if spread else math.nan,
+                               "wins": wins, "ties": len(d) - wins - losses, "losses": losses,
+                               "permutations": PERMUTATIONS})
+            for row, adj in zip(family, holm([r["t_p"] for r in family])):
+                row["holm_p"] = adj
+                row["significant"] = bool(adj < ALPHA) if not math.isnan(adj) else False
+            rows += family
+    frame = pd.DataFrame(rows, columns=USER_COLUMNS)
+    frame["significant"] = frame["significant"].astype(bool)
+    return frame

@@ -65,7 +65,8 @@ def reference_records(spec: DataSpec, data: Interactions | Split, seeds: tuple[i
         out.append(record(spec, variant.name, device, seed, status="ok", epochs=getattr(cfg, "epochs", 0),
                           best_epoch=0, train_seconds=fit_s, threads=torch.get_num_threads(), jobs=jobs,
                           infer_samples_per_s=evaluation.samples_per_s, wall_seconds=time.time() - started,
-                          metrics=evaluation.metrics, config=config, train_rows=len(train)))
+                          metrics=evaluation.metrics, config=config, train_rows=len(train),
+                          per_user=evaluation.by_user()))
     return out
 
 

@@ -120,7 +120,8 @@ def _trials(spec: DataSpec, splits: dict[int, Split], seeds: list[int], device: 
             train_samples_per_s=outcome.train_samples_per_s, stacked_seeds=stacked,
             threads=torch.get_num_threads(), jobs=settings.jobs,
             infer_samples_per_s=evaluation.samples_per_s, wall_seconds=time.time() - started,
-            metrics=evaluation.metrics, history=[asdict(e) for e in outcome.epochs], config=config, **extra,
+            metrics=evaluation.metrics, history=[asdict(e) for e in outcome.epochs], config=config,
+            per_user=evaluation.by_user(), **extra,
         ))
     return out
 
@@ -172,4 +173,5 @@ def _baseline(spec: DataSpec, split: Split, seed: int, variant: str) -> dict[str
     evaluation = Evaluator(split, "test", "cpu", k=spec.train.k).evaluate(model)
     return record(spec, variant, "cpu", seed, status="ok", epochs=0, best_epoch=0, train_seconds=0.0,
                   infer_samples_per_s=evaluation.samples_per_s, wall_seconds=time.time() - started,
-                  metrics=evaluation.metrics, config=trial_config(spec, None, TunedParams()))
+                  metrics=evaluation.metrics, config=trial_config(spec, None, TunedParams()),
+                  per_user=evaluation.by_user())

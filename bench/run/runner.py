@@ -127,7 +127,7 @@ class Runner:
             stored = {trial_key(r): r for r in self.store.records()}
             if self.store.skipped:
                 self.log(f"warning: {self.store.path}: skipped unreadable line(s) {self.store.skipped[:10]}")
-            plan = self.make_plan({k for k, r in stored.items() if r["status"] == "ok"})
+            plan = self.make_plan(self.store.done(stored.values()))
             self._check_stored(plan, stored)
             self._check_studies(plan)
             if len(plan.pending) < len(plan.trials):
@@ -211,6 +211,10 @@ class Runner:
                     self._study_done(job, result, bar)
                 else:
                     for rec in result["records"]:
+                        per_user = rec.pop("per_user", None)
+                        if per_user is not None:  # first: a record without its per-user file is not done
+                            self.store.write_per_user(rec, per_user)
+                            faults.point("per-user")
                         self.store.append(rec)  # the driver is the store's only writer
                         results.append(rec)
                         done_trials += 1

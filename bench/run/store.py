@@ -1,9 +1,12 @@
-"""The trial store: an append-only JSON-lines file, one complete record per line.
+"""The trial store: an append-only JSON-lines file, one complete record per line, and beside it one
+Parquet file per trial with its metrics per test user (``per_user/``, for tests paired over users).
 
 Each record is written with one ``write`` and ``fsync``ed before the next trial starts, so a
-crash (even SIGKILL) loses at most the trial in progress. A torn last line is ignored on read and
-cut before the next run appends (``repair``).
-The latest record of a key wins, so a retried failure replaces the failure.
+crash (even SIGKILL) loses at most the trial in progress. A trial's per-user file is written
+(temporary name, ``fsync``, rename) before its record, and a trial counts as done only with both:
+a record whose file is missing runs again. A torn last line is ignored on read and cut before the
+next run appends (``repair``). The latest record of a key wins, so a retried failure replaces the
+failure.
 """
 
 from __future__ import annotations
@@ -74,7 +77,44 @@ class TrialStore:
         return list(latest.values())
 
     def finished(self) -> set[tuple]:
-        return {trial_key(r) for r in self.records() if r.get("status") == "ok"}
+        return self.done(self.records())
+
+    def done(self, records: Any) -> set[tuple]:
+        """Keys of the trials that need not run again: "ok", with their per-user values stored."""
+        return {trial_key(r) for r in records if r.get("status") == "ok" and self.per_user_path(r).is_file()}
+
+    def per_user_path(self, record: dict[str, Any]) -> Path:
+        return self.run_dir / layout.PER_USER / layout.per_user_name(trial_key(record))
+
+    def write_per_user(self, record: dict[str, Any], values: dict[str, Any]) -> None:
+        """The trial's per-user values as one Parquet file, whole or absent: the key columns, ``user``,
+        and one column per metric, named as in trials.csv."""
+        import pandas as pd
+
+        path = self.per_user_path(record)
+        frame = pd.DataFrame({"user": values["user"]})
+        for name, column in values.items():
+            if name != "user":
+                frame[name] = column
+        for k in reversed(KEY_FIELDS):
+            frame.insert(0, k, record[k])
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            frame.to_parquet(tmp, index=False)
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except OSError as err:
+            raise DataError(path, f"cannot store a trial's per-user values ({err.strerror})") from None
+
+    def per_user(self, records: list[dict[str, Any]]) -> Any:
+        """The stored per-user values of these trials (those with a file), as one frame."""
+        import pandas as pd
+
+        parts = [pd.read_parquet(self.per_user_path(r)) for r in records
+                 if r.get("status") == "ok" and self.per_user_path(r).is_file()]
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[*KEY_FIELDS, "user"])
 
     def repair(self) -> int:
         """Cut a torn last line (a crash mid-write), so the next record starts on a line of its own;
