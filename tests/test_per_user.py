@@ -109,3 +109,16 @@ def test_a_kill_between_the_per_user_file_and_its_record_reruns_that_trial(run, 
     lines = (out / "trials.jsonl").read_text().splitlines()
     assert len(lines) == len(_trials(run)) + 1  # the rerun appended the one trial, which replaces its record
     assert json.loads(lines[-1])["variant"] == victim["variant"]
+
+
+def test_sign_flip_p_matches_the_exact_enumeration():
+    from bench.analysis.stats import sign_flip_p, sign_flip_ps
+
+    # three users, all +1: of the 8 equally likely sign patterns only ±(1, 1, 1) reach |mean| = 1
+    assert sign_flip_p(np.ones(3)) == pytest.approx(0.25, abs=0.015)
+    d = np.array([0.3, -0.1, 0.2, 0.25, 0.05])
+    exact = np.mean([abs(np.dot(s, d)) >= abs(d.sum()) - 1e-12
+                     for s in np.array(np.meshgrid(*[[-1, 1]] * 5)).T.reshape(-1, 5)])
+    assert sign_flip_p(d) == pytest.approx(exact, abs=0.015)
+    both = sign_flip_ps(np.stack([d, np.zeros(5)], axis=1))
+    assert both[0] == sign_flip_p(d) and np.isnan(both[1])

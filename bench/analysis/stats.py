@@ -312,17 +312,21 @@ USER_COLUMNS = ["dataset", "task", "device", "metric", "variant_a", "variant_b",
 def sign_flip_p(diff: np.ndarray, permutations: int = PERMUTATIONS, seed: int = PERMUTATION_SEED) -> float:
     """Two-sided paired randomization test (Fisher): how often a random sign for each user's difference
     gives a mean at least as far from zero as the one observed; (hits + 1) / (permutations + 1)."""
-    d = np.asarray(diff, float)
-    if not np.any(d):
-        return math.nan
-    observed = abs(d.mean()) * (1 - 1e-12)  # a draw equal to the observed one counts, up to rounding
-    rng, hits, done = np.random.default_rng(seed), 0, 0
+    return float(sign_flip_ps(np.asarray(diff, float)[:, None], permutations, seed)[0])
+
+
+def sign_flip_ps(diffs: np.ndarray, permutations: int = PERMUTATIONS, seed: int = PERMUTATION_SEED) -> np.ndarray:
+    """``sign_flip_p`` of each column of ``diffs`` (users x pairs), every column under the same draws
+    (one matrix product a chunk of draws, instead of one a pair); NaN where a column is all zero."""
+    d = np.asarray(diffs, float)
+    observed = np.abs(d.mean(axis=0)) * (1 - 1e-12)  # a draw equal to the observed one counts, up to rounding
+    rng, hits, done = np.random.default_rng(seed), np.zeros(d.shape[1]), 0
     while done < permutations:
         n = min(1000, permutations - done)
-        signs = rng.integers(0, 2, size=(n, len(d)), dtype=np.int8) * 2 - 1
-        hits += int((np.abs(signs @ d) / len(d) >= observed).sum())
+        signs = (rng.integers(0, 2, size=(n, d.shape[0]), dtype=np.int8) * 2 - 1).astype(float)
+        hits += (np.abs(signs @ d) / d.shape[0] >= observed).sum(axis=0)
         done += n
-    return (hits + 1) / (permutations + 1)
+    return np.where(np.any(d != 0, axis=0), (hits + 1) / (permutations + 1), np.nan)
 
 
 def users_by_variant(group: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -356,11 +360,13 @@ def user_significance(per_user: pd.DataFrame, metrics: dict[str, list[str]]) -> 
                 family.append({"dataset": dataset, "task": task, "device": device, "metric": metric,
                                "variant_a": va, "variant_b": vb, "n_users": len(d), "mean_a": a.mean(),
                                "mean_b": b.mean(), "diff": d.mean(), "t_p": t_p, "wilcoxon_p": w_p,
-                               "randomization_p": sign_flip_p(d), "cohen_dz": d.mean() / spread if spread else math.nan,
+                               "cohen_dz": d.mean() / spread if spread else math.nan,
                                "wins": wins, "ties": len(d) - wins - losses, "losses": losses,
                                "permutations": PERMUTATIONS})
-            for row, adj in zip(family, holm([r["t_p"] for r in family])):
-                row["holm_p"] = adj
+            pairs = list(itertools.combinations(table.columns, 2))
+            flips = sign_flip_ps(np.stack([table[a] - table[b] for a, b in pairs], axis=1)) if pairs else []
+            for row, adj, flip in zip(family, holm([r["t_p"] for r in family]), flips):
+                row["holm_p"], row["randomization_p"] = adj, float(flip)
                 row["significant"] = bool(adj < ALPHA) if not math.isnan(adj) else False
             rows += family
     frame = pd.DataFrame(rows, columns=USER_COLUMNS)
