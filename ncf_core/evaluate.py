@@ -128,11 +128,12 @@ class Evaluator:
             users = {"abs_error": self.users.cpu().numpy()}
         else:
             per = metrics.sampled_ranking(logits, self.k, self.present)
-            users = {name: self.users.cpu().numpy() for name in per}
+            rows = self.users.cpu().numpy()
+            users = dict.fromkeys(per, rows)
             if full:
                 ranked = self._full_ranking(model)
                 per.update(ranked)
-                users.update({name: torch.unique(self.users).cpu().numpy() for name in ranked})
+                users.update(dict.fromkeys(ranked, np.unique(rows)))  # _full_ranking's order: sorted users
             out = {name: float(v.mean()) for name, v in per.items()}
             per_row = {name: v.cpu().numpy() for name, v in per.items()}
         return Evaluation(out, per_row, logits.numel(), seconds, users)

@@ -3,7 +3,6 @@ method? The verdict line between the best of each family, and the published numb
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
@@ -12,7 +11,7 @@ from tabulate import tabulate
 
 from bench.analysis import stats
 from bench.published import published_for
-from bench.variants import NCF_VARIANTS, REFERENCE_VARIANTS
+from bench.variants import BASELINE, NCF_VARIANTS, REFERENCE_VARIANTS
 from ncf_core.tasks import higher_is_better
 
 
@@ -90,9 +89,8 @@ def published_table(group: pd.DataFrame, dataset: str, records: list[dict[str, A
 def _protocol_line(records: list[dict[str, Any]], dataset: str) -> str:
     """How this run's protocol differs from the published one's: said, not hidden."""
     mine = [r for r in records if r["dataset"] == dataset and r.get("status") == "ok"]
-    tunings = {json.dumps((r.get("config") or {}).get("tuning"), sort_keys=True) for r in mine
-               if not r["variant"].startswith("baseline-")}
-    budgets = sorted({(json.loads(t) or {}).get("budget") or 0 for t in tunings})
+    budgets = sorted({((r.get("config") or {}).get("tuning") or {}).get("budget") or 0 for r in mine
+                      if not r["variant"].startswith(BASELINE)})
     refit = any(((r.get("config") or {}).get("data") or {}).get("refit") for r in mine)
     epochs = sorted({(r.get("config") or {}).get("train", {}).get("epochs") for r in mine
                      if (r.get("config") or {}).get("train")} - {None})

@@ -350,17 +350,12 @@ def user_significance(per_user: pd.DataFrame, metrics: dict[str, list[str]]) -> 
             family = []
             for va, vb in itertools.combinations(table.columns, 2):
                 a, b = table[va].to_numpy(), table[vb].to_numpy()
-                d = a - b
-                spread = float(d.std(ddof=1)) if len(d) > 1 else 0.0
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    t_p = float(stats.ttest_rel(a, b).pvalue) if spread > 0 else math.nan
-                    w_p = float(stats.wilcoxon(a, b).pvalue) if np.any(d != 0) else math.nan
+                res, d = paired(a, b), a - b  # the same t, Wilcoxon and d_z as the per-seed tests
                 wins, losses = int((sign * d > 0).sum()), int((sign * d < 0).sum())
                 family.append({"dataset": dataset, "task": task, "device": device, "metric": metric,
                                "variant_a": va, "variant_b": vb, "n_users": len(d), "mean_a": a.mean(),
-                               "mean_b": b.mean(), "diff": d.mean(), "t_p": t_p, "wilcoxon_p": w_p,
-                               "cohen_dz": d.mean() / spread if spread else math.nan,
+                               "mean_b": b.mean(), "diff": res["diff"], "t_p": res["t_p"],
+                               "wilcoxon_p": res["wilcoxon_p"], "cohen_dz": res["cohen_dz"],
                                "wins": wins, "ties": len(d) - wins - losses, "losses": losses,
                                "permutations": PERMUTATIONS})
             pairs = list(itertools.combinations(table.columns, 2))

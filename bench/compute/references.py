@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 from bench import faults, layout
 from bench.compute import progress
 from bench.compute.storage import create_study, keep_protocol, protocol, quiet, storage_for, study_name
-from bench.compute.study import StudyJob, StudySettings, make_sampler
+from bench.compute.study import StudyJob, StudySettings, finished_trials, make_sampler
 from bench.configs import failed, record, reference_settings, split_for, trial_config
 from bench.params import TunedParams
 from bench.search import TUNE_SEED, search_space
@@ -86,7 +86,7 @@ def run_reference_study(job: StudyJob, settings: StudySettings, data: Interactio
     keep_protocol(study, protocol(settings, torch.get_num_threads()), folder / layout.STUDIES,
                   f"the {variant.name} study on {spec.label}")
     evaluator = Evaluator(split, "valid", settings.device, k=spec.train.k)
-    while len(_finished(study)) < settings.budget:
+    while len(finished_trials(study)) < settings.budget:
         trial = _next_trial(study, settings.sampler_seed)
         with quiet():
             params = search_space(trial, variant, spec.task, spec.search)
@@ -107,11 +107,6 @@ def run_reference_study(job: StudyJob, settings: StudySettings, data: Interactio
     return _result(study, variant, spec, metric, settings, started)
 
 
-def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    return [t for t in study.get_trials(deepcopy=False) if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-            or (t.state == TrialState.FAIL and "diverged" in t.user_attrs)]
-
-
 def _next_trial(study: optuna.Study, sampler_seed: int) -> optuna.Trial:
     """The first trial a killed run left open, else a new one; either way drawn by the sampler of
     its own number, so what it draws does not depend on the kill."""
@@ -126,7 +121,7 @@ def _next_trial(study: optuna.Study, sampler_seed: int) -> optuna.Trial:
 
 def _result(study: optuna.Study, variant: Variant, spec: DataSpec, metric: str, settings: StudySettings,
             started: float) -> dict[str, Any]:
-    finished = _finished(study)
+    finished = finished_trials(study)
     if not any(t.state == TrialState.COMPLETE for t in finished):
         raise DataError(settings.folder, f"no tuning trial of {variant.name} on {spec.label} completed")
     best = search_space(optuna.trial.FixedTrial(study.best_trial.params), variant, spec.task, spec.search)

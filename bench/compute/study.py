@@ -154,10 +154,7 @@ class Search:
         self.on_told: Callable[[FrozenTrial], None] = lambda t: None
 
     def finished(self) -> list[FrozenTrial]:
-        """Trials that count against the budget: complete, pruned, or diverged (a setting's outcome);
-        not those failed because their worker died (they run again)."""
-        return [t for t in self.study.get_trials(deepcopy=False) if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-                or (t.state == TrialState.FAIL and "diverged" in t.user_attrs)]
+        return finished_trials(self.study)
 
     def run(self, until: int | None = None, n_trials: int | None = None, timeout: float | None = None) -> None:
         """Stacks until the study holds ``until`` finished trials, or this call has run ``n_trials``."""
@@ -261,6 +258,13 @@ class Search:
                 "seconds": round(sum((t.duration.total_seconds() if t.duration else 0.0) for t in finished), 1),
                 "seconds_this_call": round(time.time() - started, 1)}
         return {"entry": entry, "study": self.name, "info": info}
+
+
+def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Trials that count against the budget: complete, pruned, or diverged (a setting's outcome);
+    not those failed because their worker died (they run again)."""
+    return [t for t in study.get_trials(deepcopy=False) if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+            or (t.state == TrialState.FAIL and "diverged" in t.user_attrs)]
 
 
 def make_sampler(seed: int, number: int) -> optuna.samplers.BaseSampler:

@@ -71,9 +71,7 @@ class Runner:
         """A reference that would not fit in memory at its settings: refused when asked for by name,
         said (its trials then fail with the same line) when it comes with the suite."""
         cfg = reference_settings(spec, variant, self.opts.params)
-        n_users, n_items = (data.train.n_users, data.train.n_items) if hasattr(data, "train") else \
-            (data.n_users, data.n_items)
-        problem = memory_problem(variant.model, n_users, n_items, cfg)
+        problem = memory_problem(variant.model, data.n_users, data.n_items, cfg)  # Interactions or Split
         if problem and self.opts.variants:
             raise DataError("--variants", f"{variant.name} on {spec.label}: {problem}")
         if problem:

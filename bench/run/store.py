@@ -92,12 +92,7 @@ class TrialStore:
         import pandas as pd
 
         path = self.per_user_path(record)
-        frame = pd.DataFrame({"user": values["user"]})
-        for name, column in values.items():
-            if name != "user":
-                frame[name] = column
-        for k in reversed(KEY_FIELDS):
-            frame.insert(0, k, record[k])
+        frame = pd.DataFrame({**{k: record[k] for k in KEY_FIELDS}, **values})  # values: "user" first
         tmp = path.with_name(path.name + ".tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

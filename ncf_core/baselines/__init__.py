@@ -25,15 +25,13 @@ class Reference:
     fit: Callable[..., Any]  # (users × items CSR, config, seed, threads) -> weights, or (user, item) factors
     memory: Callable[[int, int, Any], int]  # peak bytes for (users, items, config)
     source: str  # where the method and its defaults come from
-    seeded: bool = False  # its fit depends on the seed (beyond the split's)
 
 
 REFERENCES: dict[str, Reference] = {r.name: r for r in (
     Reference("ease", "EASE^R", ease.EASEConfig, ease.fit, ease.memory,
               "Steck 2019; λ from Dacrema et al. 2021, Table 59 (ML-1M)"),
     Reference("ials", "iALS", ials.IALSConfig, ials.fit, ials.memory,
-              "Hu et al. 2008 via the implicit library; settings from Dacrema et al. 2021, Table 59 (ML-1M)",
-              seeded=True),
+              "Hu et al. 2008 via the implicit library; settings from Dacrema et al. 2021, Table 59 (ML-1M)"),
     Reference("itemknn", "ItemKNN (cosine)", itemknn.ItemKNNConfig, itemknn.fit, itemknn.memory,
               "Dacrema et al. 2019's ItemKNN-CF (their implementation's defaults)"),
     Reference("rp3beta", "RP3β", rp3beta.RP3betaConfig, rp3beta.fit, rp3beta.memory,

@@ -34,7 +34,8 @@ class IALSConfig:
 
 def fit(x: sp.csr_matrix, cfg: IALSConfig, seed: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
     """(user factors, item factors), seeded by ``seed`` (the initial factors); the solver is the
-    library's conjugate gradient."""
+    library's conjugate gradient. The solver is imported here, on use: listing the variants needs
+    only the config."""
     import warnings
 
     from implicit.cpu.als import AlternatingLeastSquares

@@ -9,9 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from ncf_core.baselines.topk import top_k_columns
-
-BLOCK = 1024  # items whose similarities are computed at a time (I × BLOCK floats in memory)
+from ncf_core.baselines import topk
+from ncf_core.baselines.topk import top_k_rows
 
 
 @dataclass(frozen=True)
@@ -32,19 +31,11 @@ def similarity(x: sp.csr_matrix, top_k: int, shrink: float) -> sp.csr_matrix:
     """Items × items: column j holds item j's top-K neighbours i with their shrunk cosine s_ij."""
     xt = sp.csr_matrix(x.T)
     norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=0)).ravel())
-    rows, cols, vals = [], [], []
-    for lo in range(0, x.shape[1], BLOCK):
-        hi = min(lo + BLOCK, x.shape[1])
-        block = (xt @ x[:, lo:hi]).toarray().astype(np.float64)
-        block /= norms[:, None] * norms[None, lo:hi] + shrink + 1e-6
-        block[np.arange(lo, hi), np.arange(hi - lo)] = 0.0
-        r, c = top_k_columns(block, top_k)
-        rows.append(r)
-        cols.append(c + lo)
-        vals.append(block[r, c])
-    n = x.shape[1]
-    return sp.csr_matrix((np.concatenate(vals).astype(np.float32), (np.concatenate(rows), np.concatenate(cols))),
-                         shape=(n, n))
+
+    def of(lo: int, hi: int) -> np.ndarray:  # s_ji for the block's items j and every item i
+        return (xt[lo:hi] @ x).toarray().astype(np.float64) / (norms[lo:hi, None] * norms[None, :] + shrink + 1e-6)
+
+    return sp.csr_matrix(top_k_rows(of, x.shape[1], top_k).T)
 
 
 def fit(x: sp.csr_matrix, cfg: ItemKNNConfig, seed: int, threads: int) -> sp.csr_matrix:
@@ -52,5 +43,4 @@ def fit(x: sp.csr_matrix, cfg: ItemKNNConfig, seed: int, threads: int) -> sp.csr
 
 
 def memory(n_users: int, n_items: int, cfg: ItemKNNConfig) -> int:
-    """Peak bytes: a block of similarities (float64) and the kept neighbours."""
-    return n_items * BLOCK * 8 * 2 + n_items * min(cfg.top_k, n_items) * 16
+    return topk.memory(n_items, cfg.top_k)

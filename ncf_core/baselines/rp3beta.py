@@ -10,9 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from ncf_core.baselines.topk import top_k_columns
-
-BLOCK = 1024
+from ncf_core.baselines import topk
+from ncf_core.baselines.topk import top_k_rows
 
 
 @dataclass(frozen=True)
@@ -51,18 +50,11 @@ def weights(x: sp.csr_matrix, alpha: float, beta: float, top_k: int) -> sp.csr_m
     popularity = np.asarray(x.sum(axis=0)).ravel()
     scale = np.zeros_like(popularity, dtype=np.float64)
     scale[popularity > 0] = popularity[popularity > 0] ** -beta
-    n = x.shape[1]
-    rows, cols, vals = [], [], []
-    for lo in range(0, n, BLOCK):
-        hi = min(lo + BLOCK, n)
-        block = (p_iu[lo:hi] @ p_ui).toarray().astype(np.float64) * scale[None, :]  # (sources, targets)
-        block[np.arange(hi - lo), np.arange(lo, hi)] = 0.0
-        c, r = top_k_columns(block.T, top_k)  # each source row's top-K targets
-        rows.append(r + lo)
-        cols.append(c)
-        vals.append(block[r, c])
-    return sp.csr_matrix((np.concatenate(vals).astype(np.float32), (np.concatenate(rows), np.concatenate(cols))),
-                         shape=(n, n))
+
+    def of(lo: int, hi: int) -> np.ndarray:  # from the block's items (rows) to every item
+        return (p_iu[lo:hi] @ p_ui).toarray().astype(np.float64) * scale[None, :]
+
+    return top_k_rows(of, x.shape[1], top_k)
 
 
 def fit(x: sp.csr_matrix, cfg: RP3betaConfig, seed: int, threads: int) -> sp.csr_matrix:
@@ -70,4 +62,4 @@ def fit(x: sp.csr_matrix, cfg: RP3betaConfig, seed: int, threads: int) -> sp.csr
 
 
 def memory(n_users: int, n_items: int, cfg: RP3betaConfig) -> int:
-    return n_items * BLOCK * 8 * 2 + n_items * min(cfg.top_k, n_items) * 16
+    return topk.memory(n_items, cfg.top_k)

@@ -31,22 +31,20 @@ class ItemItem(nn.Module):
 
     def __init__(self, x: sp.csr_matrix, weights: np.ndarray | sp.csr_matrix) -> None:
         super().__init__()
-        self.x = x
-        self.weights = weights if isinstance(weights, np.ndarray) else sp.csc_matrix(weights)
+        self.x, self.weights = x, weights
 
-    def _scores(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
-        w = self.weights if items is None else self.weights[:, items]
-        out = self.x[users] @ w
+    def _scores(self, users: np.ndarray) -> np.ndarray:
+        """The given users' scores for every item (one product; columns are picked afterwards, so a
+        dense EASE^R matrix is never copied)."""
+        out = self.x[users] @ self.weights
         return np.asarray(out.toarray() if sp.issparse(out) else out, dtype=np.float32)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        u = users.cpu().numpy()
-        unique, row = np.unique(u, return_inverse=True)
-        scores = self._scores(unique)[row, items.cpu().numpy()]
-        return torch.from_numpy(scores).to(users.device)
+        unique, row = np.unique(users.cpu().numpy(), return_inverse=True)
+        return torch.from_numpy(self._scores(unique)[row, items.cpu().numpy()]).to(users.device)
 
     def grid(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self._scores(users.cpu().numpy(), items.cpu().numpy())).to(users.device)
+        return torch.from_numpy(self._scores(users.cpu().numpy())[:, items.cpu().numpy()]).to(users.device)
 
 
 class Factors(nn.Module):
