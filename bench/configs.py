@@ -100,8 +100,10 @@ def config_difference(stored: dict[str, Any], planned: dict[str, Any], parts: tu
     for part in parts:
         a, b = stored.get(part) or {}, planned.get(part) or {}
         for key in sorted(set(a) | set(b)):
-            if key == "source":
-                continue  # the same files, perhaps named from another folder
+            if key == "source" or (key == "fingerprint" and key not in a):
+                continue  # the same files, perhaps named from another folder; a trial from before fingerprints
+            if key == "fingerprint" and a[key] != b.get(key):
+                return f"other data under the same label (data fingerprint {a[key]}; this run's {b.get(key)})"
             if a.get(key) != b.get(key):
                 return f"{part}.{key} = {a.get(key)!r} (this run: {b.get(key)!r})"
     return None
@@ -112,6 +114,8 @@ def data_config(spec: DataSpec) -> dict[str, Any]:
            "n_eval_negatives": spec.n_eval_negatives, "refit": spec.refit}
     if spec.source not in DATASETS:
         out["path"] = str(Path(spec.source).resolve())
+    if spec.fingerprint:
+        out["fingerprint"] = spec.fingerprint
     if spec.stands_in_for:
         out["stands_in_for"] = spec.stands_in_for
     if spec.anomalies:

@@ -26,6 +26,7 @@ class DataSpec:
     anomalies: tuple[str, ...] = ()  # what its published files hold that a clean split would not, and what was done
     search: str = "ncf"  # the tuning search space (SEARCH_SPACES)
     epochs_fixed: bool = False  # the epoch count was set by --epochs: tuned or preset settings do not change it
+    fingerprint: str = ""  # a digest of the data as loaded (set when loaded): other rows under one label are refused
 
     @property
     def label(self) -> str:

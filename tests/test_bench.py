@@ -112,9 +112,9 @@ def test_pretrained_neumf_starts_from_the_runs_own_tuned_gmf_and_mlp(tmp_path):
     mlp_cfg = ModelConfig(**{**vars(spec.model), "mlp_layers": (24, 12, 6)})
     train = TrainConfig(**{**vars(spec.train), "epochs": 1})
     untrainable = lambda *a: pytest.fail("the run's checkpoints should serve these")  # noqa: E731
-    gmf = cache.models("gmf", "synthetic", "rating", {0: split}, [0], "cpu", gmf_cfg,
+    gmf = cache.models("gmf", spec, {0: split}, [0], "cpu", gmf_cfg,
                        TrainConfig(**{**vars(train), "lr": 0.01}), untrainable)[0]
-    mlp = cache.models("mlp", "synthetic", "rating", {0: split}, [0], "cpu", mlp_cfg, train, untrainable)[0]
+    mlp = cache.models("mlp", spec, {0: split}, [0], "cpu", mlp_cfg, train, untrainable)[0]
     neumf_cfg = ModelConfig(**{**vars(gmf_cfg), "mlp_layers": (24, 12, 6), "alpha": 0.3})
     start = pretrained_neumf(gmf, mlp, neumf_cfg, split)
     users, items = torch.from_numpy(split.test.users), torch.from_numpy(split.test.items)
@@ -344,7 +344,7 @@ def test_a_sparse_pretrained_neumf_really_has_sparse_embeddings(tmp_path):
         SUITES["smoke"].datasets[0].train, epochs=1))
     split = split_for_seed(load("synthetic", task="rating", **dict(spec.options)), "rating", 0)
     cfg, train = variant_configs(spec, VARIANTS["neumf-pre-adam"], TunedParams())
-    [model] = pretrained_neumfs(PretrainCache(tmp_path), spec.label, spec.task, {0: split}, [0], "cpu", [cfg], True,
+    [model] = pretrained_neumfs(PretrainCache(tmp_path), spec, {0: split}, [0], "cpu", [cfg], True,
                                 base_configs(spec, TunedParams()))
     assert model.user.sparse and model.item.embedding.sparse
     opts = make_optimizer(model, dataclasses.replace(train, sparse=True), model.out.weight.device)

@@ -12,7 +12,7 @@ import pytest
 from bench.params import TunedParams
 from bench.run.cost import _thinned, fit_epoch_cost, shape_costs
 from bench.run.eta import TimeLeft
-from bench.run.plan import makespan, study_rungs
+from bench.run.plan import JobKey, makespan, study_rungs
 from bench.run.pool import Job
 from bench.suites import ncf_ranking
 
@@ -99,7 +99,7 @@ def test_a_tuned_plan_brackets_each_winners_seeds_and_the_wall_time():
     runner = Runner(SUITES["smoke"], opts, Path("/nonexistent/never-written"), log=lambda m: None)
     runner.load()
     plan, seconds, wall, span, bounds = runner.estimate(lambda m: None)
-    units = [k for k in seconds if k[0] == "unit" and not k[4].startswith("baseline")]
+    units = [k for k in seconds if not k.study and not k.variant.startswith("baseline")]
     assert sorted(span) == sorted(units) and len(units) == 2
     for key in units:
         low, high = span[key]
@@ -130,12 +130,12 @@ def test_if_early_stopping_stopped_nothing_the_plan_counts_every_epoch_its_space
     expected, full = work(plan, opts.params), work(plan, opts.params, unstopped=True)
     assert expected.keys() == full.keys()
     for key in expected:
-        variant = key[2] if key[0] == "study" else key[4]
+        variant = key.variant
         assert (full[key] == expected[key]) == (variant == "gmf"), key
-    assert expected[("study", 0, "mf")].rungs == study_rungs("halving", 4, 2, 48)
-    assert full[("study", 0, "mf")].rungs == study_rungs("halving", 4, 2, 256)
-    assert full[("study", 0, "mf")].epochs >= 256 + 3  # its first trial, and at least the rest's first epochs
-    unit = next(k for k in expected if k[0] == "unit" and k[4] == "mf")
+    assert expected[JobKey("study", 0, "mf")].rungs == study_rungs("halving", 4, 2, 48)
+    assert full[JobKey("study", 0, "mf")].rungs == study_rungs("halving", 4, 2, 256)
+    assert full[JobKey("study", 0, "mf")].epochs >= 256 + 3  # its first trial, and at least the rest's first epochs
+    unit = next(k for k in expected if not k.study and k.variant == "mf")
     assert (expected[unit].epochs, full[unit].epochs) == (2 * 48, 2 * 256)  # two seeds, stacked
 
 
@@ -154,7 +154,7 @@ def test_a_warm_study_adds_its_winners_training_to_itself_alone():
     plan = runner.make_plan(set())
     first, again = work(plan, opts.params), work(plan, opts.params)
     assert first == again
-    studies = {key[2]: job.rungs for key, job in first.items() if key[0] == "study"}
+    studies = {key.variant: job.rungs for key, job in first.items() if key.study}
     assert studies["gmf"] == (*studies["mf"], (2, 1.0)) and studies["mf"] == study_rungs("halving", 4, 2, 2)
 
 

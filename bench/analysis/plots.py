@@ -15,6 +15,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from bench import layout  # noqa: E402
 from bench.analysis import stats  # noqa: E402
 from ncf_core.tasks import TASKS, higher_is_better  # noqa: E402
 
@@ -28,10 +29,6 @@ def _cd_plot(ra: dict[str, Any], title: str, path: Path) -> Path:
     fig.tight_layout()
     _save(fig, path)
     return path
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
 def _save(fig: plt.Figure, path: Path) -> None:
@@ -61,7 +58,7 @@ def write_plots(records: list[dict[str, Any]], frame: pd.DataFrame, folder: Path
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes[1].legend(fontsize=8)
         fig.tight_layout()
-        path = folder / f"loss-{_slug(dataset)}-{task}.png"
+        path = folder / f"loss-{layout.file_label(dataset)}-{task}.png"
         _save(fig, path)
         paths.append(path)
 
@@ -87,7 +84,7 @@ def write_plots(records: list[dict[str, Any]], frame: pd.DataFrame, folder: Path
             ax.set_ylabel(f"{m} ({'higher' if higher_is_better(m) else 'lower'} is better)")
             ax.set_title(f"{dataset} ({task}): {m}\nseeds (dots), mean and 95% CI (black)", fontsize=9)
         fig.tight_layout()
-        path = folder / f"metrics-{_slug(dataset)}-{task}.png"
+        path = folder / f"metrics-{layout.file_label(dataset)}-{task}.png"
         _save(fig, path)
         paths.append(path)
     for (dataset, task, device), group in frame.groupby(["dataset", "task", "device"], sort=False):
@@ -96,7 +93,7 @@ def write_plots(records: list[dict[str, Any]], frame: pd.DataFrame, folder: Path
         if ra is not None:
             title = (f"{dataset} ({task}, {device}): average rank on {primary} over {ra['n']} seeds; "
                      f"Nemenyi CD {ra['cd']:.2f}")
-            paths.append(_cd_plot(ra, title, folder / f"cd-{_slug(dataset)}-{task}-{device}.png"))
+            paths.append(_cd_plot(ra, title, folder / f"cd-{layout.file_label(dataset)}-{task}-{device}.png"))
     for device, ra in stats.ranks_across_datasets(frame, primary_of).items():
         title = f"all data sets ({device}): average rank over {ra['n']} data sets; Nemenyi CD {ra['cd']:.2f}"
         paths.append(_cd_plot(ra, title, folder / f"cd-all-{device}.png"))

@@ -32,6 +32,9 @@ from bench.variants import ALL_VARIANTS, BASELINE, REFERENCE_VARIANTS
 from ncf_core import DataError
 from ncf_core.tasks import TASKS, higher_is_better
 
+# What a report folder holds besides its plots (every report before the list of written files).
+REPORT_NAMES = frozenset({"trials.csv", "significance.csv", "significance_users.csv", "throughput.csv", "devices.csv",
+                          "summary.md"})
 BASE_COLUMNS = ["dataset", "task", "variant", "device", "seed", "status", "epochs", "best_epoch",
                 "train_seconds", "train_samples_per_s", "infer_samples_per_s", "stacked_seeds", "threads", "jobs"]
 
@@ -105,23 +108,46 @@ def write_report(run_dir: Path) -> dict[str, Path]:
     if not records:
         raise DataError(store.path, "no readable trials to report" + (
             f" (lines {store.skipped[:10]} could not be read)" if store.skipped else ""))
-    folder = run_dir / f".report-{uuid.uuid4().hex[:12]}"
+    current = run_dir / layout.REPORT
+    _check_own(current)
+    folder = run_dir / f"{layout.REPORT_DRAFT}{uuid.uuid4().hex[:12]}"
     folder.mkdir()
     try:
         paths = _write(records, store.skipped, folder, store.per_user(records))
-        link = run_dir / f".report-{uuid.uuid4().hex[:12]}.link"
+        (folder / layout.REPORT_FILES).write_text("\n".join(sorted(p.name for p in folder.iterdir())) + "\n")
+        link = run_dir / f"{layout.REPORT_DRAFT}{uuid.uuid4().hex[:12]}.link"
         os.symlink(folder.name, link)
-        current = run_dir / layout.REPORT
         if current.is_dir() and not current.is_symlink():  # a copy of the folder made the link a folder
-            current.rename(run_dir / f".report-{uuid.uuid4().hex[:12]}")
+            current.rename(run_dir / f"{layout.REPORT_DRAFT}{uuid.uuid4().hex[:12]}")
         os.replace(link, current)  # the swap: one rename
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    for old in run_dir.glob(".report-*"):  # earlier reports, and any a kill left half-written
+    for old in run_dir.glob(f"{layout.REPORT_DRAFT}*"):  # earlier reports, and any a kill left half-written
         if old.name != folder.name:
             shutil.rmtree(old, ignore_errors=True) if old.is_dir() and not old.is_symlink() else old.unlink()
     return {name: run_dir / layout.REPORT / path.name for name, path in paths.items()}
+
+
+def _check_own(current: Path) -> None:
+    """The report about to be replaced holds only files the harness wrote there (its list, or for a
+    report written before there was one, the names reports have): a user's file in it is refused,
+    never removed with it."""
+    if not current.is_dir():
+        if current.is_symlink() or not current.exists():
+            return  # a dangling link: nothing to lose
+        raise DataError(current, "is a file, not the harness's report folder; move it out of the run folder")
+    written = current / layout.REPORT_FILES
+    try:
+        names = {p.name for p in current.iterdir()}
+        own = set(written.read_text(encoding="utf-8").split()) | {layout.REPORT_FILES} if written.is_file() else {
+            n for n in names if n in REPORT_NAMES or n.endswith(".png")}
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(current, f"cannot read the report folder ({getattr(err, 'strerror', err)})") from None
+    foreign = sorted(names - own)
+    if foreign:
+        raise DataError(current / foreign[0], "was not written by bench, and the report is rebuilt whole: "
+                                              "move it out of the report folder")
 
 
 def _write(records: list[dict[str, Any]], skipped: list[int], folder: Path, per_user: pd.DataFrame) -> dict[str, Path]:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from bench import layout
+from bench.suites import DataSpec
 from ncf_core import ModelConfig, TrainConfig
 from ncf_core.data import Split
 from ncf_core.models import neumf_from_pretrained
@@ -44,9 +46,12 @@ class PretrainCache:
         self.memory: dict[str, torch.nn.Module] = {}
 
     @staticmethod
-    def key(label: str, task: str, device: str, seed: int, name: str, model_cfg: ModelConfig,
-            train_cfg: TrainConfig) -> str:
-        return f"{label.replace('/', '_')}-{task}-{device}-seed{seed}-{name}-{fingerprint(model_cfg, train_cfg)}"
+    def key(spec: DataSpec, device: str, seed: int, name: str, model_cfg: ModelConfig, train_cfg: TrainConfig) -> str:
+        """A checkpoint's name: its data set (label and the data's own fingerprint: other rows under
+        the same label never serve it), device, seed, model and settings."""
+        settings = fingerprint(model_cfg, train_cfg) + spec.fingerprint
+        digest = hashlib.sha256(settings.encode()).hexdigest()[:10] if spec.fingerprint else settings
+        return f"{layout.file_label(spec.label)}-{spec.task}-{device}-seed{seed}-{name}-{digest}"
 
     def put(self, key: str, model: torch.nn.Module) -> None:
         """Keep a trained GMF or MLP (in memory and, with a run folder, as an atomic checkpoint)."""
@@ -69,11 +74,11 @@ class PretrainCache:
         self.memory[key] = model
         return True
 
-    def models(self, name: str, label: str, task: str, splits: dict[int, Split], seeds: list[int], device: str,
+    def models(self, name: str, spec: DataSpec, splits: dict[int, Split], seeds: list[int], device: str,
                model_cfg: ModelConfig, train_cfg: TrainConfig,
                trainer: Trainer = train_stacked) -> dict[int, torch.nn.Module]:
         """``name`` (gmf or mlp) for each seed: from memory, checkpoint, or trained now by ``trainer``."""
-        keys = {s: self.key(label, task, device, s, name, model_cfg, train_cfg) for s in seeds}
+        keys = {s: self.key(spec, device, s, name, model_cfg, train_cfg) for s in seeds}
         missing = []
         for s in seeds:
             if keys[s] in self.memory:
@@ -98,12 +103,12 @@ def pretrained_neumf(gmf: torch.nn.Module, mlp: torch.nn.Module, cfg: ModelConfi
     return neumf_from_pretrained(gmf, mlp, cfg, split.n_users, split.n_items, feats_t, sparse)
 
 
-def pretrained_neumfs(cache: PretrainCache, label: str, task: str, splits: dict[int, Split], seeds: list[int],
+def pretrained_neumfs(cache: PretrainCache, spec: DataSpec, splits: dict[int, Split], seeds: list[int],
                       device: str, cfgs: list[ModelConfig], sparse: bool,
                       bases: dict[str, tuple[ModelConfig, TrainConfig]]) -> list[torch.nn.Module]:
     """A NeuMF per entry of ``seeds`` (a seed may repeat: tuning trials share one), each from its seed's
     GMF and MLP as trained with ``bases`` (their own, perhaps tuned, settings), with its own config."""
-    trained = {name: cache.models(name, label, task, splits, sorted(set(seeds)), device, *bases[name])
+    trained = {name: cache.models(name, spec, splits, sorted(set(seeds)), device, *bases[name])
                for name in bases}
     gmf, mlp = (trained[name] for name in bases)
     return [pretrained_neumf(gmf[s], mlp[s], cfg, splits[s], sparse).to(device) for s, cfg in zip(seeds, cfgs)]

@@ -84,6 +84,11 @@ def protocol_difference(stored: dict[str, Any] | None, planned: dict[str, Any]) 
     if stored is None:
         return None
     for key in sorted(set(stored) | set(planned)):
+        if key == "data" and key not in stored:
+            continue  # a study from before data fingerprints
+        if key == "data" and stored[key] != planned.get(key):
+            return (f"was run on other data under the same label (data fingerprint {stored[key]}; this run's "
+                    f"{planned.get(key)}); use another --out")
         if stored.get(key) != planned.get(key):
             flag = {"stack": "tune-stack", "sampler_seed": "sampler-seed"}.get(key, key)
             return (f"was run with {key} = {stored.get(key)!r} (this run: {planned.get(key)!r}); use another --out, "
@@ -112,15 +117,15 @@ def stored_protocols(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def study_name(spec: Any, variant: str) -> str:
-    return f"{spec.label.replace('/', '_')}-{spec.task}-{variant}"
+    return f"{layout.file_label(spec.label)}-{spec.task}-{variant}"
 
 
 def protocol(settings: Any, threads: int) -> dict[str, Any]:
     """What a study's trials depend on beyond its data set, variant and budget (a larger budget
     continues the same search): the pruner, the stack, the sampler's seed, and on a CPU the torch
-    threads, which change an MLP's numbers. ``settings``: a ``StudySettings``."""
+    threads, which change an MLP's numbers; and the data's fingerprint. ``settings``: a ``StudySettings``."""
     return {"pruner": settings.pruner, "stack": settings.stack, "sampler_seed": settings.sampler_seed,
-            "threads": threads if settings.device == "cpu" else None}
+            "threads": threads if settings.device == "cpu" else None, "data": settings.spec.fingerprint or None}
 
 
 def protocol_conflict(studies: list[tuple[str, Any]], threads: int) -> DataError | None:

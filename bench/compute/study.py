@@ -107,7 +107,7 @@ class Trials:
 
     def build(self, cfgs: list, sparse: bool) -> list[torch.nn.Module]:
         if self.variant.pretrained:
-            return pretrained_neumfs(self.cache, self.spec.label, self.spec.task, {TUNE_SEED: self.split},
+            return pretrained_neumfs(self.cache, self.spec, {TUNE_SEED: self.split},
                                      [TUNE_SEED] * len(cfgs), self.device, cfgs, sparse,
                                      base_configs(self.spec, self.base))
         return [seeded_model(self.variant.model, c, self.split, TUNE_SEED, self.device, sparse) for c in cfgs]
@@ -246,8 +246,8 @@ class Search:
         entry = {"variant": self.variant.name, "dataset": self.spec.label, "task": self.spec.task, **params}
         if self.settings.warm:  # the tuned GMF/MLP a pretrained NeuMF's study starts from
             cfg, train = variant_configs(self.spec, self.variant, TunedParams([entry]))
-            self.trials.cache.models(self.variant.name, self.spec.label, self.spec.task,
-                                     {TUNE_SEED: self.trials.split}, [TUNE_SEED], self.settings.device, cfg, train)
+            self.trials.cache.models(self.variant.name, self.spec, {TUNE_SEED: self.trials.split}, [TUNE_SEED],
+                                     self.settings.device, cfg, train)
         finished = self.finished()
         states = {s.name.lower(): sum(t.state == s for t in finished) for s in (TrialState.COMPLETE, TrialState.PRUNED)}
         states["diverged"] = len(finished) - sum(states.values())

@@ -87,7 +87,7 @@ def _trials(spec: DataSpec, splits: dict[int, Split], seeds: list[int], device: 
     if variant.name in PRETRAIN_BASES:  # NeuMF starts from these (trained on training data only)
         for seed, model, outcome in zip(seeds, models, outcomes):
             if not isinstance(outcome, Exception):
-                cache.put(PretrainCache.key(spec.label, spec.task, device, seed, variant.name, model_cfg, train_cfg),
+                cache.put(PretrainCache.key(spec, device, seed, variant.name, model_cfg, train_cfg),
                           model)
     refits: dict[int, tuple[torch.nn.Module, History | Exception]] = {}
     if spec.refit:
@@ -141,7 +141,7 @@ def _models(spec: DataSpec, splits: dict[int, Split], seeds: list[int], device: 
             model_cfg: ModelConfig, train_cfg: TrainConfig, params: TunedParams,
             cache: PretrainCache) -> list[torch.nn.Module]:
     if variant.pretrained:
-        return pretrained_neumfs(cache, spec.label, spec.task, splits, seeds, device, [model_cfg] * len(seeds),
+        return pretrained_neumfs(cache, spec, splits, seeds, device, [model_cfg] * len(seeds),
                                  train_cfg.sparse, base_configs(spec, params))
     return [seeded_model(variant.model, model_cfg, splits[s], s, device, train_cfg.sparse) for s in seeds]
 

@@ -24,7 +24,7 @@ from torch import nn
 from bench.compute.study import foreseen_trials
 from bench.configs import overridden, reference_settings, split_for, variant_configs
 from bench.params import TunedParams
-from bench.run.plan import Plan, work
+from bench.run.plan import JobKey, Plan, work
 from bench.search import space_draws
 from bench.suites import DataSpec
 from bench.variants import BASELINE, VARIANTS
@@ -41,6 +41,7 @@ PROBE_USERS = 256  # users of the test's full ranking timed, scaled to all
 PROBE_DRAWS = 6  # settings a probe times, drawn from the search space
 PROBE_S, PROBE_EXAMPLES_MAX = 0.3, 500_000  # how long a setting is timed, at most
 SPACE_DRAWS = 512  # settings the fitted cost is averaged over
+PROBE_STACK = 16  # most models a probe stacks: a bigger stack is priced per model as this one (a bound)
 
 
 def measured_costs(plan: Plan, params: TunedParams, threads: int, log: Any = print,
@@ -63,42 +64,41 @@ def measured_costs(plan: Plan, params: TunedParams, threads: int, log: Any = pri
     out = {}
     full = work(plan, params, unstopped=True) if unstopped is not None else {}
     for key, job in work(plan, params).items():
-        spec, data = plan.specs[key[1]]
-        if key[0] == "unit" and key[4].startswith(BASELINE):
+        spec, data = plan.specs[key.dataset]
+        if key.variant.startswith(BASELINE):
             out[key] = 0.5
             continue
         if job.model == "reference":  # a fit and a validation (study) or a test (unit) each, at the defaults
-            variant = key[2] if key[0] == "study" else key[4]
-            if key[1] not in splits:
-                splits[key[1]] = split_for(spec, data, 0)
-            probe = (key[1], variant, "reference")
+            if key.dataset not in splits:
+                splits[key.dataset] = split_for(spec, data, 0)
+            probe = (key.dataset, key.variant, "reference")
             if probe not in speed:
-                speed[probe] = _reference_probe(spec, splits[key[1]], variant, params, log)
+                speed[probe] = _reference_probe(spec, splits[key.dataset], key.variant, params, log)
             fit_s, valid_s, test_s = speed[probe]
-            out[key] = job.epochs * (fit_s + (valid_s if key[0] == "study" else test_s))
+            out[key] = job.epochs * (fit_s + (valid_s if key.study else test_s))
             continue
-        device = key[3] if key[0] == "unit" else plan.devices[0]
-        variant = key[2] if key[0] == "study" else key[4]
+        device, variant = key.device or plan.devices[0], key.variant
         epoch_s = {}
-        trials = key[0] == "study" and job.size > 1  # members with their own lr, not seeds sharing one
+        trials = key.study and job.size > 1  # members with their own lr, not seeds sharing one
         for size in {job.size, *(1 for _, live in job.rungs if live < job.size)}:
-            probe = (key[1], variant, size, device, trials and size > 1)
+            probe = (key.dataset, variant, size, device, trials and size > 1)
             if probe not in speed:
                 started = time.perf_counter()
-                if key[1] not in splits:
-                    splits[key[1]] = split_for(spec, data, 0)
-                *speed[probe], said = _priced(spec, splits[key[1]], variant, size, device, params, plan, probe[-1])
+                if key.dataset not in splits:
+                    splits[key.dataset] = split_for(spec, data, 0)
+                *speed[probe], said = _priced(spec, splits[key.dataset], variant, size, device, params, plan,
+                                              probe[-1])
                 log(f"probe: {variant} on {spec.label}, {size} stacked{' trials' * probe[-1]} on {device}{said} "
                     f"({time.perf_counter() - started:.1f} s)")
             epoch_s[size] = speed[probe][0]
-        _, valid_s, test_s = speed[(key[1], variant, job.size, device, trials)]
+        _, valid_s, test_s = speed[(key.dataset, variant, job.size, device, trials)]
         at = {name: {size: float(pick(e)) for size, e in epoch_s.items()}
               for name, pick in (("mean", np.mean), ("low", np.min), ("high", np.max))}
         priced = {name: _job_seconds(job, key, seconds, valid_s, test_s) for name, seconds in at.items()}
         out[key] = priced["mean"]
         if key in full and full[key] != job:
             unstopped[key] = _job_seconds(full[key], key, at["mean"], valid_s, test_s)
-        if span is not None and plan.budget and key[0] == "unit":
+        if span is not None and plan.budget and not key.study:
             span[key] = (priced["low"], priced["high"])
     return out
 
@@ -120,10 +120,10 @@ def _reference_probe(spec: DataSpec, split: Any, variant: str, params: TunedPara
     return fit_s, valid_s, test_s
 
 
-def _job_seconds(job: Any, key: tuple, epoch_s: dict[int, float], valid_s: float, test_s: float) -> float:
+def _job_seconds(job: Any, key: JobKey, epoch_s: dict[int, float], valid_s: float, test_s: float) -> float:
     seconds = sum(e * (_thinned(epoch_s, job.size, live) + valid_s) for e, live in job.rungs)
     seconds -= job.refit * valid_s  # a refit does not validate
-    return seconds + (test_s * len(key[2]) if key[0] == "unit" else 0.0)
+    return seconds + (0.0 if key.study else test_s * job.size)  # a unit tests each of its seeds
 
 
 def _thinned(epoch_s: dict[int, float], size: int, live: float) -> float:
@@ -242,6 +242,7 @@ def _probe(spec: DataSpec, split: Any, variant: str, size: int, device: str, par
     the test: a full ranking for a ranking task, else a scoring pass like the validation's)."""
     v = VARIANTS[variant]
     epoch_s = []
+    size = min(size, PROBE_STACK)  # the plan's memory and time stay bounded whatever the run's stack
     for draw in draws:
         model_cfg, train_cfg = overridden(spec, *variant_configs(spec, v, params), draw)
         models = [seeded_model(v.model, model_cfg, split, s, device, train_cfg.sparse) for s in range(size)]

@@ -107,6 +107,7 @@ def resolve_datasets(suite: Suite, opts: RunOptions, log: Log) -> list[tuple[Dat
                            name=f"{spec.label}-all-rows")
         data = load(spec.source, data_dir=opts.data_dir, task=spec.task, strict=opts.strict_files,
                     **dict(spec.options))
+        spec = replace(spec, fingerprint=data.fingerprint())
         if isinstance(data, Split):  # the paper's files: their negatives are what the record says
             spec = replace(spec, n_eval_negatives=int(data.test_negatives.shape[1]),
                            anomalies=tuple(a.line() for a in data.anomalies))

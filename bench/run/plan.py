@@ -8,11 +8,13 @@ seconds (``bench.run.cost``) and prints the plan and its estimated wall time.
 
 from __future__ import annotations
 
+import bisect
 import functools
+import heapq
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -44,6 +46,21 @@ STACK_CAP = 16
 HALVING_PLAYS = 1000  # random orders successive halving is played out over (study_rungs)
 
 
+class JobKey(NamedTuple):
+    """A job's name in the run's graph: a study, or a unit of seeds."""
+
+    kind: str  # "study" or "unit"
+    dataset: int  # index into the plan's data sets
+    variant: str
+    device: str = ""  # a unit's (a study trains on the run's first device)
+    group: int = -1  # a unit's seed group, by its first seed (a key stays small to hash)
+    seed: int = -1  # a baseline unit's seed: one unit a seed, so one key each
+
+    @property
+    def study(self) -> bool:
+        return self.kind == "study"
+
+
 @dataclass
 class Plan:
     specs: list[tuple[DataSpec, Any]]
@@ -66,11 +83,12 @@ class Plan:
         """A GMF or MLP study also trains its winner for the pretrained NeuMFs of the run."""
         return variant in PRETRAIN_BASES and any(VARIANTS[v].pretrained for v in self.variants)
 
-    def study_key(self, study: StudyJob) -> tuple:
-        return ("study", study.dataset, study.variant)
+    def study_key(self, study: StudyJob) -> JobKey:
+        return JobKey("study", study.dataset, study.variant)
 
-    def unit_key(self, unit: UnitJob) -> tuple:
-        return ("unit", unit.dataset, unit.group, unit.device, unit.variant)
+    def unit_key(self, unit: UnitJob) -> JobKey:
+        seed = unit.seeds[0] if unit.variant.startswith(BASELINE) else -1
+        return JobKey("unit", unit.dataset, unit.variant, unit.device, unit.group[0], seed)
 
 
 def seed_groups(spec: DataSpec, data: Any, seeds: list[int], devices: tuple[str, ...],
@@ -90,7 +108,7 @@ def study_stack(spec: DataSpec, data: Any, budget: int, devices: tuple[str, ...]
     one batch size and one shape), capped by what fits a quarter of the smallest memory (a member
     holds its tables, their gradients and Adam's two moments, at the widest shapes searched)."""
     if requested is not None:
-        return requested
+        return max(1, min(requested, budget))  # a stack never holds more trials than its study has
     rows = (data.train.n_users + data.train.n_items) if hasattr(data, "train") else (data.n_users + data.n_items)
     member = rows * (192 + 128) * 4 * 4  # the widest searched: MF 192 factors; NeuMF 64 + half a 256 tower
     fits = max(1, memory_budget(devices) // member)
@@ -122,19 +140,25 @@ def make_plan(specs: list[tuple[DataSpec, Any]], devices: tuple[str, ...], seeds
         mine = [t for t in trials if (t["dataset"], t["task"]) == (spec.label, spec.task) and trial_key(t) in pending]
         # Groups of all the run's seeds, whatever is stored: a unit trains its whole group (and records
         # its pending seeds), so a resumed run trains each seed in the company it had, bit for bit.
-        groups = [g for g in seed_groups(spec, data, seeds, devices, opts.stack) if any(t["seed"] in g for t in mine)]
+        by_group: dict[int, list[dict]] = {}
+        groups = seed_groups(spec, data, seeds, devices, opts.stack)
+        group_of = {seed: n for n, g in enumerate(groups) for seed in g}
+        for t in mine:
+            by_group.setdefault(group_of[t["seed"]], []).append(t)
+        groups = [g for n, g in enumerate(groups) if n in by_group]
         if groups:
             plan.groups[spec.label] = [len(g) for g in groups]
-        for group in groups:
+        for n, group in ((group_of[g[0]], tuple(g)) for g in groups):  # one tuple a group, shared by its units
+            by_unit: dict[tuple, list[int]] = {}
+            for t in by_group[n]:
+                by_unit.setdefault((t["device"], t["variant"]), []).append(t["seed"])
             for device in devices:
                 for name in order:
-                    pending_seeds = tuple(t["seed"] for t in mine if t["seed"] in group
-                                          and (t["device"], t["variant"]) == (device, name))
-                    if pending_seeds:
-                        plan.units.append(UnitJob(index, tuple(group), device, name, pending_seeds))
-            for t in mine:
-                if t["seed"] in group and t["variant"].startswith(BASELINE):
-                    plan.units.append(UnitJob(index, tuple(group), "cpu", t["variant"], (t["seed"],)))
+                    if (device, name) in by_unit:
+                        plan.units.append(UnitJob(index, group, device, name, tuple(by_unit[device, name])))
+            for t in by_group[n]:
+                if t["variant"].startswith(BASELINE):
+                    plan.units.append(UnitJob(index, group, "cpu", t["variant"], (t["seed"],)))
     if tuning:
         tuning["stack"] = plan.stacks
     return plan
@@ -158,6 +182,9 @@ def jobs(plan: Plan, run_dir: Path, params: TunedParams, jobs_count: int, device
         out.append(Job(key, run_reference_study if reference else run_study, (study, settings), bases, study.dataset,
                        f"the {study.variant} study on {spec.label}", (costs or {}).get(key, 1.0), device))
         keys.add(key)
+    checkpoints = str(run_dir / layout.CHECKPOINTS)
+    unit_settings = [UnitSettings(spec, params, plan.tuning, plan.stack, jobs_count, checkpoints)
+                     for spec, _ in plan.specs]
     for unit in plan.units:
         spec = plan.specs[unit.dataset][0]
         after: list[tuple] = []
@@ -168,8 +195,7 @@ def jobs(plan: Plan, run_dir: Path, params: TunedParams, jobs_count: int, device
             if variant.pretrained:
                 after += [k for k in (plan.unit_key(UnitJob(unit.dataset, unit.group, unit.device, b, ()))
                                       for b in PRETRAIN_BASES) if k in keys]
-        settings = UnitSettings(spec, params, plan.tuning, plan.stack, jobs_count,
-                                str(run_dir / layout.CHECKPOINTS))
+        settings = unit_settings[unit.dataset]
         key = plan.unit_key(unit)
         out.append(Job(key, run_unit, (unit, settings), tuple(after), unit.dataset,
                        f"{unit.variant} on {spec.label} ({unit.device}, seeds {list(unit.seeds)})",
@@ -183,7 +209,7 @@ def jobs(plan: Plan, run_dir: Path, params: TunedParams, jobs_count: int, device
 def relative_costs(plan: Plan, params: TunedParams) -> dict[tuple, float]:
     """Examples trained (times a model's cost per example, over a stack's gain): enough to order the
     work and to turn the progress bar's rate into time left, without measuring anything."""
-    return {key: sum(e / stack_gain(live) for e, live in job.rungs) * training_pairs(*plan.specs[key[1]])
+    return {key: sum(e / stack_gain(live) for e, live in job.rungs) * training_pairs(*plan.specs[key.dataset])
             * EXAMPLE_COST[job.model] for key, job in work(plan, params).items()}
 
 
@@ -240,7 +266,8 @@ def work(plan: Plan, params: TunedParams, unstopped: bool = False) -> dict[tuple
         _, train_cfg = variant_configs(spec, VARIANTS[unit.variant], params)
         if plan.budget:  # the tuned winner trains as its space pinned it
             train_cfg = _pinned(spec, unit.variant, train_cfg)
-        epochs, size = _expected_epochs(train_cfg, unstopped), len(unit.seeds)
+        # the whole group trains, however few of its seeds are pending
+        epochs, size = _expected_epochs(train_cfg, unstopped), len(unit.group)
         refit = epochs * REFIT_SHARE * size if spec.refit else 0.0
         rungs = ((epochs * size, float(size)),) + (((refit, float(size)),) if refit else ())
         out[plan.unit_key(unit)] = Work(VARIANTS[unit.variant].model, size, rungs, refit)
@@ -280,8 +307,9 @@ def study_rungs(pruner: str, budget: int, stack_size: int, epochs: float) -> tup
     steps[-1] = float(epochs)
     trained, held = np.zeros(len(steps)), np.zeros(len(steps))
     rng = np.random.default_rng(0)
-    for _ in range(HALVING_PLAYS):
-        quality, marks = rng.permutation(budget), [[] for _ in steps]
+    plays = min(HALVING_PLAYS, max(10, HALVING_PLAYS * 50 // budget))  # a big study averages within a play
+    for _ in range(plays):
+        quality, marks = rng.permutation(budget).tolist(), [[] for _ in steps]
         for first in range(0, budget, stack_size):
             live = list(quality[first:first + stack_size])
             for r, step in enumerate(steps):
@@ -291,14 +319,14 @@ def study_rungs(pruner: str, budget: int, stack_size: int, epochs: float) -> tup
                 if step >= epochs:
                     break
                 live = [q for q in live if _promoted(q, marks[r])]
-    return tuple((float(t / HALVING_PLAYS), float(h / t)) for t, h in zip(trained, held) if t > 0)
+    return tuple((float(t / plays), float(h / t)) for t, h in zip(trained, held) if t > 0)
 
 
 def _promoted(value: float, rung: list[float]) -> bool:
     """Optuna's successive halving: ``value`` joins the values its rung holds and goes on if among
-    the best len // factor of them (at least the best)."""
-    rung.append(value)
-    return value >= sorted(rung, reverse=True)[max(0, len(rung) // HALVING_FACTOR - 1)]
+    the best len // factor of them (at least the best). ``rung`` is kept sorted."""
+    bisect.insort(rung, value)
+    return value >= rung[len(rung) - max(1, len(rung) // HALVING_FACTOR)]
 
 
 def _expected_epochs(cfg: Any, unstopped: bool = False) -> float:
@@ -310,23 +338,32 @@ def _expected_epochs(cfg: Any, unstopped: bool = False) -> float:
 def makespan(jobs_list: list[Job], workers: int, seconds: dict[tuple, float]) -> float:
     """Wall time of the jobs on ``workers`` workers, scheduled as the pool schedules them (longest
     path first, each job once its dependencies are done), each taking its ``seconds``: a job trains
-    on its share of the cores whatever runs beside it (``bench.run.pool``)."""
+    on its share of the cores whatever runs beside it (``bench.run.pool``). Event-driven with heaps,
+    so a plan of 10^5 units is priced in a second."""
     from bench.run.pool import priorities
 
     rank = priorities(jobs_list)
     workers = max(1, min(workers, len(jobs_list)))
-    left = sorted(jobs_list, key=lambda j: -rank[j.key])
-    done: set = set()
-    running: dict[Any, float] = {}  # key: when it ends
-    clock = 0.0
-    while left or running:
-        ready = [j for j in left if all(k in done for k in j.after)]
-        for job in ready[: workers - len(running)]:
-            left.remove(job)
-            running[job.key] = clock + seconds.get(job.key, 0.0)
-        if not running:
-            raise ValueError(f"jobs wait on each other: {[j.key for j in left]}")
-        key = min(running, key=running.get)
-        clock = running.pop(key)
-        done.add(key)
+    order = {j.key: n for n, j in enumerate(sorted(jobs_list, key=lambda j: -rank[j.key]))}
+    waits = {j.key: len(j.after) for j in jobs_list}
+    dependents: dict[Any, list[Any]] = {j.key: [] for j in jobs_list}
+    for j in jobs_list:
+        for k in j.after:
+            dependents[k].append(j.key)
+    ready = [(order[k], k) for k, n in waits.items() if n == 0]
+    heapq.heapify(ready)
+    running: list[tuple[float, int, Any]] = []  # (when it ends, its order, key)
+    clock, finished = 0.0, 0
+    while ready or running:
+        while ready and len(running) < workers:
+            n, key = heapq.heappop(ready)
+            heapq.heappush(running, (clock + seconds.get(key, 0.0), n, key))
+        clock, _, key = heapq.heappop(running)
+        finished += 1
+        for d in dependents[key]:
+            waits[d] -= 1
+            if waits[d] == 0:
+                heapq.heappush(ready, (order[d], d))
+    if finished < len(jobs_list):
+        raise ValueError(f"jobs wait on each other: {[k for k, n in waits.items() if n > 0]}")
     return clock

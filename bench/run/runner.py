@@ -8,7 +8,6 @@ initialisation and data order for every variant, so comparisons are paired by se
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ from tqdm import tqdm
 from bench import faults
 from bench.compute.storage import protocol_conflict
 from bench.configs import COMPARED, config_difference, reference_settings, trial_config, variant_configs
+from bench.run.console import describe_plan, one_line
 from bench.run.cost import measured_costs
 from bench.run.datasets import resolve_datasets
 from bench.run.eta import TimeLeft
@@ -56,6 +56,7 @@ class Runner:
 
     def load(self) -> list[tuple[Any, Any]]:
         """The data sets, and every setting checked against them, before anything is written."""
+        self.store.check_folder()  # before the data load: a wrong --out is said at once
         self.specs = resolve_datasets(self.suite, self.opts, self.log)
         self._check_params()
         for spec, data in self.specs:
@@ -102,7 +103,7 @@ class Runner:
         unit's seconds and the wall time (``bounds``) with every winner at its study's cheapest and
         its costliest structure, and, where runs stop early, if early stopping stopped nothing.
         Writes nothing."""
-        plan = self.make_plan(self.store.finished() if self.store.path.is_file() else set())
+        plan = self._checked_plan(self.store.records())  # refused here as the real run would refuse it
         span: dict[tuple, tuple[float, float]] = {}
         unstopped: dict[tuple, float] = {}
         seconds = measured_costs(plan, self.opts.params, self.threads, log, span, unstopped)
@@ -122,15 +123,21 @@ class Runner:
             if dropped:
                 self.log(f"warning: {self.store.path}: dropped a torn last line ({dropped} bytes) left by a crash; "
                          "its trial runs again")
-            stored = {trial_key(r): r for r in self.store.records()}
+            records = self.store.records()
             if self.store.skipped:
                 self.log(f"warning: {self.store.path}: skipped unreadable line(s) {self.store.skipped[:10]}")
-            plan = self.make_plan(self.store.done(stored.values()))
-            self._check_stored(plan, stored)
-            self._check_studies(plan)
+            plan = self._checked_plan(records)
             if len(plan.pending) < len(plan.trials):
                 self.log(f"resuming: {len(plan.trials) - len(plan.pending)} of {len(plan.trials)} trials stored")
             return self._execute(plan)
+
+    def _checked_plan(self, records: list[dict[str, Any]]) -> Plan:
+        """The plan of what is left, once the stored trials and studies are known to agree with this
+        call's settings (``run`` and ``--plan`` both: a plan never promises what the run refuses)."""
+        plan = self.make_plan(self.store.done(records))
+        self._check_stored(plan, {trial_key(r): r for r in records})
+        self._check_studies(plan)
+        return plan
 
     def _check_stored(self, plan: Plan, stored: dict[tuple, dict[str, Any]]) -> None:
         """Stored trials run with other settings are refused, not mixed into one table. A tuned run's
@@ -160,7 +167,7 @@ class Runner:
         if not plan.studies:
             return
         studies = [job.args for job in jobs(plan, self.store.run_dir, self.opts.params, self.jobs, self.devices[0])
-                   if job.key[0] == "study"]
+                   if job.key.study]
         conflict = protocol_conflict([(s.variant, settings) for s, settings in studies], self.threads)
         if conflict:
             raise conflict
@@ -189,7 +196,7 @@ class Runner:
 
         def started(job: Job, threads: int) -> None:
             left.start(job.key, time.monotonic())
-            if job.key[0] == "study":
+            if job.key.study:
                 bar.write(f"tuning {job.name.removeprefix('the ')} ({threads} thread{'s' * (threads > 1)})")
 
         moved: dict[Any, float] = {}
@@ -205,7 +212,7 @@ class Runner:
             for job, result in self.executor.execute(work, [data for _, data in plan.specs], started, epoch):
                 left.done(job.key, time.monotonic())
                 show_left()
-                if job.key[0] == "study":
+                if job.key.study:
                     self._study_done(job, result, bar)
                 else:
                     for rec in result["records"]:
@@ -216,7 +223,7 @@ class Runner:
                         self.store.append(rec)  # the driver is the store's only writer
                         results.append(rec)
                         done_trials += 1
-                        bar.write(_one_line(rec))
+                        bar.write(one_line(rec))
                         faults.point("stored")
                     bar.set_description_str(f"{done_trials}/{len(plan.trials)} trials")
                 bar.update(max(0.0, min(job.cost - moved.get(job.key, 0.0), bar.total - bar.n)))
@@ -244,46 +251,4 @@ class Runner:
 
     def describe(self, plan: Plan, seconds: dict[tuple, float], wall: float,
                  span: dict[tuple, tuple[float, float]] | None = None, bounds: dict[str, float] | None = None) -> str:
-        """What ``--plan`` prints: per data set and device, the studies and seeded units, their
-        estimated seconds, and the run's estimated wall time (with its span where winners decide)."""
-        span, bounds = span or {}, bounds or {}
-        lines = [f"plan: {len(plan.trials)} trials ({len(plan.pending)} to run), {len(plan.studies)} studies, "
-                 f"{len(plan.units)} seeded units, {self.jobs} job{'s' * (self.jobs > 1)} of {self.threads} "
-                 f"thread{'s' * (self.threads > 1)}"]
-        for index, (spec, _) in enumerate(plan.specs):
-            lines.append(f"\n{spec.label} ({spec.task}):")
-            for study in (s for s in plan.studies if s.dataset == index):
-                key = plan.study_key(study)
-                at_a_time = 1 if VARIANTS[study.variant].reference else plan.stacks[spec.label]
-                lines.append(f"  study {study.variant:<15} {plan.budget} trials, {at_a_time} at a time"
-                             f"{'':>8}~{seconds.get(key, 0) / 60:6.1f} min")
-            for unit in (u for u in plan.units if u.dataset == index):
-                key = plan.unit_key(unit)
-                low_high = (f"  ({span[key][0] / 60:.1f}-{span[key][1] / 60:.1f} by its winner)"
-                            if key in span and span[key][1] > span[key][0] * 1.05 else "")
-                lines.append(f"  unit  {unit.variant:<24} {unit.device:<4} seeds {json.dumps(list(unit.seeds)):<18}"
-                             f"~{seconds.get(key, 0) / 60:6.1f} min{low_high}")
-        total = sum(seconds.values())
-        at = ("the settings each study draws before TPE learns, the rest of its space fitted" if plan.budget
-              else "the settings of each job")
-        between = (f"; {bounds['cheapest'] / 60:.1f}-{bounds['costliest'] / 60:.1f} min with every winner at its "
-                   "study's cheapest or costliest structure" if "cheapest" in bounds else "")
-        if "unstopped" in bounds:
-            between += (f"; {bounds['unstopped'] / 60:.1f} min if early stopping stopped nothing (runs with a "
-                        "patience are taken to end three patiences in)")
-        lines.append(f"\nestimated: {total / 60:.1f} min of work, {wall / 60:.1f} min wall time on {self.jobs} "
-                     f"job{'s' * (self.jobs > 1)}{between} (a probe of the engine at {at}; "
-                     "where TPE goes next, pruning and early stopping move it)")
-        return "\n".join(lines)
-
-
-def _one_line(r: dict[str, Any]) -> str:
-    head = f"{r['dataset']}/{r['task']} {r['variant']:<24} {r['device']:<4} seed {r['seed']:<2}"
-    if r["status"] != "ok":
-        return f"{head} {r['status'].upper()}: {r.get('error', '')}"
-    m = "  ".join(f"{k}={v:.4f}" for k, v in r["metrics"].items() if not k.startswith("full_"))
-    speed = (f"{r.get('train_samples_per_s', 0) or 0:,.0f} samples/s" if r.get("train_samples_per_s") else
-             f"fit {r.get('train_seconds') or 0:.1f}s" if r.get("train_rows") else "baseline")
-    if (r.get("stacked_seeds") or 1) > 1:
-        speed += f" per seed, {r['stacked_seeds']} stacked"
-    return f"{head} {m}  ({r['wall_seconds']:.1f}s, {speed})"
+        return describe_plan(plan, seconds, wall, self.jobs, self.threads, span, bounds)

@@ -153,11 +153,22 @@ class TrialStore:
         except OSError as err:
             raise DataError(self.path, f"cannot store a trial ({err.strerror})") from None
 
+    def check_folder(self) -> None:
+        """Refuse a folder this harness did not make (``layout.not_a_run_folder``)."""
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise DataError(self.run_dir, "is a file, not a run folder")
+        try:
+            names = {p.name for p in self.run_dir.iterdir()} if self.run_dir.exists() else set()
+        except OSError as err:
+            raise DataError(self.run_dir, f"cannot read the run folder ({err.strerror})") from None
+        problem = layout.not_a_run_folder(names)
+        if problem:
+            raise DataError(self.run_dir, problem)
+
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the run folder for one ``bench run``; a second one on it is refused, not interleaved."""
-        if self.run_dir.exists() and not self.run_dir.is_dir():
-            raise DataError(self.run_dir, "is a file, not a run folder")
+        self.check_folder()
         created = not self.run_dir.exists()
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -24,6 +25,15 @@ class Interactions:
     item_features: np.ndarray | None = None
     feature_names: tuple[str, ...] = ()
     name: str = ""
+
+    def fingerprint(self) -> str:
+        """A digest of what a model sees of the data (ids, targets, order, sizes, item features): the
+        same label over other rows is told apart."""
+        h = hashlib.sha256(f"{self.n_users},{self.n_items},{len(self.users)}".encode())
+        for a in (self.users, self.items, self.target, self.timestamps, self.item_features):
+            if a is not None:
+                h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()[:16]
 
     def __post_init__(self) -> None:
         n = len(self.users)

@@ -11,6 +11,7 @@ pairs are reduced to their latest row before splitting.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -39,6 +40,14 @@ class Split:
     @property
     def n_users(self) -> int:
         return self.train.n_users
+
+    def fingerprint(self) -> str:
+        """A digest of the given split: its three parts and its negatives."""
+        h = hashlib.sha256("".join(p.fingerprint() for p in (self.train, self.valid, self.test)).encode())
+        for a in (self.valid_negatives, self.test_negatives):
+            if a is not None:
+                h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()[:16]
 
     @property
     def n_items(self) -> int:
