@@ -71,6 +71,18 @@ def test_a_killed_tuned_run_resumes_to_the_uninterrupted_result(kill, uninterrup
     assert all(len([t for t in ts if t[1] in ("COMPLETE", "PRUNED")]) == 4 for ts in studies.values())
 
 
+def test_a_run_killed_twice_between_ask_and_draw_resumes_to_the_uninterrupted_result(uninterrupted, tmp_path):
+    """Killed after the NeuMF study asked its second trial and before it drew anything, then again
+    at once in the resume: the open trial draws its settings from its own (seed, n) sampler, not
+    whatever sampler the study held (before: another alpha, and a study that went elsewhere)."""
+    out = tmp_path / "run"
+    for kill in ("asked:10", "asked:2"):
+        assert _run(out, kill).returncode == -9
+    again = _run(out)
+    assert again.returncode == 0, again.stderr
+    assert _state(out) == uninterrupted
+
+
 def test_a_run_resumed_under_another_protocol_is_refused_before_it_writes(tmp_path):
     """Threads change an MLP's numbers, the stack and pruner change the search: a killed run resumed
     with others would end as a mix of two runs."""

@@ -184,7 +184,8 @@ class Search:
         size = min(self.settings.stack, self.settings.budget - before if self.settings.own else need)
         members = []
         for t in interrupted:
-            if t.state == TrialState.RUNNING:
+            if t.state == TrialState.RUNNING:  # what it has not drawn yet, drawn by its own (seed, n) sampler
+                self.study.sampler = make_sampler(self.settings.sampler_seed, t.number)
                 members.append(self._member(optuna.Trial(self.study, t._trial_id)))
             elif t.state != TrialState.WAITING:  # finished before the kill: trained again for its stack-mates
                 members.append(Member(None, fresh(t), self.trials.params(optuna.trial.FixedTrial(t.params))))
@@ -197,6 +198,7 @@ class Search:
         return members
 
     def _member(self, trial: optuna.Trial) -> Member:
+        faults.point("asked")  # asked, nothing drawn yet: a kill here leaves a RUNNING trial without params
         with quiet():
             params = self.trials.params(trial)
         trial.set_user_attr("config", json.loads(json.dumps(params, default=list)))
