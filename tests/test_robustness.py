@@ -185,6 +185,22 @@ def test_an_ok_line_without_metrics_is_run_again(fast_run, tmp_path):
     assert len(pd.read_csv(run / "report" / "trials.csv")) == len(lines)
 
 
+@pytest.mark.parametrize("metrics", [{"hr@10": 0.9}, {"bogus": 1.0}, "nan"])
+def test_an_ok_line_with_hollow_or_nan_metrics_is_run_again_not_trusted(fast_run, tmp_path, capsys, metrics):
+    """Before: "resuming: 30 of 30", a table averaging one seed with n = 2, the edited value bolded."""
+    run = _copy(fast_run, tmp_path / "run")
+    store = TrialStore(run)
+    lines = store.path.read_text().splitlines()
+    hollow = json.loads(lines[0])
+    own = hollow["metrics"]
+    hollow["metrics"] = {**own, next(iter(own)): float("nan")} if metrics == "nan" else metrics
+    store.path.write_text("\n".join([*lines, json.dumps(hollow)]) + "\n")  # the latest line of its key
+    assert main([*FAST, "--out", str(run)]) == 0
+    assert f"skipped unreadable line(s) [{len(lines) + 1}]" in capsys.readouterr().err
+    again = next(r for r in store.records() if trial_key(r) == trial_key(hollow))
+    assert again["metrics"] == json.loads(lines[0])["metrics"]  # trained again, to the same numbers
+
+
 @pytest.mark.parametrize(("train", "model", "message"), [
     ({"n_negatives": -1}, {}, "n_negatives must be a whole number >= 1, not -1"),
     ({"k": 0}, {}, "k must be a whole number >= 1, not 0"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 from bench import layout
 from ncf_core import DataError
+from ncf_core.tasks import TASKS
 
 try:
     import fcntl
@@ -34,17 +36,33 @@ def trial_key(rec: dict[str, Any]) -> tuple:
 
 
 def well_formed(rec: Any) -> bool:
-    """A record this harness could have written: its key fields of the right types, and an "ok"
-    trial with its metrics (a hand-edited or foreign line is skipped and reported, not trusted)."""
+    """A record this harness could have written: its key fields of the right types, a task it knows,
+    and an "ok" trial with every metric of its task, each a finite number (a hand-edited or foreign
+    line is skipped and reported, and its trial runs again: it is not trusted)."""
     if not isinstance(rec, dict):
         return False
     if not all(isinstance(rec.get(f), str) for f in ("dataset", "task", "variant", "device", "status")):
         return False
     if not isinstance(rec.get("seed"), int) or isinstance(rec.get("seed"), bool):
         return False
+    task = TASKS.get(rec["task"])
+    if task is None:
+        return False
     metrics = rec.get("metrics")
-    return rec["status"] != "ok" or (isinstance(metrics, dict) and bool(metrics) and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in metrics.values()))
+    if rec["status"] != "ok":
+        return True
+    if not isinstance(metrics, dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in metrics.values()):
+        return False  # NaN, a string, a list: not a value this harness stores for a finished trial
+    return all(any(_named(template, name) for name in metrics) for template in task.metrics)
+
+
+def _named(template: str, name: str) -> bool:
+    """``name`` is ``template``'s metric at some cut-off (``full_ndcg@{k}`` names ``full_ndcg@10``)."""
+    if "{k}" not in template:
+        return name == template
+    head = template.removesuffix("{k}")
+    return name.startswith(head) and name[len(head):].isdigit()
 
 
 class TrialStore:
