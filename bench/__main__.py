@@ -34,7 +34,12 @@ def positive_int(text: str) -> int:
 
 
 def nonnegative_int(text: str) -> int:
-    value = positive_int(text) if text.strip() not in ("0", "+0", "-0") else 0
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, not {value}")
     return value
 
 
@@ -212,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "time; default: about the square root of the budget, as memory allows")
     run.add_argument("--pruner", choices=list(PRUNERS), default=DEFAULT_PRUNER,
                      help="how studies stop poor trials early: " + "; ".join(f"{k}: {v}" for k, v in PRUNERS.items()))
-    run.add_argument("--sampler-seed", type=int, default=SAMPLER_SEED,
+    run.add_argument("--sampler-seed", type=nonnegative_int, default=SAMPLER_SEED,
                      help="TPE's seed for the run's studies (trial n draws from (seed, n))")
     run.add_argument("--plan", action="store_true",
                      help="print what the run would do (studies, seeded units, seed groups) and its estimated wall "
@@ -262,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--storage", help="any SQLAlchemy URL; a shared PostgreSQL URL lets many machines work "
                                         "on one study (default: sqlite in the --out folder)")
     tune.add_argument("--study", help="study name (default: <dataset>-<task>-<variant>)")
-    tune.add_argument("--sampler-seed", type=int, default=SAMPLER_SEED,
+    tune.add_argument("--sampler-seed", type=nonnegative_int, default=SAMPLER_SEED,
                       help="TPE seed (give each extra worker its own)")
     tune.add_argument("--epochs", type=positive_int, help="override the data set's epoch count")
     tune.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -322,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into a reader that stopped (| head)
         sys.stderr.close()
         return 0
+    except OSError as err:  # the machine's, not the harness's: a full disk, a folder that takes no files
+        print(f"error: {err.filename or 'bench'}: {err.strerror or err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import torch
 from tabulate import tabulate
 from torch.utils.data import DataLoader, Dataset
 
-from ncf_core import ModelConfig, TrainConfig
+from ncf_core import DataError, ModelConfig, TrainConfig
 from ncf_core.data import split_for_seed, synthetic
 from ncf_core.data.splits import Split
 from ncf_core.losses import loss_fn
@@ -251,19 +251,30 @@ def benchmark_table(args: argparse.Namespace) -> int:
     """pytest-benchmark JSON -> markdown: forward samples/s per device and the GPU/CPU speed-up."""
     import json
 
-    data = json.loads(Path(args.json).read_text())
+    source = Path(args.json)
+    if not source.is_file():
+        raise DataError(source, "file not found (write one with pytest tests/benchmarks --benchmark-json FILE)")
     rows = {}
-    for b in data["benchmarks"]:
-        info = b["extra_info"]
-        key = (info["model"], info["batch"])
-        rows.setdefault(key, {})[info["device"]] = info["batch"] / b["stats"]["median"]
+    try:
+        data = json.loads(source.read_bytes())
+        for b in data["benchmarks"]:
+            info = b["extra_info"]
+            key = (info["model"], info["batch"])
+            rows.setdefault(key, {})[info["device"]] = info["batch"] / b["stats"]["median"]
+    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+        raise DataError(source, f"is not JSON ({str(err).splitlines()[0]})") from None
+    except (KeyError, TypeError, ZeroDivisionError, AttributeError):
+        raise DataError(source, "is not pytest-benchmark JSON from tests/benchmarks (benchmarks[].extra_info: "
+                                "model, batch, device; stats.median)") from None
+
     def rate(d: dict[str, float], device: str) -> str:
         return f"{d[device]:,.0f}" if device in d else "—"
 
     table = [[m, f"{n:,}", rate(d, "cpu"), rate(d, "cuda"),
               f"{d['cuda'] / d['cpu']:.1f}×" if {"cpu", "cuda"} <= set(d) else "—"]
              for (m, n), d in sorted(rows.items())]
-    text = (f"# Forward pass, samples/s (median)\n\nMachine: {data['machine_info'].get('cpu', {}).get('brand_raw', '')}"
+    machine = (data.get("machine_info") or {}).get("cpu", {}).get("brand_raw", "")
+    text = (f"# Forward pass, samples/s (median)\n\nMachine: {machine}"
             f"\n\n" + tabulate(table, headers=["model", "batch", "CPU", "CUDA", "GPU/CPU"], tablefmt="github")
             + "\n")
     Path(args.out).write_text(text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 
 from bench import layout
+from ncf_core import DataError
 
 
 def _git_commit() -> str | None:
@@ -75,6 +77,10 @@ def _plain(value: Any) -> Any:
     return value
 
 
+# Lists a resumed run's calls add to: its report covers every call, so its manifest does too.
+UNIONS = ("seeds", "variants", "datasets", "devices")
+
+
 def write_manifest(run_dir: Path, runs_entry: dict[str, Any] | None = None, **fields: Any) -> Path:
     """Merge ``fields`` into the run's manifest. ``environment`` describes the machine of the latest
     call; every call appends its own entry (with its machine) to ``runs``, so a run resumed on
@@ -89,17 +95,28 @@ def write_manifest(run_dir: Path, runs_entry: dict[str, Any] | None = None, **fi
         except (ValueError, UnicodeDecodeError):
             os.replace(path, path.with_name(f"{layout.MANIFEST}.damaged"))
             data = {}
-    data.update({k: _plain(v) for k, v in fields.items()})
+    for key, value in fields.items():  # what a call adds to a list the earlier calls wrote: the union
+        value = _plain(value)
+        if key in UNIONS and isinstance(data.get(key), list) and isinstance(value, list):
+            value = list(dict.fromkeys([*(x for x in data[key] if isinstance(x, (str, int))), *value]))
+        data[key] = value
     env = environment()
     data["environment"] = env
+    if not isinstance(data.get("runs"), list):
+        data["runs"] = []
     if runs_entry is not None:
-        data.setdefault("runs", []).append({**_plain(runs_entry), "devices": env["devices"],
+        data["runs"].append({**_plain(runs_entry), "devices": env["devices"],
                                             "platform": env["platform"], "git_commit": env["git_commit"]})
     data["updated"] = iso(time.time())
     tmp = path.with_suffix(".tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as err:  # a full disk, a folder that took no new files: the old manifest stays whole
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise DataError(path, f"cannot write the manifest ({err.strerror or err})") from None
     return path
 
 
@@ -108,7 +125,9 @@ def iso(seconds: float) -> str:
 
 
 def record_run(run_dir: Path, runner: Any, *, suite: Any, options: Any, started: float, trials_run: int) -> Path:
-    """What one ``bench run`` call did, in the manifest beside its trials."""
+    """What one ``bench run`` call did, in the manifest beside its trials: the seeds, variants, data
+    sets and devices of every call so far (a resumed run's report covers them all), and in ``runs``
+    each call's own options, seeds and variants (``options`` at the top: the latest call's)."""
     stand_ins = {spec.stands_in_for: spec.label for spec, _ in getattr(runner, "specs", []) if spec.stands_in_for}
     opts = {k: v for k, v in _plain(options).items() if k != "params"}
     opts["params"] = options.params.as_json() if options.params else []
@@ -124,5 +143,6 @@ def record_run(run_dir: Path, runner: Any, *, suite: Any, options: Any, started:
     if stacking:
         fields["seed_stacking"] = stacking
     entry = {"started": iso(started), "seconds": round(time.time() - started, 1), "trials_run": trials_run,
-             "jobs": getattr(runner, "jobs", 1), "threads_per_job": getattr(runner, "threads", None)}
+             "jobs": getattr(runner, "jobs", 1), "threads_per_job": getattr(runner, "threads", None),
+             "options": opts, "seeds": runner.seeds, "variants": runner.variants}  # this call's own
     return write_manifest(run_dir, runs_entry=entry, **fields)

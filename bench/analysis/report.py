@@ -86,7 +86,7 @@ def canonical_order(records: list[dict[str, Any]], run_dir: Path) -> list[dict[s
     try:
         listed = json.loads((run_dir / layout.MANIFEST).read_text(encoding="utf-8")).get("datasets") or []
         listed = [d for d in listed if isinstance(d, str)]
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, TypeError):  # no manifest, or not one this harness wrote
         listed = []
     first_seen = list(dict.fromkeys([*listed, *(r["dataset"] for r in records)]))
     tasks = list(dict.fromkeys(r["task"] for r in records))
@@ -111,8 +111,8 @@ def write_report(run_dir: Path) -> dict[str, Path]:
     current = run_dir / layout.REPORT
     _check_own(current)
     folder = run_dir / f"{layout.REPORT_DRAFT}{uuid.uuid4().hex[:12]}"
-    folder.mkdir()
     try:
+        folder.mkdir()
         paths = _write(records, store.skipped, folder, store.per_user(records))
         (folder / layout.REPORT_FILES).write_text("\n".join(sorted(p.name for p in folder.iterdir())) + "\n")
         link = run_dir / f"{layout.REPORT_DRAFT}{uuid.uuid4().hex[:12]}.link"
@@ -120,6 +120,9 @@ def write_report(run_dir: Path) -> dict[str, Path]:
         if current.is_dir() and not current.is_symlink():  # a copy of the folder made the link a folder
             current.rename(run_dir / f"{layout.REPORT_DRAFT}{uuid.uuid4().hex[:12]}")
         os.replace(link, current)  # the swap: one rename
+    except OSError as err:  # a full disk, a folder that takes no new files: the last whole report stays
+        shutil.rmtree(folder, ignore_errors=True)
+        raise DataError(current, f"cannot write the report ({err.strerror or err})") from None
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise

@@ -26,6 +26,8 @@ def read_table(path: Path, columns: list[str], **kwargs: Any) -> pd.DataFrame:
     for signature, kind in ((b"\x1f\x8b", "gzip"), (b"PK\x03\x04", "zip"), (b"BZh", "bzip2"), (b"\xfd7zX", "xz")):
         if magic.startswith(signature):
             raise DataError(path, f"is {kind}-compressed: unpack it first")
+    if magic.startswith(b"\xef\xbb\xbf"):  # a byte-order mark: not part of the first field's name or value
+        kwargs = {"encoding": "utf-8-sig", **kwargs}
     try:
         frame = pd.read_csv(path, **kwargs)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:

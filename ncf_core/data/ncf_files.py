@@ -42,8 +42,12 @@ def _read_negatives(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     """(users, items, negatives padded with PAD to the widest row, each row's line number)."""
     require_file(path)
     users, items, negs, lines = [], [], [], []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            try:  # a byte-order mark changes no id: read past it, as a text editor does
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError:
+                raise DataError(path, f"line {number} is not UTF-8 text") from None
             if not line.strip():
                 continue
             head, *rest = line.rstrip("\n").split("\t")
