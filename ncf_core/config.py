@@ -99,10 +99,28 @@ def _whole(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
 
 
+# What a field's declared type accepts from a settings file (JSON: true is not 1, "false" is not false).
+_ACCEPTS = {
+    "bool": ("true or false", lambda v: isinstance(v, bool)),
+    "int": ("a whole number", lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool)),
+    "float": ("a number", lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool)),
+    "str": ("a string", lambda v: isinstance(v, str)),
+}
+
+
 def with_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
-    """``dataclasses.replace`` that rejects unknown fields: a typo must not pass silently."""
-    unknown = set(overrides) - {f.name for f in fields(cfg)}
+    """``dataclasses.replace`` that rejects unknown fields and values of the wrong type, so that a
+    typo or ``"sparse": "false"`` fails when the file is read, not a trial at training time."""
+    declared = {f.name: str(f.type) for f in fields(cfg)}
+    unknown = set(overrides) - set(declared)
     if unknown:
         raise ValueError(f"unknown {type(cfg).__name__} fields: {sorted(unknown)}")
+    for name, value in overrides.items():
+        kind, *rest = declared[name].split(" | ")
+        if value is None and "None" in rest or kind not in _ACCEPTS:
+            continue
+        what, accepts = _ACCEPTS[kind]
+        if not accepts(value):
+            raise ValueError(f"{name} must be {what}, not {value!r}")
     return replace(cfg, **{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
 

@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -106,7 +107,9 @@ def test_pretrained_neumf_starts_from_the_runs_own_tuned_gmf_and_mlp(tmp_path):
     record = next(r for r in TrialStore(out).records() if r["variant"] == "neumf-pre-sgd" and r["task"] == "rating")
     assert record["config"]["model"]["n_factors"] == 12 and record["config"]["model"]["mlp_layers"] == [24, 12, 6]
     spec = spec_for("synthetic", SUITES["smoke"])
-    split = split_for_seed(load("synthetic", task="rating", **dict(spec.options)), "rating", 0)
+    data = load("synthetic", task="rating", **dict(spec.options))
+    spec = replace(spec, fingerprint=data.fingerprint())  # as the run resolves it: checkpoints name their data
+    split = split_for_seed(data, "rating", 0)
     cache = PretrainCache(out / "checkpoints")
     gmf_cfg = ModelConfig(**{**vars(spec.model), "n_factors": 12})
     mlp_cfg = ModelConfig(**{**vars(spec.model), "mlp_layers": (24, 12, 6)})

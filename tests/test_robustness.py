@@ -224,8 +224,16 @@ def test_out_of_range_settings_are_refused_up_front(tmp_path, capsys, train, mod
     ({"dataset": "synthetic", "task": "regression", "variants": {"mf": {"train": {"lr": 0.01}}}},
      "settings for mf were tuned on synthetic (regression)"),
     ({"variants": {"svd": {"train": {"lr": 0.01}}}}, "'svd' is not a variant"),
+    ({"variants": {"neumf": {"train": {"lr": 0.01}}}},
+     "settings for neumf, which this run does not train (--variants mf)"),
+    ({"variants": {"mf": {"train": {"sparse": "false"}}}}, "variant 'mf': sparse must be true or false, not 'false'"),
+    ({"variants": {"mf": {"train": {"lr": True}}}}, "variant 'mf': lr must be a number, not True"),
+    ({"variants": {"mf": {"train": {"epochs": 2.0}}}}, "variant 'mf': epochs must be a whole number, not 2.0"),
+    ({"variants": {"ease": {"model": {"l2": "10"}}}}, "variant 'ease': l2 must be a number, not '10'"),
 ])
 def test_a_params_file_for_something_else_is_refused_not_ignored(tmp_path, capsys, content, message):
+    """Before: a file for neumf alone was ignored by an mf run; "sparse": "false" failed the trial at
+    training time, and "lr": true trained at lr 1."""
     params = tmp_path / "best_params.json"
     params.write_text(json.dumps(content))
     assert main([*FAST, "--params", str(params), "--out", str(tmp_path / "o")]) == 2

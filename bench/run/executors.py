@@ -55,8 +55,8 @@ class RayExecutor:
                 options: dict[str, Any] = {"num_gpus": 1, "num_cpus": 1}
             else:
                 options = {"num_cpus": max(1, min(self.threads, cpus))}
-            if job.key.study:
-                options["scheduling_strategy"] = here  # its database is in the run folder, on this node
+            if job.local:
+                options["scheduling_strategy"] = here
             ref = remote.options(**options, max_retries=3).remote(  # refs as arguments: Ray resolves them
                 job.key, epochs.put, job.fn, self.threads, *job.args, *data, *(refs[k] for k in job.after))
             refs[job.key] = ref

@@ -180,7 +180,7 @@ def jobs(plan: Plan, run_dir: Path, params: TunedParams, jobs_count: int, device
                                  warm=plan.warms(study.variant))
         key = plan.study_key(study)
         out.append(Job(key, run_reference_study if reference else run_study, (study, settings), bases, study.dataset,
-                       f"the {study.variant} study on {spec.label}", (costs or {}).get(key, 1.0), device))
+                       f"the {study.variant} study on {spec.label}", (costs or {}).get(key, 1.0), device, local=True))
         keys.add(key)
     checkpoints = str(run_dir / layout.CHECKPOINTS)
     unit_settings = [UnitSettings(spec, params, plan.tuning, plan.stack, jobs_count, checkpoints)

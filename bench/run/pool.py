@@ -44,6 +44,7 @@ class Job:
     name: str = ""  # what an error message calls it
     cost: float = 1.0  # estimated seconds: the order is longest path first
     device: str = "cpu"
+    local: bool = False  # must run on the driver's node (a study: its database is in the run folder)
 
 
 def threads_per_job(jobs: int, cores: int) -> int:

@@ -28,7 +28,7 @@ from bench.run.plan import Plan, expected_epochs, jobs, make_plan, makespan, rel
 from bench.run.pool import Job, threads_per_job
 from bench.run.store import TrialStore, trial_key
 from bench.suites import Suite
-from bench.variants import VARIANTS
+from bench.variants import PRETRAIN_BASES, VARIANTS
 from ncf_core import DataError
 from ncf_core.baselines import memory_problem
 
@@ -84,6 +84,10 @@ class Runner:
         for entry in self.opts.params.entries:
             if entry["variant"] not in VARIANTS:
                 raise DataError("--params", f"{entry['variant']!r} is not a variant ({', '.join(VARIANTS)})")
+            trained = {*self.variants, *(PRETRAIN_BASES if any(VARIANTS[v].pretrained for v in self.variants) else ())}
+            if entry["variant"] not in trained:
+                raise DataError("--params", f"settings for {entry['variant']}, which this run does not train "
+                                            f"(--variants {','.join(self.variants)})")
             scope = (entry.get("dataset"), entry.get("task"))
             if not any(scope[0] in (None, label) and scope[1] in (None, task) for label, task in present):
                 raise DataError("--params", f"settings for {entry['variant']} were tuned on {scope[0] or 'any set'} "
