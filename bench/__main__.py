@@ -7,6 +7,7 @@ needs (torch, optuna) when it runs.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -17,6 +18,8 @@ from bench.search import DEFAULT_PRUNER, GRACE_S, HEARTBEAT_S, PRUNERS, SAMPLER_
 from bench.suites import SUITES
 from bench.variants import VARIANTS
 from ncf_core import DataError
+
+LATEST = "latest"  # --resume without a folder
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -51,7 +54,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.run.runner import Runner
 
     suite = SUITES[args.suite]
-    out = Path(args.out or f"results/{suite.name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+    out = _run_folder(args, suite.name)
     opts = RunOptions(
         data_dir=Path(args.data_dir) if args.data_dir else None,
         datasets=_csv(args.datasets) if args.datasets is not None else None,
@@ -79,7 +82,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(runner.describe(*runner.estimate(log)))
         return 0
     started = time.time()
-    records = runner.run()
+    try:
+        records = runner.run()
+    except KeyboardInterrupt:
+        stored = sum(r["status"] == "ok" for r in runner.store.records())
+        again = args.argv + ([] if args.out or args.resume else ["--out", str(out)])
+        print(f"interrupted: {stored} trials are stored in {out}; resume with: {_prog()} {shlex.join(again)}",
+              file=sys.stderr)
+        return 130
     with runner.store.locked():
         record_run(out, runner, suite=suite, options=opts, started=started, trials_run=len(records))
         paths = write_report(out)
@@ -91,16 +101,59 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_folder(args: argparse.Namespace, suite: str) -> Path:
+    """--out, --resume's folder, the newest of the suite's default folders, or a new one."""
+    if args.out and args.resume:
+        raise DataError("--resume", "give --out or --resume, not both")
+    if args.resume not in (None, LATEST):
+        if not (Path(args.resume) / layout.TRIALS).is_file():
+            raise DataError(args.resume, "no stored trials to resume (not a run folder?)")
+        return Path(args.resume)
+    if args.resume == LATEST:
+        found = sorted(p.parent for p in Path("results").glob(f"{suite}-*/{layout.TRIALS}"))
+        if not found:
+            raise DataError("--resume", f"no results/{suite}-* run folder to resume here; give its folder")
+        return found[-1]  # the names hold their UTC start time: the last sorts newest
+    return Path(args.out or f"results/{suite}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+
+
+def _prog() -> str:
+    """The command as the user typed it."""
+    return "ncf-bench" if Path(sys.argv[0]).name == "ncf-bench" else "python -m bench"
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults shown where they say something: not after a flag (False) or an option whose help
+    states what leaving it out does (None)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from bench.analysis.report import write_report
-    from bench.run.store import TrialStore
+    from bench.run.store import FolderBusy, TrialStore
 
     run_dir = Path(args.run_dir)
     if not (run_dir / layout.TRIALS).is_file():
         raise DataError(run_dir / layout.TRIALS, "no stored trials (not a run folder?)")
-    with TrialStore(run_dir).locked():
-        paths = write_report(run_dir)
-    print(f"wrote {', '.join(p.name for p in paths.values())} to {run_dir / layout.REPORT}")
+    store = TrialStore(run_dir)
+    if args.to is not None:  # read-only: a run may hold the folder and go on appending trials
+        to = Path(args.to)
+        if to.resolve().is_relative_to(run_dir.resolve()):
+            raise DataError(to, "--to must be outside the run folder (the run writes there)")
+        store.check_folder()
+        paths = write_report(run_dir, to)
+    else:
+        try:
+            with store.locked():
+                paths = write_report(run_dir)
+        except FolderBusy:
+            raise DataError(run_dir, "a bench run is using this folder; `bench report RUN_DIR --to DIR` writes "
+                                     "an interim report of the trials stored so far") from None
+    print(f"wrote {', '.join(p.name for p in paths.values())} to {next(iter(paths.values())).parent}")
     return 0
 
 
@@ -114,7 +167,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         raise DataError(args.data_dir, "data directory not found")
     print("suites:")
     print(tabulate([[s.name, len(s.datasets), s.seeds, ",".join(s.devices), s.description]
-                    for s in SUITES.values()], headers=["name", "data sets", "seeds", "devices", ""]))
+                    for s in SUITES.values()], headers=["name", "data sets", "seeds", "devices", "what it runs"]))
     print("\nvariants:")
     print(tabulate([[v.name, "reference (ranking)" if v.reference else "NCF", v.model,
                      "yes" if v.pretrained else "no", "—" if v.reference else v.optimizer] for v in VARIANTS.values()],
@@ -190,8 +243,8 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0],
+    fmt = _Help
+    parser = argparse.ArgumentParser(prog=_prog(), description=__doc__.splitlines()[0],
                                      formatter_class=fmt)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -246,11 +299,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="train each seed alone instead of a variant's seeds as one stacked model")
     run.add_argument("--out", help="run folder (default results/<suite>-<UTC time>); rerunning the same "
                                    "command on it resumes it")
+    run.add_argument("--resume", nargs="?", const=LATEST, metavar="FOLDER",
+                     help="resume a stopped run: FOLDER, or without one the newest results/<suite>-* folder")
     run.set_defaults(func=cmd_run)
 
     report = sub.add_parser("report", help="rebuild the tables and plots from a run folder's stored trials",
                             formatter_class=fmt)
     report.add_argument("run_dir", help="a bench run --out folder")
+    report.add_argument("--to", metavar="DIR", help="write the report to DIR (outside the run folder) without "
+                        "taking the folder: an interim report while a run goes on")
     report.set_defaults(func=cmd_report)
 
     lst = sub.add_parser("list", help="suites, variants, data sets and devices", formatter_class=fmt)
@@ -316,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what a resume line repeats
     try:
         return args.func(args)
     except DataError as err:

@@ -91,7 +91,8 @@ SUITES: dict[str, Suite] = {
               (synthetic("rating"), synthetic("ranking")), seeds=3, devices=("cpu",)),
         Suite("quick", "real anime (seed protocol) and ml-100k (NCF protocol), 5 seeds, every device",
               (ANIME_SEED, ncf_ranking("ml-100k", factors=8, epochs=10, fallback="synthetic")), seeds=5),
-        Suite("full", "every data set found, NCF paper settings (64 factors), 10 seeds, every device; "
+        Suite("full", "anime, ml-100k, ml-1m, ml-20m and the NCF paper's files, those found; NCF paper settings "
+                      "(64 factors), 10 seeds, every device; "
                       "tuning searches MF where Rendle et al. 2020 trained it",
               (ANIME_SEED, *(ncf_ranking(name, factors=64, refit=True, search="rendle") for name in
                              ("ml-100k", "ml-1m", "ncf-ml-1m", "ncf-pinterest-20")),

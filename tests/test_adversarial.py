@@ -254,3 +254,22 @@ def test_the_manifest_describes_every_call_of_a_resumed_run(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["seeds"] == [0, 1] and manifest["variants"] == ["mf", "gmf"]
     assert [(r["seeds"], r["variants"]) for r in manifest["runs"]] == [([0], ["mf"]), ([0, 1], ["gmf"])]
+
+
+def test_an_interim_report_reads_a_folder_a_run_holds_and_writes_nothing_there(fast_run, tmp_path, capsys):
+    """A long run holds its folder; `bench report` says how to look anyway, and `--to` does it."""
+    run = tmp_path / "run"
+    shutil.copytree(fast_run, run)
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+    with TrialStore(run).locked():  # what a running `bench run` holds
+        assert main(["report", str(run)]) != 0
+        assert "bench report RUN_DIR --to DIR" in _err(capsys)
+        assert main(["report", str(run), "--to", str(run / "interim")]) != 0
+        assert "--to must be outside the run folder" in _err(capsys)
+        assert main(["report", str(run), "--to", str(tmp_path / "interim")]) == 0
+        assert main(["report", str(run), "--to", str(tmp_path / "interim")]) == 0  # replaced, as the run's is
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before
+    interim = (tmp_path / "interim" / "trials.csv").read_text()
+    assert interim == (run / layout.REPORT / "trials.csv").read_text()
+    target = (tmp_path / "interim").resolve().name  # a link swapped in whole, as the run's report is
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target, "interim", "run"])  # no draft left

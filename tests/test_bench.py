@@ -453,3 +453,33 @@ def test_the_ncf_files_as_fetched_run_by_name(tmp_path):
     record = next(r for r in TrialStore(out).records() if r["variant"] == "mf")
     assert record["dataset"] == "ncf-ml-1m" and record["config"]["model"]["n_factors"] == 64
     assert record["config"]["data"]["refit"] and record["config"]["data"]["n_eval_negatives"] == 99
+
+
+@pytest.mark.parametrize("command", [["run"], ["report"], ["list"], ["tune"], ["speed"], ["data", "fetch"],
+                                     ["benchtable"]])
+def test_help_shows_a_default_only_where_it_says_something(command, capsys):
+    with pytest.raises(SystemExit) as done:
+        main([*command, "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert "usage:" in text and "(default: None)" not in text and "(default: False)" not in text
+
+
+def test_a_mistyped_data_set_name_is_told_the_names(capsys):
+    assert main(["run", "--datasets", "ml100k", "--plan"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("(did you mean 'ml-100k'? registered: anime, ml-100k, ml-1m, ml-20m, ml-25m, ncf-ml-1m, "
+                        "ncf-pinterest-20, synthetic)") and "\n" not in err
+
+
+def test_list_names_every_suite_variant_and_data_set_under_headed_columns(capsys):
+    from bench.suites import SUITES
+    from bench.variants import VARIANTS
+    from ncf_core.data import DATASETS
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    header = out.splitlines()[1]
+    assert header.split() == ["name", "data", "sets", "seeds", "devices", "what", "it", "runs"]
+    words = set(out.split())
+    assert set(SUITES) | set(VARIANTS) | set(DATASETS) <= words

@@ -162,7 +162,7 @@ def test_the_plans_halving_rule_is_optunas():
     """The plan plays halving out with its own few lines (``_promoted``); members judged one by one by
     Optuna's pruner, through the study's view, at one rung, must go on exactly when those say so."""
     import optuna
-    from optuna.trial import TrialState, create_trial
+    from optuna.trial import FrozenTrial, TrialState
 
     from bench.compute.pruning import Member, PrunerView, fresh, make_pruner
     from bench.run.plan import _promoted
@@ -170,10 +170,10 @@ def test_the_plans_halving_rule_is_optunas():
     rng = np.random.default_rng(1)
     for _ in range(20):
         values = rng.permutation(12).astype(float)
-        members = [Member(None, fresh(create_trial(state=TrialState.RUNNING)), {}) for _ in values]
+        members = [Member(None, fresh(FrozenTrial(n, TrialState.RUNNING, None, None, None, {}, {}, {}, {}, {}, n)), {})
+                   for n in range(len(values))]  # numbered as a storage numbers them
         view = PrunerView(optuna.create_study(direction="maximize"), [], members, make_pruner("halving"))
         rung: list[float] = []
-        for n, (member, value) in enumerate(zip(members, values)):
-            member.frozen._trial_id = n  # as a storage numbers them
+        for member, value in zip(members, values):
             member.frozen.intermediate_values[1] = value
             assert (not view.judge(member)) == _promoted(value, rung)

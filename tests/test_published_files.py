@@ -18,8 +18,8 @@ from ncf_core.data import load
 from ncf_core.data.anomalies import PAD
 from ncf_core.evaluate import Evaluator
 
-TRAIN = "".join(f"{u}\t{i}\t1\t{t}\n" for u, items in enumerate([[0, 1, 2], [0, 2, 3], [0, 1, 3], [1, 2, 3]])
-                for t, i in enumerate(items))
+TRAIN = "".join(f"{u}\t{i}\t1\t{t}\n" for u, items in enumerate([[0, 1, 2], [0, 2, 3], [0, 1, 3], [1, 2, 3], [8, 9]])
+                for t, i in enumerate(items))  # user 4 has no test row: items 8 and 9 are known
 TEST = "0\t4\t1\t9\n1\t7\t1\t9\n2\t6\t1\t9\n3\t5\t1\t9\n"
 # Line 2 lists its test item 7 among its negatives (as line 13 of the published ML-1M file lists 844);
 # line 3 repeats negative 4, and its negative 0 is a training positive of user 2.
@@ -90,6 +90,8 @@ def test_untouched_rows_keep_their_metrics(tmp_path):
     (NEGATIVES.replace("(1,7)\t4\t7", "(1,7)\t4\t6").replace("\t4\t4\t8\t9\t0", "\t4\t5\t8\t9\t0"),
      "line 3: negative 0 is a positive of the user in p.train.rating"),
     ("(0,4)\t5\t6\n(1,7)\t4\t5\t8\n(2,6)\t4\t5\t8\n(3,5)\t4\t6\t7\n", "line 1: has 2 negatives, other lines 3"),
+    (NEGATIVES.replace("(1,7)\t4\t7", "(1,7)\t4\t6").replace("(2,6)\t4\t4\t8\t9\t0", "(2,6)\t4\t10\t8\t9\t5"),
+     "line 3: negative 10 is an item no rating file holds"),
 ])
 def test_strict_files_refuse_each_quirk_naming_file_and_line(tmp_path, negatives, message):
     prefix = _files(tmp_path, negatives)
@@ -118,6 +120,23 @@ def _ml1m_like(folder: Path, stem: str, n_users: int = 40, n_items: int = 30, se
     for part, lines in (("train.rating", train), ("test.rating", test), ("test.negative", negatives)):
         (folder / f"{stem}.{part}").write_text("\n".join(lines) + "\n")
     return folder / stem
+
+
+def test_a_repeated_test_user_and_an_unknown_negative_are_counted_not_silent(tmp_path):
+    """Both are read as the reference reads them (every test row scored on its own; a negative
+    kept as a negative), and each is reported with its file and first line."""
+    folder = tmp_path / "d"
+    prefix = _files(folder, NEGATIVES.replace("(3,5)\t4\t6", "(3,5)\t4\t12") + "(1,6)\t4\t5\t8\t9\t0\n")
+    (folder / "p.test.rating").write_text(TEST + "1\t6\t1\t9\n")
+    split = load(prefix)
+    lines = [a.line() for a in split.anomalies]
+    assert "p.test.rating: 1 of 5 rows: a user has more than one test row (first at line 5); each row scored " \
+           "on its own, as the reference scores it" in lines
+    assert "p.test.negative: 1 of 5 rows: a negative is an item no rating file holds (first at line 4); kept " \
+           "as a negative, scored from an embedding no training step moves" in lines
+    assert split.n_items == 13 and split.test.users.tolist() == [0, 1, 2, 3, 1]
+    with pytest.raises(DataError, match=r"p\.test\.rating: line 5: user 1 has a second test row \(--strict-files\)"):
+        load(prefix, strict=True)
 
 
 def test_a_full_run_on_quirky_files_reports_them_in_all_four_places(tmp_path, capsys):

@@ -143,3 +143,35 @@ def test_plan_trains_nothing_and_writes_nothing(tmp_path):
     assert res.returncode == 0, res.stderr
     assert not out.exists()
     assert "study gmf" in res.stdout and "unit  neumf-pre-sgd" in res.stdout and "min wall time" in res.stdout
+
+
+def test_ctrl_c_prints_the_command_that_resumes_it_and_that_command_finishes_the_run(tmp_path, monkeypatch, capsys):
+    """Without --out the folder is a new timestamp: the line names it, so the rerun resumes, not restarts."""
+    import shlex
+
+    from bench import faults
+    from bench.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(faults, "_seen", {})
+    monkeypatch.setenv(faults.ENV, "stored:3:int")
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job ignores SIGINT
+    try:
+        argv = ["run", "--suite", "smoke", "--variants", "mf", "--seeds", "2", "--epochs", "1"]
+        assert main(argv) == 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    folder = next(tmp_path.glob("results/smoke-*"))
+    assert line == (f"interrupted: 3 trials are stored in {folder.relative_to(tmp_path)}; resume with: "
+                    f"python -m bench {shlex.join(argv)} --out {folder.relative_to(tmp_path)}")
+    monkeypatch.delenv(faults.ENV)
+    again = shlex.split(line.split("resume with: python -m bench ")[1])
+    assert main(again) == 0
+    assert "resuming: 3 of" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.glob("results/*")] == [folder.name]  # resumed, not a second folder
+    stored = len(TrialStore(folder).records())
+    assert main(["run", "--suite", "smoke", "--variants", "mf", "--seeds", "2", "--epochs", "1", "--resume"]) == 0
+    assert len(TrialStore(folder).records()) == stored  # --resume found it: nothing ran again
+    assert main(["run", "--suite", "quick", "--resume"]) == 2
+    assert "no results/quick-* run folder to resume here" in capsys.readouterr().err

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -35,6 +36,7 @@ from ncf_core.tasks import TASKS, higher_is_better
 # What a report folder holds besides its plots (every report before the list of written files).
 REPORT_NAMES = frozenset({"trials.csv", "significance.csv", "significance_users.csv", "throughput.csv", "devices.csv",
                           "summary.md"})
+DRAFT_NAME = re.compile(re.escape(layout.REPORT_DRAFT) + r"[0-9a-f]{12}(\.link)?")  # what write_report names
 BASE_COLUMNS = ["dataset", "task", "variant", "device", "seed", "status", "epochs", "best_epoch",
                 "train_seconds", "train_samples_per_s", "infer_samples_per_s", "stacked_seeds", "threads", "jobs"]
 
@@ -100,25 +102,32 @@ def canonical_order(records: list[dict[str, Any]], run_dir: Path) -> list[dict[s
     return sorted(records, key=key)
 
 
-def write_report(run_dir: Path) -> dict[str, Path]:
-    """Rebuild every table and plot from the stored trials into a new folder and swap it in."""
+def write_report(run_dir: Path, to: Path | None = None) -> dict[str, Path]:
+    """Rebuild every table and plot from the stored trials into a new folder and swap it in as
+    ``run_dir/report``, or as ``to``: an interim report that only reads the run folder, so it can be
+    written while a run goes on appending to it."""
     run_dir = Path(run_dir)
     store = TrialStore(run_dir)
     records = canonical_order(store.records(), run_dir)
     if not records:
         raise DataError(store.path, "no readable trials to report" + (
             f" (lines {store.skipped[:10]} could not be read)" if store.skipped else ""))
-    current = run_dir / layout.REPORT
+    current = Path(to) if to is not None else run_dir / layout.REPORT
     _check_own(current)
-    folder = run_dir / f"{layout.REPORT_DRAFT}{uuid.uuid4().hex[:12]}"
+    home = current.parent  # drafts live beside the report: the swap is one rename on one file system
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DataError(home, f"cannot make the report's folder ({err.strerror or err})") from None
+    folder = home / f"{layout.REPORT_DRAFT}{uuid.uuid4().hex[:12]}"
     try:
         folder.mkdir()
         paths = _write(records, store.skipped, folder, store.per_user(records))
         (folder / layout.REPORT_FILES).write_text("\n".join(sorted(p.name for p in folder.iterdir())) + "\n")
-        link = run_dir / f"{layout.REPORT_DRAFT}{uuid.uuid4().hex[:12]}.link"
+        link = home / f"{layout.REPORT_DRAFT}{uuid.uuid4().hex[:12]}.link"
         os.symlink(folder.name, link)
         if current.is_dir() and not current.is_symlink():  # a copy of the folder made the link a folder
-            current.rename(run_dir / f"{layout.REPORT_DRAFT}{uuid.uuid4().hex[:12]}")
+            current.rename(home / f"{layout.REPORT_DRAFT}{uuid.uuid4().hex[:12]}")
         os.replace(link, current)  # the swap: one rename
     except OSError as err:  # a full disk, a folder that takes no new files: the last whole report stays
         shutil.rmtree(folder, ignore_errors=True)
@@ -126,10 +135,10 @@ def write_report(run_dir: Path) -> dict[str, Path]:
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    for old in run_dir.glob(f"{layout.REPORT_DRAFT}*"):  # earlier reports, and any a kill left half-written
-        if old.name != folder.name:
+    for old in home.glob(f"{layout.REPORT_DRAFT}*"):  # earlier reports, and any a kill left half-written
+        if old.name != folder.name and DRAFT_NAME.fullmatch(old.name):  # only names the harness makes
             shutil.rmtree(old, ignore_errors=True) if old.is_dir() and not old.is_symlink() else old.unlink()
-    return {name: run_dir / layout.REPORT / path.name for name, path in paths.items()}
+    return {name: current / path.name for name, path in paths.items()}
 
 
 def _check_own(current: Path) -> None:

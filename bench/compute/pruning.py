@@ -14,6 +14,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from bench.compute import optuna_api
 from bench.search import HALVING_FACTOR, HALVING_MIN_EPOCHS, STARTUP_TRIALS, STRUCTURAL, WARMUP_EPOCHS
 
 
@@ -27,14 +28,14 @@ class Member:
     pruned: bool = False
 
     def running(self, study: optuna.Study) -> bool:
-        return self.trial is not None and study._storage.get_trial(self.trial._trial_id).state == TrialState.RUNNING
+        return self.trial is not None and optuna_api.stored(study, self.trial).state == TrialState.RUNNING
 
 
 def fresh(t: FrozenTrial) -> FrozenTrial:
     """A trial's parameters as a running trial that has reported nothing yet."""
     return FrozenTrial(number=t.number, state=TrialState.RUNNING, value=None, datetime_start=t.datetime_start,
                        datetime_complete=None, params=dict(t.params), distributions=dict(t.distributions),
-                       user_attrs={}, system_attrs={}, intermediate_values={}, trial_id=t._trial_id)
+                       user_attrs={}, system_attrs={}, intermediate_values={}, trial_id=optuna_api.trial_id(t))
 
 
 def by_structure(members: list[Member]) -> list[list[Member]]:
@@ -60,7 +61,7 @@ class PrunerView:
     def __init__(self, study: optuna.Study, history: list[FrozenTrial], members: list[Member],
                  pruner: optuna.pruners.BasePruner) -> None:
         self._study, self._history, self._members, self._pruner = study, history, members, pruner
-        self._storage = self
+        optuna_api.pose_as_storage(self)
 
     def judge(self, member: Member) -> bool:
         """Whether the pruner stops ``member`` at the epoch it last reported."""
@@ -78,10 +79,10 @@ class PrunerView:
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
         for m in self._members:
-            if m.frozen._trial_id == trial_id:
+            if optuna_api.trial_id(m.frozen) == trial_id:
                 m.frozen.system_attrs[key] = value
                 if m.running(self._study):
-                    self._study._storage.set_trial_system_attr(trial_id, key, value)
+                    optuna_api.set_system_attr(self._study, trial_id, key, value)
 
 
 def _snapshot(trial: FrozenTrial) -> FrozenTrial:

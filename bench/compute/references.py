@@ -22,7 +22,7 @@ import torch
 from optuna.trial import TrialState
 
 from bench import faults, layout
-from bench.compute import progress
+from bench.compute import optuna_api, progress
 from bench.compute.storage import create_study, keep_protocol, protocol, quiet, storage_for, study_name
 from bench.compute.study import StudyJob, StudySettings, finished_trials, make_sampler
 from bench.configs import failed, record, reference_settings, split_for, trial_config
@@ -114,7 +114,7 @@ def _next_trial(study: optuna.Study, sampler_seed: int) -> optuna.Trial:
     number = open_[0].number if open_ else len(study.get_trials(deepcopy=False))
     study.sampler = make_sampler(sampler_seed, number)
     if open_:
-        return optuna.Trial(study, open_[0]._trial_id)
+        return optuna_api.reopen(study, open_[0])
     with quiet():
         return study.ask()
 

@@ -33,7 +33,7 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from bench import faults, layout
-from bench.compute import progress
+from bench.compute import optuna_api, progress
 from bench.compute.pretrain import PretrainCache, pretrained_neumfs
 from bench.compute.pruning import Member, PrunerView, by_structure, fresh, make_pruner
 from bench.compute.storage import create_study, keep_protocol, protocol, quiet, storage_for, study_name
@@ -186,7 +186,7 @@ class Search:
         for t in interrupted:
             if t.state == TrialState.RUNNING:  # what it has not drawn yet, drawn by its own (seed, n) sampler
                 self.study.sampler = make_sampler(self.settings.sampler_seed, t.number)
-                members.append(self._member(optuna.Trial(self.study, t._trial_id)))
+                members.append(self._member(optuna_api.reopen(self.study, t)))
             elif t.state != TrialState.WAITING:  # finished before the kill: trained again for its stack-mates
                 members.append(Member(None, fresh(t), self.trials.params(optuna.trial.FixedTrial(t.params))))
         if not self.settings.own:
@@ -202,7 +202,7 @@ class Search:
         with quiet():
             params = self.trials.params(trial)
         trial.set_user_attr("config", json.loads(json.dumps(params, default=list)))
-        return Member(trial, fresh(self.study._storage.get_trial(trial._trial_id)), params)
+        return Member(trial, fresh(optuna_api.stored(self.study, trial)), params)
 
     def _train(self, members: list[Member]) -> None:
         first = min(m.frozen.number for m in members)
@@ -234,7 +234,7 @@ class Search:
                 self.study.tell(member.trial, state=TrialState.PRUNED)
             else:
                 self.study.tell(member.trial, value)
-            self.on_told(self.study._storage.get_trial(member.trial._trial_id))
+            self.on_told(optuna_api.stored(self.study, member.trial))
 
     def best(self) -> dict[str, dict[str, Any]]:
         """The best trial's settings, re-created through the search space."""
@@ -318,9 +318,7 @@ def foreseen_trials(variant: str, task: str, space: str, budget: int, stack: int
 @contextlib.contextmanager
 def _heartbeats(members: list[Member], study: optuna.Study, on: bool) -> Iterator[None]:
     """A shared study's running trials beat while they train, so that other workers know them alive."""
-    from optuna.storages._heartbeat import get_heartbeat_thread
-
-    threads = [get_heartbeat_thread(m.trial._trial_id, study._storage) for m in members if on and m.trial]
+    threads = [optuna_api.heartbeat(study, m.trial) for m in members if on and m.trial]
     for t in threads:
         t.start()
     try:

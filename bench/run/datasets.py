@@ -10,7 +10,7 @@ from pathlib import Path
 from bench.run.options import RunOptions
 from bench.suites import DataSpec, Suite, default_spec, synthetic
 from ncf_core import DataError
-from ncf_core.data import DATASETS, Interactions, Split, available, load, resolve_path
+from ncf_core.data import DATASETS, Interactions, Split, available, load, resolve_path, unknown_source
 from ncf_core.tasks import task_of
 
 Log = Callable[[str], None]
@@ -22,7 +22,7 @@ def kind_of(source: str) -> str:
         return source
     resolved = resolve_path(source)
     if resolved is None:
-        raise DataError(source, "neither a registered data set nor an existing folder or NCF prefix")
+        raise unknown_source(source)
     return resolved[0]
 
 

@@ -65,6 +65,10 @@ def _named(template: str, name: str) -> bool:
     return name.startswith(head) and name[len(head):].isdigit()
 
 
+
+class FolderBusy(DataError):
+    """Another process holds the run folder's lock."""
+
 class TrialStore:
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = Path(run_dir)
@@ -198,7 +202,7 @@ class TrialStore:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
-                    raise DataError(self.run_dir, "another bench run is using this folder") from None
+                    raise FolderBusy(self.run_dir, "another bench run is using this folder") from None
             yield
         finally:
             os.close(fd)  # closing releases the lock

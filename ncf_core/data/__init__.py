@@ -6,6 +6,7 @@ the NCF paper's files, a ``Split`` whose test set and negatives are given.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -54,6 +55,15 @@ def available(name: str, data_dir: str | Path | None) -> bool:
     return data_dir is not None and (Path(data_dir) / spec.folder / spec.marker).is_file()
 
 
+def unknown_source(source: str | Path) -> DataError:
+    """The one-line error for a name that is neither registered nor a path: the names, and the
+    closest one where a typo is likely (``ml100k``)."""
+    near = difflib.get_close_matches(str(source), list(DATASETS), n=1)
+    hint = f"did you mean {near[0]!r}? " if near else ""
+    return DataError(source, f"neither a registered data set nor an existing folder or NCF prefix ({hint}"
+                             f"registered: {', '.join(DATASETS)})")
+
+
 def resolve_path(source: str | Path) -> tuple[str, Path] | None:
     """A path given instead of a name: ('ncf', prefix) or (registered name, folder)."""
     path = Path(source)
@@ -94,7 +104,7 @@ def load(
         return spec.loader(folder, task=task or spec.task, **options)
     resolved = resolve_path(source)
     if resolved is None:
-        raise DataError(source, "neither a registered data set nor an existing folder or NCF prefix")
+        raise unknown_source(source)
     kind, path = resolved
     if kind == "ncf":
         return ncf_files.load(path, strict=strict)

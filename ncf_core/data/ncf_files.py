@@ -93,6 +93,8 @@ def read_candidates(neg_path: Path, test_users: np.ndarray, test_items: np.ndarr
     repeat = _first_repeats(negatives) & ~is_test
     keys = test_users[:, None] * n_items + np.where(present, negatives, 0)
     in_train = present & ~is_test & ~repeat & np.isin(keys, np.unique(train_keys))
+    known = np.union1d(train_keys % n_items, test_items)  # an id beyond these only grows the tables
+    unseen = present & ~is_test & ~repeat & ~np.isin(negatives, known)
     widths = present.sum(axis=1)
     short = widths < widths.max()
     kinds = [
@@ -104,6 +106,9 @@ def read_candidates(neg_path: Path, test_users: np.ndarray, test_items: np.ndarr
         (in_train, f"a negative is a positive of the user in {train_name}",
          "kept as a negative, as the reference scores it",
          lambda r, c: f"negative {negatives[r, c]} is a positive of the user in {train_name}"),
+        (unseen, "a negative is an item no rating file holds",
+         "kept as a negative, scored from an embedding no training step moves",
+         lambda r, c: f"negative {negatives[r, c]} is an item no rating file holds"),
         (short[:, None], f"fewer negatives than the widest row ({widths.max()})",
          "ranked among the negatives they have", lambda r, c: f"has {widths[r]} negatives, other lines "
                                                               f"{widths.max()}"),
@@ -126,6 +131,21 @@ def read_candidates(neg_path: Path, test_users: np.ndarray, test_items: np.ndarr
     order = np.argsort(~keep, axis=1, kind="stable")  # kept entries first, in file order
     out = np.take_along_axis(np.where(keep, negatives, PAD), order, axis=1)
     return out[:, :max(int(keep.sum(axis=1).max()), 1)], tuple(anomalies)
+
+
+def _repeated_test_users(path: Path, users: np.ndarray, strict: bool) -> tuple[Anomaly, ...]:
+    """Leave-one-out files hold one test row a user; the reference scores every row on its own, so a
+    user with two rows weighs twice in sampled HR/NDCG (full ranking ranks a user's test items once)."""
+    _, first = np.unique(users, return_index=True)
+    again = np.ones(len(users), dtype=bool)
+    again[first] = False
+    if not again.any():
+        return ()
+    row = int(np.flatnonzero(again)[0])
+    if strict:
+        raise DataError(path, f"line {row + 1}: user {users[row]} has a second test row (--strict-files)")
+    return (Anomaly(path.name, "a user has more than one test row", len(np.unique(users[again])), len(users),
+                    int(again.sum()), row + 1, "each row scored on its own, as the reference scores it"),)
 
 
 def _check_dense(kind: str, parts: list[tuple[Path, np.ndarray]]) -> None:
@@ -165,8 +185,10 @@ def load(prefix: str | Path, *, name: str = "", strict: bool = False) -> Split:
     if leaked.any():
         row = int(np.flatnonzero(leaked)[0])
         raise DataError(test_path, f"line {row + 1}: the test pair is also in {train_path.name}")
+    repeated = _repeated_test_users(test_path, test_users, strict)
     candidates, anomalies = read_candidates(neg_path, test_users, test_items, n_items, train_keys,
                                             train_path.name, lines, negatives, strict)
+    anomalies = repeated + anomalies
 
     def interactions(frame: pd.DataFrame) -> Interactions:
         ts = frame["timestamp"].to_numpy() if "timestamp" in frame else None
