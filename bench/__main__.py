@@ -63,7 +63,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         epochs=args.epochs, params=TunedParams.load(args.params or []), refit=args.refit, all_rows=args.all_rows,
         tune=args.tune, tune_stack=args.tune_stack, pruner=args.pruner, sampler_seed=args.sampler_seed,
         stack=not args.no_stack, jobs=args.jobs, threads=args.threads,
-        strict_files=args.strict_files,
+        strict_files=args.strict_files, synthetic=args.synthetic, offline=args.offline, mirror=args.mirror,
     )
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     executor = None
@@ -250,8 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a suite of seeded trials and write the report", formatter_class=fmt)
     run.add_argument("--suite", choices=list(SUITES), default="smoke", help="which suite (bench list shows them)")
-    run.add_argument("--data-dir", help="folder holding anime/, ml-100k/, ... in their original file names "
-                                        "(without it, synthetic data stands in for the suite's real sets)")
+    run.add_argument("--data-dir", help="folder holding anime/, ml-100k/, ncf/, ... in their original file names; "
+                                        "missing public sets are fetched into it (see --offline, --synthetic)")
     run.add_argument("--datasets", help="comma-separated registered names or paths (folder or NCF prefix); "
                                         "default: the suite's")
     run.add_argument("--variants", help=f"comma-separated subset of {','.join(VARIANTS)}; default: the suite's")
@@ -292,6 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="torch threads every job trains on; default: the cores over --jobs. A model's numbers "
                           "depend on it (an MLP's on ML-1M shapes differ between one thread and two), so a run "
                           "resumes only with the threads it started with")
+    run.add_argument("--synthetic", action="store_true",
+                     help="run a missing data set as labelled synthetic data of its task (a stand-in) instead of "
+                          "fetching it or stopping")
+    run.add_argument("--offline", action="store_true",
+                     help="never download: a missing public data set stops the run with the command that fetches it")
+    run.add_argument("--mirror", help="fetch missing public sets from this folder URL (same file names)")
     run.add_argument("--strict-files", action="store_true",
                      help="refuse a published split's quirks (a test item among its negatives, a repeated negative, "
                           "...) with a one-line error instead of reading them as the reference code does")

@@ -19,7 +19,6 @@ class DataSpec:
     train: TrainConfig
     options: tuple[tuple[str, object], ...] = ()  # loader keyword arguments
     n_eval_negatives: int = N_EVAL_NEGATIVES
-    fallback: str | None = None  # registered set used (and said so) when ``source`` is missing
     refit: bool = False  # after selecting epoch E on validation, retrain on train + validation for E epochs
     name: str | None = None  # the label, where the last path component would be ambiguous
     stands_in_for: str | None = None  # the suite's data set this synthetic one replaces
@@ -38,19 +37,19 @@ class DataSpec:
 ANIME_SEED = DataSpec(
     "anime", "rating", ModelConfig(use_item_features=True),
     TrainConfig(task="rating", epochs=10, batch_size=256, lr=1e-3),
-    options=(("max_rows", 100_000),), fallback="synthetic",
+    options=(("max_rows", 100_000),),
 )
 
 
-def ncf_ranking(source: str, factors: int = 8, epochs: int = 20, fallback: str | None = None,
-                batch_size: int = 256, refit: bool = False, search: str = "ncf") -> DataSpec:
+def ncf_ranking(source: str, factors: int = 8, epochs: int = 20, batch_size: int = 256, refit: bool = False,
+                search: str = "ncf") -> DataSpec:
     """The NCF paper's ranking protocol: leave-one-out, 4 negatives, 99 test negatives, @10.
     ``refit``: the paper trains on all but the test item, so after the epoch count is chosen on
     the validation item the model is retrained with it given back."""
     return DataSpec(
         source, "ranking", ModelConfig(n_factors=factors),  # the paper tower (4f-2f-f)
         TrainConfig(task="ranking", epochs=epochs, batch_size=batch_size, lr=1e-3, n_negatives=4, k=10),
-        fallback=fallback, refit=refit, search=search,
+        refit=refit, search=search,
     )
 
 
@@ -90,7 +89,7 @@ SUITES: dict[str, Suite] = {
         Suite("smoke", "synthetic data, both tasks, 3 seeds, CPU: under a minute; CI runs it",
               (synthetic("rating"), synthetic("ranking")), seeds=3, devices=("cpu",)),
         Suite("quick", "real anime (seed protocol) and ml-100k (NCF protocol), 5 seeds, every device",
-              (ANIME_SEED, ncf_ranking("ml-100k", factors=8, epochs=10, fallback="synthetic")), seeds=5),
+              (ANIME_SEED, ncf_ranking("ml-100k", factors=8, epochs=10)), seeds=5),
         Suite("full", "anime, ml-100k, ml-1m, ml-20m and the NCF paper's files, those found; NCF paper settings "
                       "(64 factors), 10 seeds, every device; "
                       "tuning searches MF where Rendle et al. 2020 trained it",

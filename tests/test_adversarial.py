@@ -273,3 +273,13 @@ def test_an_interim_report_reads_a_folder_a_run_holds_and_writes_nothing_there(f
     assert interim == (run / layout.REPORT / "trials.csv").read_text()
     target = (tmp_path / "interim").resolve().name  # a link swapped in whole, as the run's report is
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target, "interim", "run"])  # no draft left
+
+
+def test_a_second_suite_on_a_run_folder_is_refused_before_it_writes(fast_run, tmp_path, capsys):
+    run = shutil.copytree(fast_run, tmp_path / "run", symlinks=True)
+    before = TrialStore(run).path.read_bytes()
+    assert main(["run", "--suite", "quick", "--synthetic", "--variants", "mf", "--seeds", "1", "--epochs", "1",
+                 "--out", str(run)]) == 2
+    assert _err(capsys) == (f"error: {run}: holds a smoke run: a quick run would share its tables; give another "
+                            "--out (or --suite smoke to resume it)")
+    assert TrialStore(run).path.read_bytes() == before

@@ -283,12 +283,19 @@ def test_a_path_runs_under_its_suites_protocol_for_that_kind(tmp_path):
     assert anime.train.epochs == SUITES["smoke"].datasets[0].train.epochs and dict(anime.options)["max_rows"]
 
 
-def test_a_suites_missing_data_set_is_a_labelled_announced_stand_in(tmp_path, capsys):
+def test_a_suites_missing_data_set_is_a_labelled_announced_stand_in_only_when_asked(tmp_path, capsys):
     out = tmp_path / "run"
     empty = tmp_path / "data"
     empty.mkdir()
-    assert main(["run", "--suite", "quick", "--data-dir", str(empty), "--variants", "mf", "--seeds", "2",
-                 "--epochs", "1", "--out", str(out)]) == 0
+    flags = ["run", "--suite", "quick", "--data-dir", str(empty), "--variants", "mf", "--seeds", "2", "--epochs", "1",
+             "--out", str(out)]
+    assert main([*flags, "--offline"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: {empty}: ml-100k not found (--offline): `python -m bench data fetch ml-100k --data-dir {empty}` "
+        f"downloads it; anime needs a Kaggle account: put its files in {empty / 'anime'}; or leave them out with "
+        "--datasets, or run synthetic stand-ins with --synthetic")
+    assert not out.exists()
+    assert main([*flags, "--synthetic"]) == 0
     assert "STAND-IN: anime not found" in capsys.readouterr().err
     summary = (out / "report" / "summary.md").read_text()
     assert summary.splitlines()[2].startswith("> **Stand-in data:** `anime` was not found")
@@ -483,3 +490,14 @@ def test_list_names_every_suite_variant_and_data_set_under_headed_columns(capsys
     assert header.split() == ["name", "data", "sets", "seeds", "devices", "what", "it", "runs"]
     words = set(out.split())
     assert set(SUITES) | set(VARIANTS) | set(DATASETS) <= words
+
+
+def test_a_data_dir_one_folder_too_deep_is_one_line_not_a_stand_in_run(tmp_path, capsys):
+    deep = tmp_path / "data" / "ml-100k"
+    deep.mkdir(parents=True)
+    (deep / "u.data").write_text("1\t1\t5\t0\n")
+    out = tmp_path / "run"
+    assert main(["run", "--suite", "quick", "--data-dir", str(deep), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: {deep}: holds u.data itself: --data-dir is the folder that "
+                                               f"holds ml-100k/ (give {deep.parent})")
+    assert not out.exists()

@@ -141,3 +141,24 @@ def test_the_source_table_names_what_the_loaders_read():
         assert proof in targets or proof.split("/", 1)[0] in zips, (name, proof)
         assert all(r.url.startswith("https://") for r in source.files)
     assert Path(fetch_mod.SOURCES["ncf-ml-1m"].files[2].target).name == "ml-1m.test.negative"
+
+
+def test_a_suite_fetches_a_missing_public_set_and_runs_its_ranking_task(server, tmp_path, monkeypatch, capsys):
+    """`bench run` on a data folder without ml-100k downloads it (verified) and runs it, saying so."""
+    import pandas as pd
+
+    monkeypatch.setitem(fetch_mod.SOURCES, "ml-100k", _source(server))  # the fixture's digest for GroupLens'
+    data, out = tmp_path / "data", tmp_path / "run"
+    data.mkdir()
+    flags = ["run", "--suite", "quick", "--datasets", "ml-100k", "--data-dir", str(data), "--variants", "mf",
+             "--seeds", "1", "--epochs", "1", "--out", str(out)]
+    assert main([*flags, "--mirror", "http://127.0.0.1:9/nothing"]) == 2  # no network: one line, the command
+    said, err = capsys.readouterr().err.strip().splitlines()
+    assert said.startswith("fetching ml-100k") and err.startswith("error: ml-100k: could not be fetched")
+    assert err.endswith(f"`python -m bench data fetch ml-100k --data-dir {data}` retries, resuming")
+    assert not out.exists() and not (data / "ml-100k").exists()
+    assert main([*flags, "--mirror", server.url]) == 0
+    assert f"fetching ml-100k into {data}" in capsys.readouterr().err
+    assert status(_source(server), data) == "present, verified"
+    trials = pd.read_csv(out / "report" / "trials.csv")
+    assert set(trials["dataset"]) == {"ml-100k"} and set(trials["task"]) == {"ranking"}

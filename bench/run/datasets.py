@@ -34,13 +34,13 @@ def spec_for(source: str, suite: Suite) -> DataSpec:
     kind = kind_of(source)
     own = next((s for s in suite.datasets if s.source == kind and s.stands_in_for is None), None)
     if own is not None:
-        return replace(own, source=source, fallback=None)
+        return replace(own, source=source)
     base = default_spec(kind)
     templates = {s.task: s for s in reversed(suite.datasets)}  # the suite's first set of each task
     template = templates.get(base.task)
     if template is not None:
         base = replace(base, model=template.model, train=template.train, refit=template.refit, search=template.search)
-    return replace(base, source=source, fallback=None)
+    return replace(base, source=source)
 
 
 def location(source: str, data_dir: Path | None) -> str:
@@ -79,23 +79,55 @@ def unique_labels(specs: list[DataSpec], data_dir: Path | None = None) -> list[D
     raise DataError("--datasets", "cannot tell the data sets apart by their paths")
 
 
+def obtain(names: list[str], opts: RunOptions, log: Log) -> None:
+    """Fetch the public sets among ``names`` into ``--data-dir`` (checksummed, resumable), or stop with
+    one line naming the command that fetches them and what the others need."""
+    from ncf_core.data.fetch import SOURCES, fetch
+
+    public = [n for n in names if n in SOURCES]
+    private = [n for n in names if n not in SOURCES]
+    where = opts.data_dir
+    inside = next((d for d in DATASETS.values() if where is not None and d.marker and (where / d.marker).is_file()),
+                  None)
+    if inside is not None:  # ../shared/data/ml-100k: one folder too deep
+        raise DataError(where, f"holds {inside.marker} itself: --data-dir is the folder that holds "
+                               f"{inside.folder}/ (give {where.parent})")
+    if where is not None and public and not opts.offline and not private:
+        for name in public:
+            log(f"fetching {name} into {where} ({SOURCES[name].note}); --offline refuses")
+            try:
+                fetch(SOURCES[name], where, mirror=opts.mirror)
+            except DataError as err:
+                raise DataError(name, f"could not be fetched ({err}); `python -m bench data fetch {name} "
+                                      f"--data-dir {where}` retries, resuming") from None
+        return
+    reasons = []
+    if public:
+        command = f"python -m bench data fetch {' '.join(public)} --data-dir {where or 'DATA'}"
+        why = "--offline" if opts.offline else "no --data-dir to fetch into" if where is None else "not fetched"
+        them = "it" if len(public) == 1 else "them"
+        reasons.append(f"{', '.join(public)} not found ({why}): `{command}` downloads {them}")
+    for name in private:
+        folder = (where or Path("DATA")) / (DATASETS[name].folder or name)
+        reasons.append(f"{name} needs a Kaggle account: put its files in {folder}")
+    raise DataError(where or "--data-dir", "; ".join(reasons) + "; or leave them out with --datasets, or run "
+                                           "synthetic stand-ins with --synthetic")
+
+
 def resolve_datasets(suite: Suite, opts: RunOptions, log: Log) -> list[tuple[DataSpec, Interactions | Split]]:
-    """Load each data set once. A suite's own set that is missing is replaced by synthetic data of
-    its task, labelled as a stand-in (``synthetic-for-<set>``) and announced; a set named on the
-    command line must exist."""
+    """Load each data set once. A registered set missing from ``--data-dir`` is fetched when it is
+    public (not with ``--offline``), replaced by labelled synthetic data only when the user asks
+    (``--synthetic``), and otherwise a one-line error that says how to get it."""
     specs = [spec_for(s, suite) for s in opts.datasets] if opts.datasets else list(suite.datasets)
+    specs = unique_labels(specs, opts.data_dir)
+    missing = [s.source for s in specs if s.source in DATASETS and not available(s.source, opts.data_dir)]
+    if missing and not opts.synthetic:
+        obtain(missing, opts, log)
     loaded = []
-    for spec in unique_labels(specs, opts.data_dir):
-        if spec.source in DATASETS and not available(spec.source, opts.data_dir):
-            if opts.datasets:
-                raise DataError(Path(opts.data_dir or ".") / (DATASETS[spec.source].folder or ""),
-                                f"data set {spec.source!r} not found")
-            where = opts.data_dir or "no --data-dir"
-            if spec.fallback is None:
-                log(f"skipping {spec.source}: not found under {where}")
-                continue
-            log(f"STAND-IN: {spec.source} not found under {where}; synthetic {spec.task} data runs in its "
-                f"place, labelled synthetic-for-{spec.source}")
+    for spec in specs:
+        if spec.source in missing and opts.synthetic:
+            log(f"STAND-IN: {spec.source} not found under {opts.data_dir or 'no --data-dir'}; synthetic "
+                f"{spec.task} data runs in its place (--synthetic), labelled synthetic-for-{spec.source}")
             spec = replace(synthetic(spec.task, n_users=1000, n_items=400, epochs=spec.train.epochs),
                            name=f"synthetic-for-{spec.source}", stands_in_for=spec.source)
         if opts.epochs is not None:

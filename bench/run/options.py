@@ -35,6 +35,9 @@ class RunOptions:
     jobs: int | None = None  # worker processes for studies and units; None: one per core on a CPU-only run
     threads: int | None = None  # torch threads every job trains on; None: the cores over the jobs
     strict_files: bool = False  # a published split's quirks are errors instead of read as its reference reads them
+    synthetic: bool = False  # a missing registered set runs as labelled synthetic data instead of an error
+    offline: bool = False  # a missing public set is an error naming the fetch command, not downloaded
+    mirror: str | None = None  # fetch from this folder URL instead of each file's origin
 
     def __post_init__(self) -> None:
         for name in ("seeds", "epochs", "jobs", "threads", "tune_stack"):

@@ -26,7 +26,7 @@ from bench.run.executors import PoolExecutor
 from bench.run.options import RunOptions, cpu_cores, resolve_devices
 from bench.run.plan import Plan, expected_epochs, jobs, make_plan, makespan, relative_costs
 from bench.run.pool import Job, threads_per_job
-from bench.run.store import TrialStore, trial_key
+from bench.run.store import TrialStore, stored_suite, trial_key
 from bench.suites import Suite
 from bench.variants import PRETRAIN_BASES, VARIANTS
 from ncf_core import DataError
@@ -57,6 +57,10 @@ class Runner:
     def load(self) -> list[tuple[Any, Any]]:
         """The data sets, and every setting checked against them, before anything is written."""
         self.store.check_folder()  # before the data load: a wrong --out is said at once
+        before = stored_suite(self.store.run_dir)
+        if before is not None and before != self.suite.name:
+            raise DataError(self.store.run_dir, f"holds a {before} run: a {self.suite.name} run would share its "
+                                                f"tables; give another --out (or --suite {before} to resume it)")
         self.specs = resolve_datasets(self.suite, self.opts, self.log)
         self._check_params()
         for spec, data in self.specs:

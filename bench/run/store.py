@@ -217,3 +217,13 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (set, tuple)):
         return list(value)
     raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+def stored_suite(run_dir: Path) -> str | None:
+    """The suite the folder's earlier calls ran, as its manifest says (None: no readable manifest)."""
+    try:
+        data = json.loads((Path(run_dir) / layout.MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    suite = data.get("suite") if isinstance(data, dict) else None
+    return suite.get("name") if isinstance(suite, dict) else suite if isinstance(suite, str) else None
