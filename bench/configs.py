@@ -18,7 +18,7 @@ from ncf_core import DataError, ModelConfig, TrainConfig
 from ncf_core.baselines import reference_config
 from ncf_core.config import with_overrides
 from ncf_core.data import DATASETS, Interactions, Split, split_for_seed
-from ncf_core.train import Diverged
+from ncf_core.engine.history import Diverged
 
 
 def record(spec: DataSpec, variant: str, device: str, seed: int, **fields: Any) -> dict[str, Any]:

@@ -21,7 +21,7 @@ PRUNERS = {
 }
 DEFAULT_PRUNER = "halving"  # the better best value per CPU-minute on the quick suite (README)
 # Settings that fix a model's shapes or its batches: the trials of one stack share them (they are
-# drawn once per stack); every other setting is each trial's own (ncf_core.train.MEMBER_SETTINGS,
+# drawn once per stack); every other setting is each trial's own (ncf_core.engine.train.MEMBER_SETTINGS,
 # dropout, alpha, init_std).
 STRUCTURAL = ("batch_size", "n_negatives", "n_factors", "mlp_depth", "mlp_width", "optimizer")
 

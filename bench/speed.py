@@ -2,7 +2,7 @@
 
 The reference is what NCF tutorials (and this project's seed write-up) do: a per-sample
 ``Dataset`` behind a shuffling ``DataLoader``, default optimizer settings. The engine is
-``ncf_core.train.fit`` itself, timed over whole training epochs (negative sampling included,
+``ncf_core.engine.train.fit`` itself, timed over whole training epochs (negative sampling included,
 validation excluded). Same model shapes, same batch size, same samples per epoch.
 """
 
@@ -20,19 +20,11 @@ from torch.utils.data import DataLoader, Dataset
 from ncf_core import DataError, ModelConfig, TrainConfig
 from ncf_core.data import split_for_seed, synthetic
 from ncf_core.data.splits import Split
+from ncf_core.engine.optim import make_optimizer
+from ncf_core.engine.seeding import device_generator, seeded_global_rng, seeded_model, sync
+from ncf_core.engine.train import fit, fit_stacked, step_module, train_steps
 from ncf_core.losses import loss_fn
 from ncf_core.models import MODELS, build
-from ncf_core.optim import make_optimizer
-from ncf_core.train import (
-    device_generator,
-    fit,
-    fit_stacked,
-    seeded_global_rng,
-    seeded_model,
-    step_module,
-    sync,
-    train_steps,
-)
 
 # ML-1M's table sizes (6,040 users, 3,706 items) with fewer rows, so an epoch takes seconds.
 SHAPE = {"n_users": 6040, "n_items": 3706, "per_user": 10}

@@ -60,7 +60,7 @@ class TrainConfig:
     n_negatives: int = 4
     k: int = 10
     patience: int | None = None  # early stopping on the validation metric; None = all epochs
-    sparse: bool = False  # embedding gradients of the batch's rows only, with lazy Adam (ncf_core.optim)
+    sparse: bool = False  # embedding gradients of the batch's rows only, with lazy Adam (ncf_core.engine.optim)
     compile: bool = False  # torch.compile the training forward/backward; on CUDA with CUDA graphs
     amp: bool = False  # bf16 autocast in the training forward (meant for CUDA)
 

@@ -348,7 +348,7 @@ def test_a_sparse_pretrained_neumf_really_has_sparse_embeddings(tmp_path):
     from bench.suites import SUITES
     from bench.variants import VARIANTS
     from ncf_core.data import load, split_for_seed
-    from ncf_core.optim import LazyAdam, make_optimizer
+    from ncf_core.engine.optim import LazyAdam, make_optimizer
 
     spec = dataclasses.replace(SUITES["smoke"].datasets[0], train=dataclasses.replace(
         SUITES["smoke"].datasets[0].train, epochs=1))
@@ -410,8 +410,9 @@ def test_refit_trains_on_exactly_train_and_validation_for_the_chosen_epochs(tmp_
     from bench.suites import SUITES
     from ncf_core.data import load, split_for_seed
     from ncf_core.data.splits import refit_split
+    from ncf_core.engine.seeding import seeded_model
+    from ncf_core.engine.train import fit
     from ncf_core.evaluate import Evaluator
-    from ncf_core.train import fit, seeded_model
 
     out = tmp_path / "run"
     assert main(["run", "--suite", "smoke", "--datasets", "synthetic", "--variants", "gmf", "--seeds", "2",

@@ -7,9 +7,10 @@ import torch
 
 from ncf_core import ModelConfig, TrainConfig
 from ncf_core.data import split_for_seed, synthetic
+from ncf_core.engine.optim import LazyAdam
+from ncf_core.engine.seeding import seeded_model
+from ncf_core.engine.train import fit, fit_stacked
 from ncf_core.evaluate import Evaluator
-from ncf_core.optim import LazyAdam
-from ncf_core.train import fit, fit_stacked, seeded_model
 from tests.conftest import requires_cuda
 
 pytestmark = requires_cuda

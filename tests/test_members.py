@@ -9,11 +9,13 @@ import dataclasses
 import pytest
 import torch
 
-from ncf_core import ModelConfig, TrainConfig, rowadam
+from ncf_core import ModelConfig, TrainConfig
 from ncf_core.data import split_for_seed, synthetic
-from ncf_core.optim import FusedAdam, LazyAdam, MemberSGD, make_optimizer, plain_sgd
-from ncf_core.stacked import stack, unstack
-from ncf_core.train import fit, fit_stacked, seeded_model
+from ncf_core.engine import rowadam
+from ncf_core.engine.optim import FusedAdam, LazyAdam, MemberSGD, make_optimizer, plain_sgd
+from ncf_core.engine.seeding import seeded_model
+from ncf_core.engine.stacked import stack, unstack
+from ncf_core.engine.train import fit, fit_stacked
 
 CPU = torch.device("cpu")
 SETTINGS = [dict(lr=0.01, weight_decay=0.0, momentum=0.0), dict(lr=0.003, weight_decay=1e-3, momentum=0.9),
@@ -139,7 +141,7 @@ def test_plain_sgd_steps_rows_only_and_equals_the_dense_step(split, monkeypatch,
     step, per member with its own lr, and leave the models' tables as it found them. In float64:
     in float32 a rounding difference that flips one ReLU moves a few rows by ~lr x a gradient
     (seen on an Intel Xeon, not on an AMD EPYC), which no tolerance separates from a wrong step."""
-    import ncf_core.train as train
+    import ncf_core.engine.train as train
 
     cfgs = [TrainConfig(task="ranking", epochs=3, batch_size=64, optimizer="sgd", lr=lr, l2=l2, reduction="sum")
             for lr, l2 in ((0.01, 1e-3), (0.003, 0.0), (0.02, 1e-2))]

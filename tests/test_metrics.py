@@ -88,8 +88,8 @@ def test_full_ranking_evaluation_matches_brute_force(chunk, tiny_ranking):
     import numpy as np
 
     from ncf_core import ModelConfig
+    from ncf_core.engine.seeding import seeded_model
     from ncf_core.evaluate import Evaluator, score
-    from ncf_core.train import seeded_model
 
     split, k = tiny_ranking, 5
     model = seeded_model("gmf", ModelConfig(n_factors=4), split, 3)

@@ -9,12 +9,13 @@ import dataclasses
 import pytest
 import torch
 
-import ncf_core.train as train
+import ncf_core.engine.train as train
 from ncf_core import ModelConfig, TrainConfig
 from ncf_core.data import split_for_seed, synthetic
-from ncf_core.mf_step import mf_step
-from ncf_core.optim import make_optimizer
-from ncf_core.train import fit, fit_stacked, seeded_model
+from ncf_core.engine.mf_step import mf_step
+from ncf_core.engine.optim import make_optimizer
+from ncf_core.engine.seeding import seeded_model
+from ncf_core.engine.train import fit, fit_stacked
 
 CPU = torch.device("cpu")
 

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from ncf_core import ModelConfig, TrainConfig
+from ncf_core.engine.seeding import seeded_model
+from ncf_core.engine.train import fit
 from ncf_core.evaluate import Evaluator
 from ncf_core.models import GMF, MLP, MODELS, neumf_from_pretrained
-from ncf_core.train import fit, seeded_model
 
 CFG = ModelConfig(n_factors=8, mlp_layers=(32, 16, 8))
 

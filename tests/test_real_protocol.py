@@ -7,8 +7,9 @@ import torch
 from ncf_core import ModelConfig, TrainConfig
 from ncf_core.baselines.simple import fit_baseline
 from ncf_core.data import load, split_for_seed
+from ncf_core.engine.seeding import seeded_model
+from ncf_core.engine.train import fit
 from ncf_core.evaluate import Evaluator
-from ncf_core.train import fit, seeded_model
 from tests.conftest import DATA_DIR, requires_data
 
 

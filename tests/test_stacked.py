@@ -6,13 +6,16 @@ import dataclasses
 import pytest
 import torch
 
-from ncf_core import ModelConfig, TrainConfig, rowadam
+from ncf_core import ModelConfig, TrainConfig
 from ncf_core.data import split_for_seed, synthetic
+from ncf_core.engine import rowadam
+from ncf_core.engine.history import Diverged
+from ncf_core.engine.optim import FusedAdam, LazyAdam
+from ncf_core.engine.seeding import seeded_model
+from ncf_core.engine.stacked import stack, unstack
+from ncf_core.engine.train import fit, fit_stacked
 from ncf_core.evaluate import Evaluator
 from ncf_core.models import MODELS
-from ncf_core.optim import FusedAdam, LazyAdam
-from ncf_core.stacked import stack, unstack
-from ncf_core.train import Diverged, fit, fit_stacked, seeded_model
 
 CFG = ModelConfig(n_factors=4, mlp_layers=(16, 8), use_item_features=True)
 SEEDS = [3, 4, 5]

@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from ncf_core import ModelConfig, TrainConfig
-from ncf_core.train import Diverged, fit, seeded_model
+from ncf_core.engine.history import Diverged
+from ncf_core.engine.seeding import seeded_model
+from ncf_core.engine.train import fit
 
 CFG = ModelConfig(n_factors=4, mlp_layers=(16, 8))
 
@@ -140,8 +142,8 @@ def test_per_example_sgd_with_l2_is_rendles_update():
 
     from ncf_core.data import Interactions
     from ncf_core.data.splits import Split
-    from ncf_core.optim import make_optimizer
-    from ncf_core.train import train_steps
+    from ncf_core.engine.optim import make_optimizer
+    from ncf_core.engine.train import train_steps
 
     interactions = Interactions.from_codes(np.array([0, 1]), np.array([2, 3]), np.ones(2), n_users=3, n_items=5)
     split = Split("ranking", interactions, interactions, interactions)
@@ -178,8 +180,8 @@ def test_dense_gradients_built_from_the_batchs_rows_are_autograds_bit_for_bit(ti
     """A dense optimizer's embedding gradients come from the rows into reused buffers (no fresh zero
     table a step): the same weights, bit for bit, as autograd's dense embedding backward, with Adam or
     momentum SGD, weight decay and dropout; and the tables are left dense."""
-    from ncf_core import gradients
-    from ncf_core.train import fit_stacked
+    from ncf_core.engine import gradients
+    from ncf_core.engine.train import fit_stacked
 
     model_cfg = dataclasses.replace(CFG, dropout=0.2)
     cfgs = [TrainConfig(task="ranking", epochs=3, batch_size=64, lr=lr, weight_decay=1e-4, optimizer=optimizer,

@@ -23,8 +23,10 @@ from bench import layout
 from bench.suites import DataSpec
 from ncf_core import ModelConfig, TrainConfig
 from ncf_core.data import Split
+from ncf_core.engine.history import History
+from ncf_core.engine.seeding import seeded_model
+from ncf_core.engine.train import fit_group
 from ncf_core.models import neumf_from_pretrained
-from ncf_core.train import History, fit_group, seeded_model
 
 # (models, splits, train config, device, seeds) -> one outcome per model, trained in place
 Trainer = Callable[[list[torch.nn.Module], list[Split], TrainConfig, str, list[int]], list[History | Exception]]

@@ -3,7 +3,7 @@
 A stack's first trial is drawn by TPE; its structural settings (``search.STRUCTURAL``: shapes,
 batch size, negatives, optimizer) are enqueued for the next K-1, whose other settings TPE draws
 (constant liar, so they spread out). The K trials train as members of one stacked model
-(``ncf_core.train.fit_stacked``): each reports every epoch to the pruner and leaves the stack alone
+(``ncf_core.engine.train.fit_stacked``): each reports every epoch to the pruner and leaves the stack alone
 when pruned, and each is what training it alone gives, up to float rounding.
 
 Deterministic and resumable: trial n's draws come from a sampler seeded with (seed, n); the pruner
@@ -53,8 +53,9 @@ from bench.suites import DataSpec
 from bench.variants import VARIANTS, Variant
 from ncf_core import DataError
 from ncf_core.data import Interactions, Split
+from ncf_core.engine.seeding import seeded_model
+from ncf_core.engine.train import fit_group
 from ncf_core.tasks import higher_is_better, task_of
-from ncf_core.train import fit_group, seeded_model
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,10 @@ from ncf_core import ModelConfig, TrainConfig
 from ncf_core.baselines.simple import fit_baseline
 from ncf_core.data import Interactions, Split
 from ncf_core.data.splits import refit_split
+from ncf_core.engine.history import History
+from ncf_core.engine.seeding import seeded_model
+from ncf_core.engine.train import fit_group
 from ncf_core.evaluate import Evaluator
-from ncf_core.train import History, fit_group, seeded_model
 
 
 @dataclass(frozen=True)

@@ -29,13 +29,14 @@ from bench.search import space_draws
 from bench.suites import DataSpec
 from bench.variants import BASELINE, VARIANTS
 from ncf_core.baselines.scoring import fit_reference
+from ncf_core.engine.gradients import row_gradients
+from ncf_core.engine.optim import make_optimizer, plain_sgd
+from ncf_core.engine.seeding import seeded_model, sync
+from ncf_core.engine.stacked import stack
+from ncf_core.engine.train import train_steps
 from ncf_core.evaluate import Evaluator, grid
-from ncf_core.gradients import row_gradients
 from ncf_core.models import build
-from ncf_core.optim import make_optimizer, plain_sgd
-from ncf_core.stacked import stack
 from ncf_core.tasks import task_of
-from ncf_core.train import seeded_model, sync, train_steps
 
 PROBE_USERS = 256  # users of the test's full ranking timed, scaled to all
 PROBE_DRAWS = 6  # settings a probe times, drawn from the search space

@@ -253,7 +253,7 @@ class Runner:
         if not self.opts.stack:
             return {label: "one seed at a time (--no-stack)" for label in groups}
         return {label: (f"seeds in stacked groups of {sorted(set(sizes), reverse=True)} per variant and device "
-                        "(ncf_core.train.fit_stacked: same batches, negatives and selection per seed as alone; "
+                        "(ncf_core.engine.train.fit_stacked: same batches, negatives and selection per seed as alone; "
                         "samples/s per trial are per seed, over the shared wall clock)")
                 for label, sizes in groups.items()}
 

@@ -2,7 +2,7 @@
 
 A new model is its own file and one line in ``MODELS``; to benchmark it, one ``Variant`` line in
 ``bench.variants`` (and, to tune its own shape settings, their lines in ``bench.search``). A model
-stays stackable (``ncf_core.stacked``) by using only element-wise ops and ``dim=-1`` in ``forward``.
+stays stackable (``ncf_core.engine.stacked``) by using only element-wise ops and ``dim=-1`` in ``forward``.
 """
 
 from __future__ import annotations

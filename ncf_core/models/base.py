@@ -37,7 +37,7 @@ class Dropout(nn.Module):
     def __init__(self, p: float) -> None:
         super().__init__()
         self.p = float(p)
-        self.member_p: list[float] | None = None  # stacked members' own rates (ncf_core.stacked)
+        self.member_p: list[float] | None = None  # stacked members' own rates (ncf_core.engine.stacked)
         self.generators: list[torch.Generator] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

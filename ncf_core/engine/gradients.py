@@ -1,7 +1,7 @@
 """How embedding tables give their gradients: the rows of a batch, or a dense table built from them.
 
 Plain SGD moves only the rows that have a gradient, so its tables give sparse gradients
-(``row_gradients``; ``ncf_core.optim.plain_sgd``). A dense optimizer needs the whole table's
+(``row_gradients``; ``ncf_core.engine.optim.plain_sgd``). A dense optimizer needs the whole table's
 gradient; over large tables it is built from those rows into a buffer zeroed once
 (``DenseFromRows``) rather than by autograd's fresh zero table every step.
 """
@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from ncf_core.config import TrainConfig
-from ncf_core.optim import plain_sgd
-from ncf_core.stacked import StackedEmbedding
+from ncf_core.engine.optim import plain_sgd
+from ncf_core.engine.stacked import StackedEmbedding
 
 
 def tables(model: nn.Module) -> list[nn.Module]:
@@ -25,7 +25,7 @@ def tables(model: nn.Module) -> list[nn.Module]:
 
 def row_gradients(model: nn.Module, on: bool) -> Callable[[], None]:
     """Switch ``model``'s embedding tables to sparse gradients (``on``); returns what switches them
-    back. For plain SGD that is the dense step exactly (``ncf_core.optim.plain_sgd``)."""
+    back. For plain SGD that is the dense step exactly (``ncf_core.engine.optim.plain_sgd``)."""
     switched = tables(model) if on else []
     before = [m.sparse for m in switched]
     for m in switched:

@@ -13,105 +13,27 @@ import copy
 import math
 import time
 import warnings
-import zlib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import fields
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from ncf_core import gradients
-from ncf_core.config import ModelConfig, TrainConfig
+from ncf_core.config import TrainConfig
 from ncf_core.data.negatives import NegativeSampler
 from ncf_core.data.splits import Split
+from ncf_core.engine import gradients
+from ncf_core.engine.gradients import row_gradients
+from ncf_core.engine.history import Diverged, EpochStats, History
+from ncf_core.engine.mf_step import mf_step
+from ncf_core.engine.optim import keep_members, make_optimizer, plain_sgd
+from ncf_core.engine.seeding import device_generator, stream_seed, sync
+from ncf_core.engine.stacked import stack, unstack
 from ncf_core.evaluate import Evaluator
-from ncf_core.gradients import row_gradients
 from ncf_core.losses import loss_fn
-from ncf_core.mf_step import mf_step
-from ncf_core.models import build
 from ncf_core.models.base import lookup_penalty, set_dropout_generators
-from ncf_core.optim import keep_members, make_optimizer, plain_sgd
-from ncf_core.stacked import stack, unstack
 from ncf_core.tasks import higher_is_better, task_of
-
-
-class Diverged(RuntimeError):
-    """The training loss became NaN, infinite, or blew up (``Task.diverged``)."""
-
-
-@dataclass
-class EpochStats:
-    epoch: int
-    train_loss: float
-    valid_loss: float
-    valid_metric: float
-    seconds: float
-    samples: int
-
-
-@dataclass
-class History:
-    metric: str
-    higher_is_better: bool
-    epochs: list[EpochStats] = field(default_factory=list)
-    best_epoch: int = 0
-
-    @property
-    def train_seconds(self) -> float:
-        return sum(e.seconds for e in self.epochs)
-
-    @property
-    def train_samples_per_s(self) -> float:
-        return sum(e.samples for e in self.epochs) / max(self.train_seconds, 1e-12)
-
-    def improved(self, value: float) -> bool:
-        if not self.epochs or math.isnan(self.best_value):
-            return True
-        return value > self.best_value if self.higher_is_better else value < self.best_value
-
-    @property
-    def best_value(self) -> float:
-        return self.epochs[self.best_epoch - 1].valid_metric if self.epochs else float("nan")
-
-
-def device_generator(device: torch.device | str, seed: int) -> torch.Generator:
-    gen = torch.Generator(device=torch.device(device))
-    gen.manual_seed(int(seed))
-    return gen
-
-
-def _stream(seed: int, name: str) -> int:
-    """A generator seed of its own for one use of ``seed`` (data order and dropout never share draws)."""
-    return int(np.random.SeedSequence([seed, zlib.crc32(name.encode())]).generate_state(1, np.uint64)[0] >> 1)
-
-
-@contextlib.contextmanager
-def seeded_global_rng(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
-    """Seed torch's global generator (initialisation, dropout) for a block, then restore it, so
-    that what a block draws does not depend on what ran before it in the process."""
-    device = torch.device(device)
-    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        yield
-
-
-def seeded_model(name: str, cfg: ModelConfig, split: Split, seed: int,
-                 device: torch.device | str = "cpu", sparse: bool = False) -> nn.Module:
-    """Initialise on the CPU from ``seed`` so every device starts from the same weights."""
-    feats = split.train.item_features
-    feats_t = None if feats is None else torch.from_numpy(feats)
-    with seeded_global_rng(seed):
-        model = build(name, cfg, split.n_users, split.n_items, feats_t, sparse)
-    return model.to(device)
-
-
-def sync(device: torch.device | str) -> None:
-    """Wait for the device, so that a timer measures finished work."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class _SeedData:
@@ -123,7 +45,7 @@ class _SeedData:
 
     def __init__(self, split: Split, cfg: TrainConfig, device: torch.device, seed: int) -> None:
         self.cfg, self.seed, self.gen = cfg, seed, device_generator(device, seed)
-        self.dropout_gen = device_generator(device, _stream(seed, "dropout"))
+        self.dropout_gen = device_generator(device, stream_seed(seed, "dropout"))
         train = split.train
         self.users = torch.from_numpy(train.users).to(device)
         self.items = torch.from_numpy(train.items).to(device)
@@ -388,7 +310,7 @@ class _Stack:
                  device: torch.device) -> None:
         self.models, self.cfgs, self.data, self.device = models, cfgs, data, device
         # members that share their examples still draw their own dropout masks
-        self.dropout_gens = [device_generator(device, _stream(d.seed, "dropout")) for d in data]
+        self.dropout_gens = [device_generator(device, stream_seed(d.seed, "dropout")) for d in data]
         self._build(list(range(len(models))))
 
     def _build(self, live: list[int]) -> None:

@@ -19,9 +19,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from ncf_core.config import TrainConfig
-from ncf_core.gradients import RowBuffers
+from ncf_core.engine.gradients import RowBuffers
+from ncf_core.engine.optim import LazyAdam, MemberSGD
 from ncf_core.models.mf import MF
-from ncf_core.optim import LazyAdam, MemberSGD
 from ncf_core.tasks import task_of
 
 Step = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]

@@ -9,7 +9,7 @@ uses element-wise ops and ``dim=-1``; that is the contract a new model keeps to 
 Parameters of different seeds never mix, and Adam and SGD are element-wise, so one optimizer
 step on the stacked module is S independent steps. A member is a seed, or a tuning trial: members
 may differ in anything that leaves the shapes alone (initial weights, NeuMF's alpha, dropout rate,
-and, through ``ncf_core.optim``, learning rate, weight decay and momentum).
+and, through ``ncf_core.engine.optim``, learning rate, weight decay and momentum).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ embeddings to sparse gradients and this lazy Adam (only the rows in the batch mo
 included, as with ``torch.optim.SparseAdam``). It is a different optimizer from dense Adam, so it
 is opt-in and recorded in every trial's config.
 
-Members: a stacked module (``ncf_core.stacked``) holds S models whose every parameter has the member
+Members: a stacked module (``ncf_core.engine.stacked``) holds S models whose every parameter has the member
 axis first. Given one learning rate, weight decay and momentum per member, each optimizer steps each
 member's block of each parameter with that member's own settings, with the arithmetic of the same
 optimizer on that member alone (``tests/test_members.py``); that is what lets tuning trials with
@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ncf_core import rowadam
 from ncf_core.config import TrainConfig
+from ncf_core.engine import rowadam
 
 
 class _Unhooked:
@@ -44,7 +44,7 @@ class LazyAdam(_Unhooked, torch.optim.Optimizer):
     Rows absent from a batch keep their weights and moments, as in ``torch.optim.SparseAdam``;
     the update itself is Adam's arithmetic on the batch's rows, so with every row in every batch this
     is dense Adam (``tests/test_stacked.py``). ``weight_decay`` is an L2 term on the batch's rows only.
-    CPU tables take one compiled pass (``ncf_core.rowadam``); other devices gather the rows, run
+    CPU tables take one compiled pass (``ncf_core.engine.rowadam``); other devices gather the rows, run
     torch's fused kernel on them and scatter them back.
     """
 
@@ -284,7 +284,7 @@ class MemberSGD(_Unhooked, torch.optim.Optimizer):
 def plain_sgd(cfgs: TrainConfig | list[TrainConfig]) -> bool:
     """SGD without momentum or weight decay moves only the rows that have a gradient, so sparse
     embedding gradients give the dense step exactly, without a dense gradient table each step (on
-    ML-1M's tables most of a step's work). ``ncf_core.train`` switches them on for it."""
+    ML-1M's tables most of a step's work). ``ncf_core.engine.train`` switches them on for it."""
     cfgs = cfgs if isinstance(cfgs, list) else [cfgs]
     return all(c.optimizer == "sgd" and c.momentum == 0 and c.weight_decay == 0 and not c.compile for c in cfgs)
 
