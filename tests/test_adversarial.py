@@ -51,7 +51,7 @@ def test_a_stack_never_holds_more_trials_than_its_study(tmp_path, capsys):
 def test_the_probe_stacks_a_bounded_number_of_models(tmp_path, monkeypatch):
     """A plan's probe times at most PROBE_STACK models however many seeds or trials a stack holds
     (before: --seeds 100000 --plan built them all, over 6 GB)."""
-    from bench.run import cost
+    from bench.estimate import probe as cost
 
     built: list[int] = []
     real = cost.seeded_model

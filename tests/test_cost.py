@@ -9,10 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.estimate.eta import TimeLeft
+from bench.estimate.probe import _thinned, fit_epoch_cost, shape_costs
+from bench.estimate.schedule import makespan
+from bench.estimate.work import study_rungs
 from bench.params import TunedParams
-from bench.run.cost import _thinned, fit_epoch_cost, shape_costs
-from bench.run.eta import TimeLeft
-from bench.run.plan import JobKey, makespan, study_rungs
+from bench.run.plan import JobKey
 from bench.run.pool import Job
 from bench.suites import ncf_ranking
 
@@ -118,8 +120,9 @@ def test_if_early_stopping_stopped_nothing_the_plan_counts_every_epoch_its_space
     of the winner). GMF's space has no patience: its work is the same either way."""
     from dataclasses import replace
 
+    from bench.estimate.work import work
     from bench.run.options import RunOptions
-    from bench.run.plan import make_plan, work
+    from bench.run.plan import make_plan
     from bench.suites import synthetic
     from ncf_core.data import load
 
@@ -142,8 +145,8 @@ def test_if_early_stopping_stopped_nothing_the_plan_counts_every_epoch_its_space
 def test_a_warm_study_adds_its_winners_training_to_itself_alone():
     """GMF's study also trains its winner for the pretrained NeuMF; MF's, of the same budget, stack
     and epochs, does not, and pricing the plan twice gives the same work (the rungs are shared)."""
+    from bench.estimate.work import work
     from bench.run.options import RunOptions
-    from bench.run.plan import work
     from bench.run.runner import Runner
     from bench.suites import SUITES
 
@@ -165,7 +168,7 @@ def test_the_plans_halving_rule_is_optunas():
     from optuna.trial import FrozenTrial, TrialState
 
     from bench.compute.pruning import Member, PrunerView, fresh, make_pruner
-    from bench.run.plan import _promoted
+    from bench.estimate.work import _promoted
 
     rng = np.random.default_rng(1)
     for _ in range(20):

@@ -237,7 +237,7 @@ def test_the_plan_assumes_the_epochs_rendles_mf_space_pins():
     assert pinned_training(VARIANTS["mf"], "ranking", "ncf") == {}
     from dataclasses import replace
 
-    from bench.run.plan import _pinned
+    from bench.estimate.work import _pinned
     from bench.suites import SUITES
 
     spec = SUITES["full"].datasets[2]
@@ -252,7 +252,7 @@ def test_the_plan_counts_the_epochs_successive_halving_leaves():
     one at a time at 10 epochs, the second only when it is the better (half the time); a budget of
     3 below a stack of 5 at 4 epochs: the second and third 3 more epochs when better than those
     before them (1/2, 1/3); stacks of 2 at 3 epochs: trials 1, 2, 3 go on when best so far."""
-    from bench.run.plan import study_epochs
+    from bench.estimate.work import study_epochs
 
     assert study_epochs("halving", 2, 1, 10) == pytest.approx(10 + 1 + 9 / 2, abs=0.2)
     assert study_epochs("halving", 3, 5, 4) == pytest.approx(4 + (1 + 3 / 2) + (1 + 3 / 3), abs=0.2)

@@ -18,13 +18,14 @@ from tqdm import tqdm
 from bench import faults
 from bench.compute.storage import protocol_conflict
 from bench.configs import COMPARED, config_difference, reference_settings, trial_config, variant_configs
+from bench.estimate.eta import TimeLeft
+from bench.estimate.schedule import makespan
+from bench.estimate.work import expected_epochs, relative_costs
 from bench.run.console import describe_plan, one_line
-from bench.run.cost import measured_costs
 from bench.run.datasets import resolve_datasets
-from bench.run.eta import TimeLeft
 from bench.run.executors import PoolExecutor
 from bench.run.options import RunOptions, cpu_cores, resolve_devices
-from bench.run.plan import Plan, expected_epochs, jobs, make_plan, makespan, relative_costs
+from bench.run.plan import Plan, jobs, make_plan
 from bench.run.pool import Job, threads_per_job
 from bench.run.store import TrialStore, stored_suite, trial_key
 from bench.suites import Suite
@@ -111,6 +112,8 @@ class Runner:
         unit's seconds and the wall time (``bounds``) with every winner at its study's cheapest and
         its costliest structure, and, where runs stop early, if early stopping stopped nothing.
         Writes nothing."""
+        from bench.estimate.probe import measured_costs  # it trains models: imported only when asked
+
         plan = self._checked_plan(self.store.records())  # refused here as the real run would refuse it
         span: dict[tuple, tuple[float, float]] = {}
         unstopped: dict[tuple, float] = {}

@@ -23,8 +23,9 @@ from torch import nn
 
 from bench.compute.study import foreseen_trials
 from bench.configs import overridden, reference_settings, split_for, variant_configs
+from bench.estimate.work import work
 from bench.params import TunedParams
-from bench.run.plan import JobKey, Plan, work
+from bench.run.plan import JobKey, Plan
 from bench.search import space_draws
 from bench.suites import DataSpec
 from bench.variants import BASELINE, VARIANTS
