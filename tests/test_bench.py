@@ -205,7 +205,7 @@ def test_params_file_with_unknown_field_is_rejected(tmp_path, capsys):
 
 
 def test_bench_speed_table(tmp_path):
-    from bench.speed import measure, speed_markdown
+    from bench.commands.speed import measure, speed_markdown
 
     frame = measure(("cpu",), (512,), ("gmf",), log=lambda _: None,
                     shape={"n_users": 200, "n_items": 120, "per_user": 10})
@@ -221,7 +221,7 @@ def test_bench_speed_table(tmp_path):
 
 
 def test_large_batch_measurement_runs(monkeypatch):
-    from bench import speed
+    from bench.commands import speed
     from ncf_core import ModelConfig
 
     monkeypatch.setattr(speed, "LARGE", {"n_users": 50, "n_items": 40, "batch_size": 64})
@@ -328,7 +328,7 @@ def test_summary_throughput_names_the_task_and_warns_on_spread():
 
 
 def test_bench_speed_warns_when_the_reference_drifts():
-    from bench.speed import speed_markdown
+    from bench.commands.speed import speed_markdown
 
     frame = pd.DataFrame([{"model": "mf", "device": "cpu", "batch_size": 256, "mode": "single", "engine": "dense",
                            "reference_samples_per_s": 26071.5, "engine_samples_per_s": 3e5, "speedup": 11.5,

@@ -48,3 +48,16 @@ def test_the_check_sees_a_lazy_import(tmp_path):
     sample = tmp_path / "m.py"
     sample.write_text("def f():\n    from bench.nowhere import x\n    import ncf_core.gone\n")
     assert _own_imports(sample) == [(2, "bench.nowhere", ("x",)), (3, "ncf_core.gone", ())]
+
+
+def test_every_command_the_parser_offers_resolves_to_its_function():
+    """The parser names each command's module as a string (so --help imports no torch): a moved
+    command module fails here."""
+    import argparse
+
+    from bench.__main__ import build_parser
+
+    [sub] = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    assert set(sub.choices) == {"run", "report", "list", "tune", "speed", "data", "benchtable"}
+    for name, parser in sub.choices.items():
+        assert callable(parser.get_default("func").resolve()), name

@@ -216,7 +216,7 @@ def speed_markdown(frame: pd.DataFrame, machine: str) -> str:
             + tabulate(table, headers="keys", tablefmt="github", showindex=False) + "\n")
 
 
-def run(args: argparse.Namespace) -> int:
+def execute(args: argparse.Namespace) -> int:
     from bench.analysis.manifest import environment
     from bench.run.options import resolve_devices
 

@@ -30,7 +30,7 @@ from ncf_core import DataError
 from ncf_core.evaluate import Evaluator
 
 
-def run(args: argparse.Namespace) -> int:
+def execute(args: argparse.Namespace) -> int:
     if args.variant not in VARIANTS:
         raise DataError("--variant", f"unknown variant {args.variant!r}; known: {list(VARIANTS)}")
     if VARIANTS[args.variant].reference:
