@@ -9,6 +9,7 @@ kill at any instant leaves the previous report or the new one, whole.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 import os
@@ -126,9 +127,13 @@ def write_report(run_dir: Path, to: Path | None = None) -> dict[str, Path]:
         (folder / layout.REPORT_FILES).write_text("\n".join(sorted(p.name for p in folder.iterdir())) + "\n")
         link = home / f"{layout.REPORT_DRAFT}{uuid.uuid4().hex[:12]}.link"
         os.symlink(folder.name, link)
+        faults.point("report-swap")  # written and linked, not yet swapped in
         if current.is_dir() and not current.is_symlink():  # a copy of the folder made the link a folder
-            current.rename(home / f"{layout.REPORT_DRAFT}{uuid.uuid4().hex[:12]}")
-        os.replace(link, current)  # the swap: one rename
+            if not _exchange(link, current):  # no atomic exchange here: one moment without a report
+                current.rename(home / f"{layout.REPORT_DRAFT}{uuid.uuid4().hex[:12]}")
+                os.replace(link, current)
+        else:
+            os.replace(link, current)  # the swap: one rename
     except OSError as err:  # a full disk, a folder that takes no new files: the last whole report stays
         shutil.rmtree(folder, ignore_errors=True)
         raise DataError(current, f"cannot write the report ({err.strerror or err})") from None
@@ -139,6 +144,17 @@ def write_report(run_dir: Path, to: Path | None = None) -> dict[str, Path]:
         if old.name != folder.name and DRAFT_NAME.fullmatch(old.name):  # only names the harness makes
             shutil.rmtree(old, ignore_errors=True) if old.is_dir() and not old.is_symlink() else old.unlink()
     return {name: current / path.name for name, path in paths.items()}
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux's renameat2 with RENAME_EXCHANGE): a folder and the link
+    that replaces it, with no moment where neither is there. False where the system has no such call."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_cwd, exchange = -100, 2  # AT_FDCWD, RENAME_EXCHANGE
+    return renameat2(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), exchange) == 0
 
 
 def _check_own(current: Path) -> None:
