@@ -23,6 +23,8 @@ FAST = ["run", "--suite", "smoke", "--variants", "mf", "--seeds", "2", "--epochs
 sys.path.insert(0, str(Path(__file__).parent))
 from test_published_files import _ml1m_like  # noqa: E402
 
+pytestmark = pytest.mark.slow  # subprocess runs, kills and servers: minutes in all
+
 
 def _err(capsys) -> str:
     lines = capsys.readouterr().err.strip().splitlines()

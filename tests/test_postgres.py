@@ -19,6 +19,8 @@ from pathlib import Path
 import optuna
 import pytest
 
+pytestmark = pytest.mark.slow  # subprocess runs, kills and servers: minutes in all
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

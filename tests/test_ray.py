@@ -19,6 +19,8 @@ import pytest
 from bench.run.pool import Job
 from bench.run.store import TrialStore, trial_key
 
+pytestmark = pytest.mark.slow  # subprocess runs, kills and servers: minutes in all
+
 pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[ray]'")
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["run", "--suite", "smoke", "--variants", "mf,gmf,mlp,neumf-pre-adam", "--seeds", "2", "--epochs", "2"]
