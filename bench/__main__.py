@@ -136,8 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="local worker processes on the one study (sampler seeds --sampler-seed, +1, ...), "
                            "each running --trials")
     tune.add_argument("--worker-only", action="store_true", help=argparse.SUPPRESS)
-    tune.add_argument("--stack", type=positive_int, default=1, metavar="K",
-                      help="trials trained at a time as one stacked module (see bench run --tune-stack)")
+    tune.add_argument("--stack", type=positive_int, metavar="K",
+                      help="trials trained at a time as one stacked module; default: as bench run --tune "
+                           "stacks them (about the square root of --trials, within memory)")
     tune.add_argument("--pruner", choices=list(PRUNERS), default=DEFAULT_PRUNER, help="how poor trials stop early")
     tune.add_argument("--strict-files", action="store_true", help="as for bench run")
     tune.add_argument("--heartbeat", type=positive_int, default=HEARTBEAT_S,

@@ -114,8 +114,8 @@ def test_the_study_lives_in_the_out_folder_by_default(tmp_path, monkeypatch):
     out = tmp_path / "elsewhere"
     assert main(["tune", "--dataset", "synthetic", "--variant", "mf", "--trials", "1", "--epochs", "1",
                  "--out", str(out)]) == 0
-    assert (out / "optuna.db").is_file() and not (tmp_path / "results").exists()
-    assert json.loads((out / "best_params.json").read_text())["storage"] == f"sqlite:///{out / 'optuna.db'}"
+    assert (out / "studies.db").is_file() and not (tmp_path / "results").exists()
+    assert json.loads((out / "best_params.json").read_text())["storage"] == f"sqlite:///{out / 'studies.db'}"
 
 
 def test_a_tuned_run_gives_every_variant_the_same_budget_and_neumf_the_tuned_bases(tmp_path):
@@ -231,3 +231,15 @@ def test_the_summary_says_when_a_budget_never_leaves_tpes_random_start_up():
 
     assert [random_search(b, 1) for b in (10, 11)] == [True, False]
     assert [random_search(b, 4) for b in (10, 12, 13)] == [True, True, False]
+
+
+def test_bench_tune_stacks_as_a_tuned_run_does_and_says_what_it_searched(tmp_path, capsys):
+    out = tmp_path / "t"
+    assert main(["tune", "--dataset", "synthetic", "--variant", "gmf", "--trials", "4", "--epochs", "1",
+                 "--out", str(out)]) == 0
+    payload = json.loads((out / "best_params.json").read_text())
+    assert payload["stack"] == 2 and payload["split_seed"] not in range(100)  # sqrt(4); no evaluation seed
+    assert "4/4 trials 100%" in capsys.readouterr().err  # the bar, with its time left
+    md = (out / "tune.md").read_text()
+    space = md.split("## Search space")[1]
+    assert "| lr | float in [" in space and "log scale" in space and "| batch_size | one of " in space

@@ -12,17 +12,21 @@ import json
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import optuna
+from tqdm import tqdm
 
+from bench import layout
 from bench import params as tuned_params
 from bench.compute.storage import study_name
 from bench.compute.study import Search, StudySettings
 from bench.run.datasets import resolve_datasets
 from bench.run.options import RunOptions, resolve_devices
+from bench.run.plan import study_stack
 from bench.search import PRUNERS, TUNE_SEED
 from bench.suites import SUITES
 from bench.variants import VARIANTS
@@ -46,17 +50,21 @@ def execute(args: argparse.Namespace) -> int:
     out = Path(args.out or f"results/tune-{name}")
     if out.exists() and not out.is_dir():
         raise DataError(out, "is a file, not a folder")
-    storage = args.storage or f"sqlite:///{out / 'optuna.db'}"
-    settings = StudySettings(spec, budget=args.trials, stack=args.stack, folder=str(out), device=device,
+    storage = args.storage or f"sqlite:///{out / layout.STUDIES}"
+    stack = study_stack(spec, data, args.trials, (device,), args.stack)  # as bench run --tune stacks
+    settings = StudySettings(spec, budget=args.trials, stack=stack, folder=str(out), device=device,
                              pruner=args.pruner, storage=storage, name=name, sampler_seed=args.sampler_seed,
                              own=False, heartbeat=args.heartbeat, grace=args.grace)
     started = time.time()
     search = Search(args.variant, settings, data, tuned_params.TunedParams())
-    search.on_told = _print_trial
     if args.workers > 1:
-        _run_workers(args, name, storage, out)
+        _run_workers(args, name, storage, out, stack)
     else:
-        search.run(n_trials=args.trials, timeout=args.timeout)
+        with tqdm(total=args.trials, unit="trial", desc=f"{args.variant} on {spec.label}", dynamic_ncols=True,
+                  bar_format="{desc}: {n}/{total} trials {percentage:3.0f}%|{bar}| {elapsed} elapsed, "
+                             "about {remaining} left") as bar:
+            search.on_told = lambda t: (bar.write(_trial_line(t)), bar.update())
+            search.run(n_trials=args.trials, timeout=args.timeout)
     if args.worker_only:
         return 0  # the process that started this worker reads the best settings
     params = search.best()
@@ -69,7 +77,7 @@ def execute(args: argparse.Namespace) -> int:
     payload = {"dataset": spec.label, "task": spec.task, "variant": args.variant, "study": name, "storage": storage,
                "direction": study.direction.name.lower(), "metric": search.metric, "best_value": study.best_value,
                "best_trial": study.best_trial.number, "test_metrics": test_metrics, "split_seed": TUNE_SEED,
-               "stack": args.stack, "pruner": PRUNERS[args.pruner], "seconds": time.time() - started,
+               "stack": stack, "pruner": PRUNERS[args.pruner], "seconds": time.time() - started,
                "variants": {args.variant: own}}
     tuned_params.write(out / "best_params.json", payload)
     study.trials_dataframe().to_csv(out / "trials.csv", index=False)
@@ -94,22 +102,29 @@ def tune_markdown(study: optuna.Study, payload: dict[str, Any], search: Search) 
              "- best settings on the **test** split (evaluated once, after the study): "
              + ", ".join(f"{k} = {v:.4f}" for k, v in payload["test_metrics"].items()),
              "", "## Best parameters", "", "```json", json.dumps(study.best_trial.params, indent=2), "```", ""]
+    space: dict[str, optuna.distributions.BaseDistribution] = {}
+    for trial in study.trials:  # what the study searched: every parameter any trial drew, as drawn
+        space.update(trial.distributions)
+    lines += ["## Search space", "", "| parameter | searched |", "|---|---|"]
+    lines += [f"| {k} | {_distribution(v)} |" for k, v in sorted(space.items())] + [""]
     try:
-        importance = optuna.importance.get_param_importances(study)
+        with warnings.catch_warnings():  # too few trials: equal importances, said below instead
+            warnings.simplefilter("error", UserWarning)
+            importance = optuna.importance.get_param_importances(study)
         lines += ["## Parameter importance (fANOVA)", "", "| parameter | importance |", "|---|---|"]
         lines += [f"| {k} | {v:.3f} |" for k, v in importance.items()]
-    except (RuntimeError, ValueError) as err:
+    except (RuntimeError, ValueError, UserWarning) as err:
         lines += [f"Parameter importance not available: {err}"]
     return "\n".join(lines) + "\n"
 
 
-def _run_workers(args: argparse.Namespace, study: str, storage: str, out: Path) -> None:
+def _run_workers(args: argparse.Namespace, study: str, storage: str, out: Path, stack: int) -> None:
     """``--workers N``: N local worker processes on the one study (sampler seeds seed, seed+1, ...),
     each running ``--trials``; the best settings are read once they are all done."""
     argv = ["tune", "--dataset", args.dataset, "--variant", args.variant, "--trials", str(args.trials),
             "--device", args.device, "--storage", storage, "--study", study, "--out", str(out),
             "--heartbeat", str(args.heartbeat), "--grace", str(args.grace), "--workers", "1", "--worker-only",
-            "--stack", str(args.stack), "--pruner", args.pruner]
+            "--stack", str(stack), "--pruner", args.pruner]
     for flag, value in (("--data-dir", args.data_dir), ("--epochs", args.epochs), ("--timeout", args.timeout)):
         if value is not None:
             argv += [flag, str(value)]
@@ -120,6 +135,14 @@ def _run_workers(args: argparse.Namespace, study: str, storage: str, out: Path) 
         raise DataError(storage, f"a tuning worker failed (exit codes {codes})")
 
 
-def _print_trial(trial: optuna.trial.FrozenTrial) -> None:
+def _trial_line(trial: optuna.trial.FrozenTrial) -> str:
     value = "" if trial.value is None else f" value {trial.value:.5f}"
-    print(f"trial {trial.number:>3} {trial.state.name.lower():<8}{value} {trial.params}")
+    return f"trial {trial.number:>3} {trial.state.name.lower():<8}{value} {trial.params}"
+
+
+def _distribution(d: optuna.distributions.BaseDistribution) -> str:
+    if isinstance(d, optuna.distributions.CategoricalDistribution):
+        return "one of " + ", ".join(map(str, d.choices))
+    kind = "integer" if isinstance(d, optuna.distributions.IntDistribution) else "float"
+    step = f", step {d.step}" if getattr(d, "step", None) not in (None, 1) else ""
+    return f"{kind} in [{d.low}, {d.high}]" + (", log scale" if d.log else "") + step
