@@ -88,6 +88,7 @@ def trial_config(spec: DataSpec, variant: Variant | None, params: TunedParams,
                   "variant": asdict(variant)}
     if tuning:
         config["tuning"] = {k: tuning[k] for k in ("budget", "sampler", "pruner", "split_seed", "stack")}
+    config["settings"] = params.origin(variant.name, spec.label, spec.task) or "defaults"  # the summary names it
     return config
 
 

@@ -32,10 +32,23 @@ class TunedParams:
 
     def for_variant(self, variant: str, dataset: str, task: str) -> Tuned:
         """The last file's settings for ``variant`` that were tuned on this data set and task (or unscoped)."""
-        found: Tuned = {}
+        entry = self._entry(variant, dataset, task)
+        return {"model": entry.get("model", {}), "train": entry.get("train", {})} if entry else {}
+
+    def origin(self, variant: str, dataset: str, task: str) -> str | None:
+        """Where ``for_variant``'s settings come from ("preset X", or a file, with its study's trials),
+        for the summary to name each variant's settings; None: the protocol's defaults."""
+        entry = self._entry(variant, dataset, task)
+        if not entry or not entry.get("origin"):  # none, or a winner of this run's own study
+            return None
+        trials = f", tuned with {entry['trials']} trials" if entry.get("trials") else ""
+        return f"{entry['origin']}{trials}"
+
+    def _entry(self, variant: str, dataset: str, task: str) -> dict[str, Any] | None:
+        found = None
         for e in self.entries:
             if e["variant"] == variant and e.get("dataset") in (None, dataset) and e.get("task") in (None, task):
-                found = {"model": e.get("model", {}), "train": e.get("train", {})}
+                found = e
         return found
 
     def as_json(self) -> list[dict[str, Any]]:
@@ -47,7 +60,7 @@ class TunedParams:
         entries: list[dict[str, Any]] = []
         for p in paths:
             if str(p) in PRESETS and not Path(p).exists():
-                entries += _entries(str(p), PRESETS[str(p)])
+                entries += _entries(str(p), PRESETS[str(p)], origin=f"preset {p}")
             else:
                 entries += _read(Path(p))
         return cls(entries)
@@ -67,7 +80,7 @@ def _read(path: Path) -> list[dict[str, Any]]:
     return _entries(path, data)
 
 
-def _entries(path: Path | str, data: Any) -> list[dict[str, Any]]:
+def _entries(path: Path | str, data: Any, origin: str | None = None) -> list[dict[str, Any]]:
     variants = data.get("variants") if isinstance(data, dict) else None
     if not isinstance(variants, dict):
         raise DataError(path, "expected an object with a 'variants' mapping (bench tune's best_params.json)")
@@ -94,7 +107,9 @@ def _entries(path: Path | str, data: Any) -> list[dict[str, Any]]:
                 with_overrides(TrainConfig(), cfg.get("train", {}))
         except (ValueError, TypeError) as e:
             raise DataError(path, f"variant {name!r}: {e}") from None
-        entries.append({"variant": name, **scope, "model": cfg.get("model", {}), "train": cfg.get("train", {})})
+        trials = data.get("trials") if isinstance(data.get("trials"), int) else None
+        entries.append({"variant": name, **scope, "model": cfg.get("model", {}), "train": cfg.get("train", {}),
+                        "origin": origin or f"params file {path}", "trials": trials})
     return entries
 
 

@@ -502,3 +502,45 @@ def test_a_data_dir_one_folder_too_deep_is_one_line_not_a_stand_in_run(tmp_path,
     assert capsys.readouterr().err.strip() == (f"error: {deep}: holds u.data itself: --data-dir is the folder that "
                                                f"holds ml-100k/ (give {deep.parent})")
     assert not out.exists()
+
+
+def test_latex_tables_hold_the_trials_means_the_best_in_bold_and_holm_stars(smoke_run, tmp_path):
+    """Recomputed from trials.csv and significance.csv; compiled where pdflatex is installed."""
+    import re
+    import shutil
+
+    tex = (smoke_run / "report" / "tables.tex").read_text()
+    trials = pd.read_csv(smoke_run / "report" / "trials.csv")
+    sig = pd.read_csv(smoke_run / "report" / "significance.csv")
+    tables = re.findall(r"\\begin\{table\}.*?\\end\{table\}", tex, re.S)
+    assert len(tables) == 3  # ranking, rating, and the primary metric across them
+    for table in tables:
+        assert table.count("\\toprule") == table.count("\\midrule") == table.count("\\bottomrule") == 1
+        body = table.split("\\toprule")[1].split("\\bottomrule")[0].replace("\\midrule", "")
+        rows = [r for r in body.split("\\\\") if r.strip()]
+        assert len({r.count("&") for r in rows}) == 1 and "_" not in re.sub(r"\\_", "", body)
+    ranking = next(t for t in tables if "(ranking, cpu)" in t)
+    header = ranking.split("\\toprule")[1].split("\\\\")[0]
+    metric = "hr@10"
+    column = [c.strip().replace("\\_", "_") for c in header.split("&")].index(metric)
+    cells = {}
+    for row in ranking.split("\\midrule")[1].split("\\bottomrule")[0].split("\\\\")[:-1]:
+        parts = [p.strip() for p in row.split("&")]
+        cells[parts[0].replace("\\_", "_")] = parts[column]
+    ok = trials[(trials["task"] == "ranking") & (trials["status"] == "ok")]
+    means = ok.groupby("variant")[metric].mean()
+    best = means.idxmax()
+    for variant, cell in cells.items():
+        values = ok.loc[ok["variant"] == variant, metric]
+        assert f"{values.mean():.4f} $\\pm$ {values.std(ddof=1):.4f}" in cell, variant
+        assert cell.startswith("\\textbf{") == (variant == best), variant
+        pair = sig[(sig["task"] == "ranking") & (sig["metric"] == metric)
+                   & (((sig["variant_a"] == variant) & (sig["variant_b"] == best))
+                      | ((sig["variant_a"] == best) & (sig["variant_b"] == variant)))]
+        starred = bool(len(pair)) and pair["holm_p"].iloc[0] < 0.05
+        assert cell.endswith("$^{*}$") == starred, variant
+    if shutil.which("pdflatex"):
+        doc = tmp_path / "t.tex"
+        doc.write_text("\\documentclass{article}\\usepackage{booktabs}\\begin{document}\n" + tex + "\\end{document}\n")
+        res = subprocess.run(["pdflatex", "-interaction=nonstopmode", doc.name], cwd=tmp_path, capture_output=True)
+        assert res.returncode == 0, res.stdout[-2000:]

@@ -101,7 +101,7 @@ def test_workers_flag_starts_local_workers_on_one_study(postgres_url, tmp_path):
 def test_a_killed_worker_on_postgres_is_failed_and_retried(postgres_url, tmp_path):
     """A worker killed in its second epoch (a fault point, not a race) leaves its trial running; once its
     heartbeat is stale the next worker marks it failed and runs its parameters again."""
-    from bench.compute.storage import storage_for
+    from bench.compute.storage import quiet, storage_for
 
     env = {**os.environ, "BENCH_KILL_AT": "study-epoch:2"}
     victim = subprocess.run(_tune(postgres_url, "kill", tmp_path / "v", "--trials", "1", "--epochs", "5",
@@ -112,7 +112,8 @@ def test_a_killed_worker_on_postgres_is_failed_and_retried(postgres_url, tmp_pat
     [running] = study.trials
     assert running.state == optuna.trial.TrialState.RUNNING
     while study.trials[0].state == optuna.trial.TrialState.RUNNING:  # until its heartbeat is stale
-        optuna.storages.fail_stale_trials(study)
+        with quiet():  # fail_stale_trials is marked experimental
+            optuna.storages.fail_stale_trials(study)
     res = subprocess.run(_tune(postgres_url, "kill", tmp_path / "n", "--trials", "1", "--epochs", "1",
                                "--heartbeat", "1", "--grace", "1"), cwd=ROOT, capture_output=True, text=True,
                          timeout=300)

@@ -84,7 +84,7 @@ def test_a_killed_workers_trial_is_failed_and_retried_not_left_running(tmp_path)
     stops beating; once it is stale the next worker marks its trial FAIL and runs its parameters again."""
     import os
 
-    from bench.compute.storage import storage_for
+    from bench.compute.storage import quiet, storage_for
 
     db = f"sqlite:///{tmp_path / 'study.db'}"
     cmd = [sys.executable, "-m", "bench", "tune", "--dataset", "synthetic", "--variant", "mf", "--storage", db,
@@ -96,7 +96,8 @@ def test_a_killed_workers_trial_is_failed_and_retried_not_left_running(tmp_path)
     [running] = study.trials
     assert running.state == optuna.trial.TrialState.RUNNING
     while study.trials[0].state == optuna.trial.TrialState.RUNNING:  # until its heartbeat is stale
-        optuna.storages.fail_stale_trials(study)
+        with quiet():  # fail_stale_trials is marked experimental
+            optuna.storages.fail_stale_trials(study)
     res = subprocess.run([*cmd, "--trials", "1", "--epochs", "1"], cwd=ROOT, capture_output=True, text=True,
                          timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -217,7 +218,7 @@ def test_the_summary_says_when_a_budget_never_leaves_tpes_random_start_up():
     """TPE draws at random until 10 trials have finished, and a stack is asked when the one before it
     has finished: one at a time, 10 trials are a random search and 11 are not; 4 at a time, stacks
     asked after 0, 4 and 8 trials make 12 a random search, and the 13th is TPE's."""
-    from bench.analysis.report import budget_lines
+    from bench.analysis.budget import budget_lines
 
     def random_search(budget: int, stack: int) -> bool:
         tuning = {"budget": budget, "sampler": "TPE, seed 0 (trial n: seed (0, n))", "pruner": "halving",
@@ -243,3 +244,20 @@ def test_bench_tune_stacks_as_a_tuned_run_does_and_says_what_it_searched(tmp_pat
     md = (out / "tune.md").read_text()
     space = md.split("## Search space")[1]
     assert "| lr | float in [" in space and "log scale" in space and "| batch_size | one of " in space
+
+
+def test_a_params_file_for_one_variant_makes_the_summary_say_unequal_not_untuned(tmp_path):
+    """bench tune's MF, then a run of MF and GMF with its file: MF ran tuned, GMF at defaults; the
+    summary named neither and said every variant ran at the paper's defaults."""
+    tuned = tmp_path / "t"
+    assert main(["tune", "--dataset", "synthetic", "--variant", "mf", "--trials", "2", "--epochs", "1",
+                 "--out", str(tuned)]) == 0
+    out = tmp_path / "run"
+    assert main(["run", "--suite", "smoke", "--datasets", "synthetic", "--variants", "mf,gmf", "--seeds", "2",
+                 "--epochs", "1", "--params", str(tuned / "best_params.json"), "--out", str(out)]) == 0
+    summary = (out / "report" / "summary.md").read_text()
+    section = summary.split("## synthetic — rating — cpu")[1].split("## ")[0]
+    assert "Tuning: none" not in section
+    assert (f"Tuning: **unequal** — mf: settings from params file {tuned / 'best_params.json'}, tuned with 2 "
+            "trials; gmf: the protocol's defaults.") in section
+    assert "this compares settings as much as models" in section

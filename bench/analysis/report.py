@@ -24,19 +24,20 @@ from tabulate import tabulate
 
 from bench import faults, layout
 from bench.analysis import stats
+from bench.analysis.budget import UNEQUAL, budget_lines
+from bench.analysis.latex import latex_tables
 from bench.analysis.plots import write_plots
 from bench.analysis.references import ncf_vs_references, published_table
 from bench.analysis.throughput import SPREAD_WARNING, throughput_lines, throughput_table  # noqa: F401 (re-exported)
 from bench.analysis.users import user_lines
 from bench.run.store import TrialStore
-from bench.search import TPE_STARTUP
 from bench.variants import ALL_VARIANTS, BASELINE, REFERENCE_VARIANTS
 from ncf_core import DataError
 from ncf_core.tasks import TASKS, higher_is_better
 
 # What a report folder holds besides its plots (every report before the list of written files).
 REPORT_NAMES = frozenset({"trials.csv", "significance.csv", "significance_users.csv", "throughput.csv", "devices.csv",
-                          "summary.md"})
+                          "summary.md", "tables.tex"})
 DRAFT_NAME = re.compile(re.escape(layout.REPORT_DRAFT) + r"[0-9a-f]{12}(\.link)?")  # what write_report names
 BASE_COLUMNS = ["dataset", "task", "variant", "device", "seed", "status", "epochs", "best_epoch",
                 "train_seconds", "train_samples_per_s", "infer_samples_per_s", "stacked_seeds", "threads", "jobs"]
@@ -195,6 +196,7 @@ def _write(records: list[dict[str, Any]], skipped: list[int], folder: Path, per_
     staged["significance_users.csv"] = users = stats.user_significance(
         per_user, {task: metrics_of(group, task) for task, group in frame.groupby("task", sort=False)})
     staged["throughput.csv"] = throughput
+    staged["tables.tex"] = latex_tables(frame, sig, metrics_of, primary_of)
     if not devices.empty:
         staged["devices.csv"] = devices
     stand_ins = {r["dataset"]: (r.get("config") or {}).get("data", {}).get("stands_in_for") for r in records}
@@ -283,39 +285,6 @@ def agreement_line(group: pd.DataFrame, full: str, sampled: str) -> str | None:
     return head + " Pairs that flip: " + "; ".join(f"{a} vs {b}" for a, b in flips) + "."
 
 
-def budget_lines(records: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
-    """Per data set, one line on how the variants were tuned: the comparison is only fair if equally."""
-    out = {}
-    for key in dict.fromkeys((r["dataset"], r["task"]) for r in records):
-        learned = [r for r in records if (r["dataset"], r["task"]) == key and not r["variant"].startswith(BASELINE)]
-        tunings = {json.dumps((r.get("config") or {}).get("tuning"), sort_keys=True) for r in learned}
-        if tunings == {"null"}:
-            out[key] = ("Tuning: none — every variant runs at the paper's default settings; untuned comparisons "
-                        "can mislead (Rendle et al. 2020), see `bench run --tune N`.")
-        elif len(tunings) == 1:
-            t = json.loads(tunings.pop())
-            stack = (t.get("stack") or {}).get(key[0])
-            at_a_time = f", {stack} at a time as one stacked module" if stack and stack > 1 else ", one at a time"
-            out[key] = (f"Tuning: every variant had the same budget — {t['budget']} Optuna trials ({t['sampler']}, "
-                        f"{t['pruner']} pruner{at_a_time if stack else ''}) on the validation split of seed "
-                        f"{t['split_seed']}, none of the evaluation seeds; best settings, trial counts by state and "
-                        "study times in manifest.json.")
-            # TPE draws at random until TPE_STARTUP trials have finished, and a stack is asked once the
-            # one before it has finished: where every stack is asked before that, TPE never used its
-            # model, and a reader who sees "TPE" would assume it did
-            per = stack or 1
-            if t["sampler"].startswith("TPE") and (math.ceil(t["budget"] / per) - 1) * per < TPE_STARTUP:
-                out[key] += (f" With {t['budget']} trials, {per} at a time, TPE never left its random start-up (it "
-                             f"draws at random until {TPE_STARTUP} trials have finished): each study was a random "
-                             "search.")
-            if any(r["variant"] in REFERENCE_VARIANTS for r in learned):
-                out[key] += (" The reference baselines' studies had the same budget, one trial at a time and no "
-                             "pruner (a fit is not trained by epochs).")
-        else:
-            out[key] = "Tuning: **unequal** — the variants of this data set were tuned differently."
-    return out
-
-
 def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, friedman: pd.DataFrame, throughput: pd.DataFrame,
                      devices: pd.DataFrame, plots: list[Path], stand_ins: dict[str, str] | None = None,
                      skipped: list[int] | None = None, budgets: dict[tuple[str, str], str] | None = None,
@@ -352,7 +321,11 @@ def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, friedman: pd.DataFr
         mine = None if users is None else users[(users["dataset"] == dataset) & (users["task"] == task)
                                                 & (users["device"] == device)]
         against = ncf_vs_references(group, primary, s, mine)  # does any NCF variant beat a tuned simple method?
-        out += [verdict(f"{dataset} ({device})", primary, best.get(primary), s), ""] + [against, ""] * bool(against)
+        said = verdict(f"{dataset} ({device})", primary, best.get(primary), s)
+        if budgets and budgets.get((dataset, task), "").startswith(UNEQUAL):
+            said += (" The variants' settings were not chosen alike (below): this compares settings as much as "
+                     "models.")
+        out += [said, ""] + [against, ""] * bool(against)
         if budgets and (dataset, task) in budgets:
             out += [budgets[(dataset, task)], ""]
         twin = TASKS[task].twin_metric(_k(group))

@@ -77,6 +77,7 @@ def execute(args: argparse.Namespace) -> int:
     payload = {"dataset": spec.label, "task": spec.task, "variant": args.variant, "study": name, "storage": storage,
                "direction": study.direction.name.lower(), "metric": search.metric, "best_value": study.best_value,
                "best_trial": study.best_trial.number, "test_metrics": test_metrics, "split_seed": TUNE_SEED,
+               "trials": sum(t.state.is_finished() for t in study.trials),
                "stack": stack, "pruner": PRUNERS[args.pruner], "seconds": time.time() - started,
                "variants": {args.variant: own}}
     tuned_params.write(out / "best_params.json", payload)
