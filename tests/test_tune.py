@@ -140,6 +140,14 @@ def test_a_tuned_run_gives_every_variant_the_same_budget_and_neumf_the_tuned_bas
     summary = (out / "report" / "summary.md").read_text()
     assert "every variant had the same budget — 3 Optuna trials" in summary
     assert "TPE never left its random start-up" in summary and "each study was a random search." in summary
+    assert (out / "report" / "tuning-synthetic-rating.png").is_file()  # best so far, by trial and wall time
+    chosen = summary.split("Settings each study chose")[1].split("\n\n")[1].splitlines()[2:]
+    assert len(chosen) == len(counts)
+    for row in chosen:  # the winner's settings, as the study database holds them
+        variant = row.split("|")[1].strip()
+        winner = optuna.load_study(study_name=f"synthetic-rating-{variant}", storage=db).best_trial
+        assert f"{winner.value:.5f} (trial {winner.number})" in row
+        assert all(f"{k} = " in row for k in winner.params), row
     # the plan knew every trial's settings before anything trained (TPE's random start-up)
     for variant in counts:
         trials = optuna.load_study(study_name=variant, storage=db).trials

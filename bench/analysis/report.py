@@ -29,6 +29,7 @@ from bench.analysis.latex import latex_tables
 from bench.analysis.plots import write_plots
 from bench.analysis.references import ncf_vs_references, published_table
 from bench.analysis.throughput import SPREAD_WARNING, throughput_lines, throughput_table  # noqa: F401 (re-exported)
+from bench.analysis.tuning import chosen_lines, load_studies, write_tuning_plots
 from bench.analysis.users import user_lines
 from bench.run.store import TrialStore
 from bench.variants import ALL_VARIANTS, BASELINE, REFERENCE_VARIANTS
@@ -124,7 +125,8 @@ def write_report(run_dir: Path, to: Path | None = None) -> dict[str, Path]:
     folder = home / f"{layout.REPORT_DRAFT}{uuid.uuid4().hex[:12]}"
     try:
         folder.mkdir()
-        paths = _write(records, store.skipped, folder, store.per_user(records))
+        paths = _write(records, store.skipped, folder, store.per_user(records),
+                       run_dir / layout.TUNING / layout.STUDIES)
         (folder / layout.REPORT_FILES).write_text("\n".join(sorted(p.name for p in folder.iterdir())) + "\n")
         link = home / f"{layout.REPORT_DRAFT}{uuid.uuid4().hex[:12]}.link"
         os.symlink(folder.name, link)
@@ -179,7 +181,8 @@ def _check_own(current: Path) -> None:
                                               "move it out of the report folder")
 
 
-def _write(records: list[dict[str, Any]], skipped: list[int], folder: Path, per_user: pd.DataFrame) -> dict[str, Path]:
+def _write(records: list[dict[str, Any]], skipped: list[int], folder: Path, per_user: pd.DataFrame,
+           studies_db: Path) -> dict[str, Path]:
     frame = trials_frame(records)
     staged: dict[str, Any] = {"trials.csv": frame}
     sig_parts, fried_parts, dev_parts = [], [], []
@@ -201,11 +204,13 @@ def _write(records: list[dict[str, Any]], skipped: list[int], folder: Path, per_
         staged["devices.csv"] = devices
     stand_ins = {r["dataset"]: (r.get("config") or {}).get("data", {}).get("stands_in_for") for r in records}
     anomalies = {r["dataset"]: (r.get("config") or {}).get("data", {}).get("file_anomalies") for r in records}
-    plots = write_plots(records, frame, folder, metrics_of, primary_of)
+    studies = load_studies(studies_db, list(dict.fromkeys((r["dataset"], r["task"], r["variant"]) for r in records)))
+    plots = write_plots(records, frame, folder, metrics_of, primary_of) + write_tuning_plots(studies, folder)
     faults.point("report-file")
     staged["summary.md"] = summary_markdown(frame, sig, friedman, throughput, devices, plots,
                                             {k: v for k, v in stand_ins.items() if v}, skipped, budget_lines(records),
-                                            {k: v for k, v in anomalies.items() if v}, records, users)
+                                            {k: v for k, v in anomalies.items() if v}, records, users,
+                                            {key: chosen_lines(by) for key, by in studies.items()})
     paths = {}
     for name, content in staged.items():
         path = folder / name
@@ -289,7 +294,8 @@ def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, friedman: pd.DataFr
                      devices: pd.DataFrame, plots: list[Path], stand_ins: dict[str, str] | None = None,
                      skipped: list[int] | None = None, budgets: dict[tuple[str, str], str] | None = None,
                      anomalies: dict[str, list[str]] | None = None,
-                     records: list[dict[str, Any]] | None = None, users: pd.DataFrame | None = None) -> str:
+                     records: list[dict[str, Any]] | None = None, users: pd.DataFrame | None = None,
+                     chosen: dict[tuple[str, str], list[str]] | None = None) -> str:
     out = ["# Benchmark summary", ""]
     for label, real in (stand_ins or {}).items():
         out += [f"> **Stand-in data:** `{real}` was not found; **{label}** is synthetic data run in its place. "
@@ -328,6 +334,7 @@ def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, friedman: pd.DataFr
         out += [said, ""] + [against, ""] * bool(against)
         if budgets and (dataset, task) in budgets:
             out += [budgets[(dataset, task)], ""]
+        out += (chosen or {}).get((dataset, task), [])
         twin = TASKS[task].twin_metric(_k(group))
         line = agreement_line(group, primary, twin) if twin else None
         if line:
