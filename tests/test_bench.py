@@ -142,13 +142,15 @@ def test_significance_matches_scipy_recomputed_from_trials_csv(smoke_run):
     low, high = sps.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=sps.sem(d))
     assert (row["ci_low"], row["ci_high"]) == (pytest.approx(low), pytest.approx(high))
     assert row["cohen_dz"] == pytest.approx(d.mean() / d.std(ddof=1))
-    family = sig[(sig["task"] == "rating") & (sig["metric"] == "rmse") & (sig["device"] == "cpu")]
-    m = len(family)
-    ranks = family["t_p"].rank(method="first").astype(int)
-    # Holm by hand: sort, multiply by (m - i + 1), running max, cap 1
-    ordered = family.assign(r=ranks).sort_values("r")
-    expected = np.minimum(np.maximum.accumulate((m - ordered["r"] + 1) * ordered["t_p"]), 1)
-    assert ordered["holm_p"].to_numpy() == pytest.approx(expected.to_numpy())
+    pairs = sig[(sig["task"] == "rating") & (sig["metric"] == "rmse") & (sig["device"] == "cpu")]
+    simple = lambda v: v.startswith("baseline-") or v in ("ease", "ials", "itemknn", "rp3beta")  # noqa: E731
+    among_baselines = pairs["variant_a"].map(simple) & pairs["variant_b"].map(simple)
+    assert (pairs["family"] == np.where(among_baselines, "baselines", "ncf")).all() and among_baselines.any()
+    for _, family in pairs.groupby("family"):  # Holm by hand within each: sort, times (m - i + 1), running max
+        m = len(family)
+        ordered = family.assign(r=family["t_p"].rank(method="first").astype(int)).sort_values("r")
+        expected = np.minimum(np.maximum.accumulate((m - ordered["r"] + 1) * ordered["t_p"]), 1)
+        assert ordered["holm_p"].to_numpy() == pytest.approx(expected.to_numpy())
 
 
 def test_holm_by_hand():
@@ -544,3 +546,25 @@ def test_latex_tables_hold_the_trials_means_the_best_in_bold_and_holm_stars(smok
         doc.write_text("\\documentclass{article}\\usepackage{booktabs}\\begin{document}\n" + tex + "\\end{document}\n")
         res = subprocess.run(["pdflatex", "-interaction=nonstopmode", doc.name], cwd=tmp_path, capture_output=True)
         assert res.returncode == 0, res.stdout[-2000:]
+
+
+def test_a_baseline_with_the_better_mean_is_bolded_and_named_not_the_variant_it_is_level_with():
+    """gmf is the best learned variant, but the user+item mean does better on average (not
+    significantly): the table bolds the baseline, and gmf's note names it."""
+    from bench.analysis.report import metric_table
+
+    base = np.array([0.150, 0.151, 0.149, 0.150, 0.152])
+    values = {"gmf": base + [0.004, -0.003, 0.005, -0.002, 0.001], "baseline-user-item-mean": base}
+    frame = pd.DataFrame([{"dataset": "d", "task": "rating", "variant": v, "device": "cpu", "seed": s,
+                           "status": "ok", "rmse": x} for v, xs in values.items() for s, x in enumerate(xs)])
+    table, best = metric_table(frame, ["rmse"], stats.significance(frame, ["rmse"]))
+    rows = table.splitlines()
+    assert best["rmse"] == "gmf" and "**" not in rows[2] and "**" in rows[3]
+    assert rows[2].rstrip(" |").endswith("not distinguishable from baseline-user-item-mean")
+
+
+def test_the_summary_says_why_a_t_test_and_the_cd_diagram_can_disagree_and_what_holm_covers(smoke_run):
+    summary = (smoke_run / "report" / "summary.md").read_text()
+    assert "a pair can be significant by t and still be linked in the diagram" in summary
+    assert "Holm's family: the pairs with an NCF variant in them" in summary
+    assert "Cells: mean ± sample standard deviation over the n seeds" in summary

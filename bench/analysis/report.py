@@ -241,12 +241,14 @@ def metric_table(group: pd.DataFrame, names: list[str], sig: pd.DataFrame) -> tu
     counts = ok.groupby("variant", sort=False)["seed"].count()
     stand = stats.standings(group, names, sig)
     best = stand["best"]
+    top = {m: (means[m].idxmax() if better(m) == "max" else means[m].idxmin()) if means[m].notna().any() else None
+           for m in names}  # bold: the best mean, baselines included (the verdict's best is a learned variant)
     rows = []
     for variant in stand["learned"] + stand["baselines"]:
         row = [variant, int(counts[variant])]
         for m in names:
             cell = f"{_fmt(means.loc[variant, m])} ± {_fmt(stds.loc[variant, m])}"
-            row.append(f"**{cell}**" if variant == best[m] else cell)
+            row.append(f"**{cell}**" if variant == top[m] else cell)
         note = "reference" if variant in stand["baselines"] else ""
         tag = "reference baseline" if variant in REFERENCE_VARIANTS else ""
         if variant in stand["learned"]:
@@ -352,11 +354,15 @@ def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, friedman: pd.DataFr
             out += [f"With n = {n} seeds the exact Wilcoxon test cannot go below p = {_p(floor['wilcoxon'])} "
                     f"({_p(floor['wilcoxon_holm'])} after Holm over {len(sp)} pairs), whatever the effect; "
                     f"Friedman's floor is {_p(floor['friedman'])}. The `sig.` column uses the paired t-test "
-                    "(Holm), which has no such floor but assumes roughly normal differences.", ""]
+                    "(Holm), which has no such floor but assumes roughly normal differences. Holm's family: "
+                    "the pairs with an NCF variant in them (variants with each other and with each baseline); "
+                    "the baselines' pairs among themselves are adjusted apart and do not dilute it.", ""]
         ra = stats.rank_analysis(stats.seed_table(group, primary), primary)
         if ra is not None:
             out += [_ranks_text(ra, f"{primary}, seeds as blocks"), ""]
-        out += [table, ""]
+        out += ["Cells: mean ± sample standard deviation over the n seeds; bold: the best mean of each metric, "
+                "baselines included; notes compare each variant with the baselines on the primary metric (paired "
+                "t over seeds, Holm).", "", table, ""]
         if mine is not None and len(mine):
             out += user_lines(s, mine, primary)
         out += published_table(group, dataset, records or [])
@@ -387,5 +393,8 @@ def _ranks_text(ra: dict[str, Any], what: str) -> str:
     rows = [[i + 1, v, f"{r:.2f}"] for i, (v, r) in enumerate(ranks.items())]
     return (f"Average ranks on {what} (1 = best; Friedman p = {_p(ra['friedman_p'])}, n = {ra['n']}, "
             f"k = {ra['k']}); Nemenyi critical difference at α = 0.05: {ra['cd']:.2f} — variants whose average "
-            "ranks differ by less are not distinguishable (the critical-difference diagram links them):\n\n"
+            "ranks differ by less are not distinguishable (the critical-difference diagram links them). Both can "
+            "hold of one pair: the paired t-test compares two variants' values seed by seed, while the Nemenyi "
+            "test compares ranks among all k variants at once and is the more conservative, so a pair can be "
+            "significant by t and still be linked in the diagram:\n\n"
             + tabulate(rows, headers=["", "variant", "average rank"], tablefmt="github"))

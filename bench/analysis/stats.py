@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bench.variants import BASELINE
+from bench.variants import BASELINE, REFERENCE_VARIANTS
 from ncf_core.tasks import higher_is_better
 
 ALPHA = 0.05
@@ -57,6 +57,25 @@ def holm(p_values: list[float]) -> list[float]:
     return out.tolist()
 
 
+def family(a: str, b: str) -> str:
+    """The Holm family a pair belongs to: "ncf" when an NCF variant is in it (the comparisons the
+    report's claims rest on: NCF variants with each other and with each baseline), "baselines" for
+    the baselines' and reference baselines' pairs among themselves, which then do not dilute them."""
+    simple = lambda v: v.startswith(BASELINE) or v in REFERENCE_VARIANTS  # noqa: E731
+    return "baselines" if simple(a) and simple(b) else "ncf"
+
+
+def holm_by_family(rows: list[dict[str, Any]]) -> None:
+    """Holm-adjust each row's ``t_p`` within its family (``family``); sets family, holm_p, significant."""
+    for row in rows:
+        row["family"] = family(row["variant_a"], row["variant_b"])
+    for name in ("ncf", "baselines"):
+        members = [r for r in rows if r["family"] == name]
+        for row, adj in zip(members, holm([r["t_p"] for r in members])):
+            row["holm_p"] = adj
+            row["significant"] = bool(adj < ALPHA) if not math.isnan(adj) else False
+
+
 def paired(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     """Paired comparison a - b: mean difference, its 95% CI, t-test, Wilcoxon, Cohen's d_z."""
     diff = np.asarray(a, float) - np.asarray(b, float)
@@ -83,7 +102,8 @@ def _pivot(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
 def significance(trials: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     """Every pair of variants (baselines included), paired by seed, per data set, device, metric.
 
-    The Holm family is all pairs of one (data set, task, device, metric).
+    Holm runs within a family of one (data set, task, device, metric): the pairs with an NCF variant
+    in them, and apart from them the baselines' pairs among themselves (``family``).
     """
     rows = []
     ok = trials[trials["status"] == "ok"]
@@ -99,12 +119,10 @@ def significance(trials: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
                 family.append({"dataset": dataset, "task": task, "device": device, "metric": metric,
                                "variant_a": va, "variant_b": vb, "n": res["n"],
                                "mean_a": table[va].mean(), "mean_b": table[vb].mean(), **res})
-            for row, adj in zip(family, holm([r["t_p"] for r in family])):
-                row["holm_p"] = adj
-                row["significant"] = bool(adj < ALPHA) if not math.isnan(adj) else False
+            holm_by_family(family)
             rows += family
     columns = ["dataset", "task", "device", "metric", "variant_a", "variant_b", "n", "mean_a", "mean_b",
-               "diff", "ci_low", "ci_high", "t_p", "wilcoxon_p", "holm_p", "cohen_dz", "significant"]
+               "diff", "ci_low", "ci_high", "t_p", "wilcoxon_p", "holm_p", "cohen_dz", "significant", "family"]
     frame = pd.DataFrame(rows, columns=columns)
     frame["significant"] = frame["significant"].astype(bool)  # an empty family must not turn it to objects
     return frame
@@ -246,8 +264,8 @@ def device_equivalence(trials: pd.DataFrame, metrics: list[str]) -> pd.DataFrame
 
 def standings(group: pd.DataFrame, names: list[str], sig: pd.DataFrame) -> dict[str, Any]:
     """Per metric, the best learned variant (never one significantly below a baseline, Holm), which
-    variants are significantly below which baselines, and which are worse than one on average but
-    not significantly so (on the first, primary, metric)."""
+    variants are significantly below which baselines, and which baselines each is not significantly
+    different from, either way (on the first, primary, metric)."""
     ok = group[group["status"] == "ok"]
     is_base = ok["variant"].str.startswith(BASELINE)
     means = ok.groupby("variant", sort=False)[names].mean()
@@ -261,8 +279,7 @@ def standings(group: pd.DataFrame, names: list[str], sig: pd.DataFrame) -> dict[
         best[m] = None if pick.empty else (pick.idxmax() if higher_is_better(m) else pick.idxmin())
     primary = names[0]
     level = {v: [b for b in bases if not math.isnan(means.loc[b, primary]) and not below[(v, primary)]
-                 and (means.loc[v, primary] < means.loc[b, primary] if higher_is_better(primary)
-                      else means.loc[v, primary] > means.loc[b, primary])] for v in learned}
+                 and not significantly_worse(sig, primary, b, v)] for v in learned}  # neither side significantly
     return {"best": best, "below": below, "level_with": level, "learned": learned, "baselines": bases}
 
 
@@ -306,7 +323,7 @@ def ranks_across_datasets(frame: pd.DataFrame, primary_of: Any) -> dict[str, dic
 PERMUTATIONS, PERMUTATION_SEED = 10_000, 0  # the sign-flip randomization test's draws and seed
 USER_COLUMNS = ["dataset", "task", "device", "metric", "variant_a", "variant_b", "n_users", "mean_a", "mean_b",
                 "diff", "t_p", "wilcoxon_p", "randomization_p", "holm_p", "cohen_dz", "wins", "ties", "losses",
-                "significant", "permutations"]
+                "significant", "family", "permutations"]
 
 
 def sign_flip_p(diff: np.ndarray, permutations: int = PERMUTATIONS, seed: int = PERMUTATION_SEED) -> float:
@@ -360,9 +377,9 @@ def user_significance(per_user: pd.DataFrame, metrics: dict[str, list[str]]) -> 
                                "permutations": PERMUTATIONS})
             pairs = list(itertools.combinations(table.columns, 2))
             flips = sign_flip_ps(np.stack([table[a] - table[b] for a, b in pairs], axis=1)) if pairs else []
-            for row, adj, flip in zip(family, holm([r["t_p"] for r in family]), flips):
-                row["holm_p"], row["randomization_p"] = adj, float(flip)
-                row["significant"] = bool(adj < ALPHA) if not math.isnan(adj) else False
+            for row, flip in zip(family, flips):
+                row["randomization_p"] = float(flip)
+            holm_by_family(family)
             rows += family
     frame = pd.DataFrame(rows, columns=USER_COLUMNS)
     frame["significant"] = frame["significant"].astype(bool)
