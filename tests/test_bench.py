@@ -568,3 +568,13 @@ def test_the_summary_says_why_a_t_test_and_the_cd_diagram_can_disagree_and_what_
     assert "a pair can be significant by t and still be linked in the diagram" in summary
     assert "Holm's family: the pairs with an NCF variant in them" in summary
     assert "Cells: mean ± sample standard deviation over the n seeds" in summary
+
+
+def test_full_hit_rate_is_not_reported_twice_under_leave_one_out(smoke_run):
+    """One held-out item per user makes full-ranking HR@10 and Recall@10 the same number."""
+    trials = pd.read_csv(smoke_run / "report" / "trials.csv")
+    ranking = trials[trials["task"] == "ranking"]
+    assert ranking["full_hr@10"].equals(ranking["full_recall@10"])  # stored, as measured
+    sig = pd.read_csv(smoke_run / "report" / "significance.csv")
+    assert "full_hr@10" not in set(sig["metric"]) and "full_recall@10" in set(sig["metric"])
+    assert "full\\_hr@10" not in (smoke_run / "report" / "tables.tex").read_text()

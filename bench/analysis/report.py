@@ -25,6 +25,7 @@ from tabulate import tabulate
 from bench import faults, layout
 from bench.analysis import stats
 from bench.analysis.budget import UNEQUAL, budget_lines
+from bench.analysis.frame import cutoff, metrics_of, primary_of, trials_frame
 from bench.analysis.latex import latex_tables
 from bench.analysis.plots import write_plots
 from bench.analysis.references import ncf_vs_references, published_table
@@ -40,47 +41,6 @@ from ncf_core.tasks import TASKS, higher_is_better
 REPORT_NAMES = frozenset({"trials.csv", "significance.csv", "significance_users.csv", "throughput.csv", "devices.csv",
                           "summary.md", "tables.tex"})
 DRAFT_NAME = re.compile(re.escape(layout.REPORT_DRAFT) + r"[0-9a-f]{12}(\.link)?")  # what write_report names
-BASE_COLUMNS = ["dataset", "task", "variant", "device", "seed", "status", "epochs", "best_epoch",
-                "train_seconds", "train_samples_per_s", "infer_samples_per_s", "stacked_seeds", "threads", "jobs"]
-
-
-def trials_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
-    rows = []
-    for r in records:
-        row = {c: r.get(c) for c in BASE_COLUMNS}
-        row.update(r.get("metrics") or {})
-        row["error"] = r.get("error", "")
-        rows.append(row)
-    frame = pd.DataFrame(rows, columns=BASE_COLUMNS) if not rows else pd.DataFrame(rows)
-    for c in BASE_COLUMNS:
-        if c not in frame:
-            frame[c] = None
-    metric_cols = [c for c in frame.columns if c not in BASE_COLUMNS and c != "error"]
-    ordered = [c for task in TASKS.values() for c in metric_cols if task.owns(c)]
-    ordered = list(dict.fromkeys(ordered)) + sorted(set(metric_cols) - set(ordered))
-    if "error" not in frame:
-        frame["error"] = ""
-    return frame[BASE_COLUMNS + ordered + ["error"]]
-
-
-def metrics_of(frame: pd.DataFrame, task: str) -> list[str]:
-    """The task's reported metrics present in ``frame``, primary first."""
-    spec = TASKS[task]
-    named = [m for m in spec.metric_names(_k(frame)) if m in frame and frame[m].notna().any()]
-    return named + [c for c in frame.columns if spec.owns(c) and c not in named and frame[c].notna().any()]
-
-
-def primary_of(frame: pd.DataFrame, task: str) -> str:
-    return TASKS[task].primary_metric(_k(frame))
-
-
-def _k(frame: pd.DataFrame) -> int:
-    for c in frame.columns:
-        if "@" in c:
-            return int(c.split("@")[1])
-    return 10
-
-
 def better(metric: str) -> str:
     return "max" if higher_is_better(metric) else "min"
 
@@ -337,7 +297,7 @@ def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, friedman: pd.DataFr
         if budgets and (dataset, task) in budgets:
             out += [budgets[(dataset, task)], ""]
         out += (chosen or {}).get((dataset, task), [])
-        twin = TASKS[task].twin_metric(_k(group))
+        twin = TASKS[task].twin_metric(cutoff(group))
         line = agreement_line(group, primary, twin) if twin else None
         if line:
             out += [line, ""]

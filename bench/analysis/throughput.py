@@ -29,9 +29,11 @@ def throughput_table(frame: pd.DataFrame) -> pd.DataFrame:
         stacked_seeds=("stacked_seeds", "max"),
         threads=("threads", "max"),
         jobs=("jobs", "max"),
+        timings=("train_samples_per_s", "nunique"),
     ).reset_index()
     agg["train_cv"] = agg["train_samples_per_s_std"] / agg["train_samples_per_s_mean"]
-    return agg
+    agg.loc[agg["timings"] < 2, "train_cv"] = math.nan  # seeds of one stack share its timing: no spread measured
+    return agg.drop(columns="timings")
 
 
 def _threads(threads: Any, jobs: Any) -> str:
@@ -53,7 +55,8 @@ def throughput_lines(throughput: pd.DataFrame) -> list[str]:
     out += ["## Throughput", "",
             "Stacked seeds train as one model: samples/s per seed count each seed's own samples over "
             "the shared wall clock, so the aggregate is per seed × stacked. `cv` is the coefficient of "
-            "variation of samples/s across seeds. `threads × jobs`: torch threads of the trial, and how "
+            "variation of samples/s across seeds, — where there is one timing only (one stack's seeds share "
+            "it). `threads × jobs`: torch threads of the trial, and how "
             "many such jobs ran side by side (`--jobs`; each job's share of the cores, measured under "
             "the others' load).", ""]
     if len(noisy):
