@@ -8,6 +8,7 @@ from typing import Any
 
 from bench.search import TPE_STARTUP
 from bench.variants import BASELINE, REFERENCE_VARIANTS
+from ncf_core.tasks import TASKS
 
 UNEQUAL = "Tuning: **unequal**"
 DEFAULTS = "the protocol's defaults"
@@ -49,6 +50,11 @@ def budget_lines(records: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
                 out[key] += (f" With {t['budget']} trials, {per} at a time, TPE never left its random start-up (it "
                              f"draws at random until {TPE_STARTUP} trials have finished): each study was a random "
                              "search.")
+            task = TASKS[key[1]]
+            if task.selection_metric() != task.primary_metric():  # say it: the two orders may differ
+                out[key] += (f" The studies selected on the validation split's {task.selection_metric()} (sampled "
+                             f"negatives) while the verdict reads {task.primary_metric()} (full ranking); how far "
+                             "the two orders agree is measured on the test split below.")
             if any(r["variant"] in REFERENCE_VARIANTS for r in learned):
                 out[key] += (" The reference baselines' studies had the same budget, one trial at a time and no "
                              "pruner (a fit is not trained by epochs).")

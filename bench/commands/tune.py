@@ -112,7 +112,10 @@ def tune_markdown(study: optuna.Study, payload: dict[str, Any], search: Search) 
         with warnings.catch_warnings():  # too few trials: equal importances, said below instead
             warnings.simplefilter("error", UserWarning)
             importance = optuna.importance.get_param_importances(study)
-        lines += ["## Parameter importance (fANOVA)", "", "| parameter | importance |", "|---|---|"]
+        lines += ["## Parameter importance (fANOVA)", "",
+                  f"From {count['complete']} complete trials: with fewer than about 20 an importance is mostly "
+                  "noise, and TPE's draws are not a designed experiment.", "",
+                  "| parameter | importance |", "|---|---|"]
         lines += [f"| {k} | {v:.3f} |" for k, v in importance.items()]
     except (RuntimeError, ValueError, UserWarning) as err:
         lines += [f"Parameter importance not available: {err}"]
