@@ -578,3 +578,13 @@ def test_full_hit_rate_is_not_reported_twice_under_leave_one_out(smoke_run):
     sig = pd.read_csv(smoke_run / "report" / "significance.csv")
     assert "full_hr@10" not in set(sig["metric"]) and "full_recall@10" in set(sig["metric"])
     assert "full\\_hr@10" not in (smoke_run / "report" / "tables.tex").read_text()
+
+
+def test_a_floor_baseline_far_off_does_not_set_the_metric_plots_scale():
+    from bench.analysis.plots import y_range
+
+    values = {"mf": np.array([0.40, 0.42]), "gmf": np.array([0.41, 0.43]), "baseline-mean": np.array([0.05, 0.05]),
+              "ease": np.array([0.44])}
+    low, high = y_range(values)
+    assert 0.38 < low < 0.40 and 0.44 < high < 0.46  # the variants and EASE fill the axis
+    assert y_range({"baseline-mean": np.array([0.1])}) is None

@@ -17,6 +17,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from bench import layout  # noqa: E402
 from bench.analysis import stats  # noqa: E402
+from bench.variants import BASELINE  # noqa: E402
 from ncf_core.tasks import TASKS, higher_is_better  # noqa: E402
 
 
@@ -34,6 +35,18 @@ def _cd_plot(ra: dict[str, Any], title: str, path: Path) -> Path:
 def _save(fig: plt.Figure, path: Path) -> None:
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def y_range(values: dict[str, np.ndarray], pad: float = 0.15) -> tuple[float, float] | None:
+    """The metric axis from the variants and reference baselines (padded), leaving out an untuned floor
+    baseline (``baseline-mean``) far below them, which would squash their differences into pixels;
+    None where there is nothing else to scale to."""
+    kept = [x for v, x in values.items() if not v.startswith(BASELINE) and len(x)]
+    if not kept:
+        return None
+    low, high = float(min(x.min() for x in kept)), float(max(x.max() for x in kept))
+    span = (high - low) or abs(high) or 1.0
+    return low - pad * span, high + pad * span
 
 
 def write_plots(records: list[dict[str, Any]], frame: pd.DataFrame, folder: Path, metrics_of: Any,
@@ -80,6 +93,15 @@ def write_plots(records: list[dict[str, Any]], frame: pd.DataFrame, folder: Path
                     ax.errorbar(x, mean, yerr=[[mean - low], [high - mean]], fmt="o", color="black", capsize=4)
                 else:
                     ax.plot(x, mean, "o", color="black")
+            limits = y_range({v: group[group["variant"] == v][m].dropna().to_numpy(float) for v in variants})
+            if limits is not None:
+                ax.set_ylim(*limits)
+                for x, v in enumerate(variants):  # a floor baseline off the scale: its mean at the edge, said
+                    mean = group[group["variant"] == v][m].mean()
+                    if v.startswith(BASELINE) and not limits[0] <= mean <= limits[1]:
+                        edge = limits[1] if mean > limits[1] else limits[0]
+                        ax.annotate(f"{mean:.3f}\n(off scale)", (x, edge), ha="center", fontsize=7,
+                                    va="top" if edge == limits[1] else "bottom", color="gray")
             ax.set_xticks(range(len(variants)), variants, rotation=45, ha="right", fontsize=8)
             ax.set_ylabel(f"{m} ({'higher' if higher_is_better(m) else 'lower'} is better)")
             ax.set_title(f"{dataset} ({task}): {m}\nseeds (dots), mean and 95% CI (black)", fontsize=9)
