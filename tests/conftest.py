@@ -25,6 +25,19 @@ def _threads() -> None:
     torch.set_num_threads(2)
 
 
+FAST = ["run", "--suite", "smoke", "--variants", "mf", "--seeds", "2", "--epochs", "1"]  # a run in seconds
+
+
+@pytest.fixture(scope="session")
+def fast_run(tmp_path_factory) -> Path:
+    """One small finished run folder for the tests that damage, lock or resume a copy of it."""
+    from bench.__main__ import main
+
+    out = tmp_path_factory.mktemp("fast") / "run"
+    assert main([*FAST, "--out", str(out)]) == 0
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_rating():
     return split_for_seed(synthetic.generate(120, 60, 15, seed=3, task="rating"), "rating", 0)

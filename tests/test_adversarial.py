@@ -17,9 +17,8 @@ import pytest
 from bench import layout
 from bench.__main__ import main
 from bench.run.store import TrialStore
+from tests.conftest import FAST, ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-FAST = ["run", "--suite", "smoke", "--variants", "mf", "--seeds", "2", "--epochs", "1"]
 sys.path.insert(0, str(Path(__file__).parent))
 from test_published_files import _ml1m_like  # noqa: E402
 
@@ -29,13 +28,6 @@ pytestmark = pytest.mark.slow  # subprocess runs, kills and servers: minutes in 
 def _err(capsys) -> str:
     lines = capsys.readouterr().err.strip().splitlines()
     return lines[-1] if lines else ""
-
-
-@pytest.fixture(scope="module")
-def fast_run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("fast") / "run"
-    assert main([*FAST, "--out", str(out)]) == 0
-    return out
 
 
 # -- the plan: bounded, and refusing what the run refuses ------------------------------------------

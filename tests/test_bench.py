@@ -17,8 +17,8 @@ from scipy import stats as sps
 from bench.__main__ import main
 from bench.analysis import stats
 from bench.run.store import TrialStore
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--suite", "smoke", "--epochs", "2"]
 
 

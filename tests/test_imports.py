@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT
+
 OWN = ("bench", "ncf_core")
 FILES = sorted(p for package in OWN for p in (ROOT / package).rglob("*.py")) + sorted((ROOT / "tests").rglob("*.py"))
 

@@ -14,8 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 from packaging.requirements import Requirement
 
 from bench.compute import optuna_api
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT
 
 
 def _study(tmp_path: Path, heartbeat: int | None = None) -> optuna.Study:

@@ -17,8 +17,8 @@ from scipy import stats
 from bench.__main__ import main
 from bench.run.store import TrialStore, trial_key
 from ncf_core.evaluate import Evaluation
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["run", "--suite", "smoke", "--variants", "gmf,mf,ease", "--seeds", "2", "--epochs", "1", "--jobs", "1"]
 
 

@@ -20,8 +20,7 @@ from bench.params import TunedParams
 from bench.run.pool import Job, run_jobs
 from bench.run.store import TrialStore, trial_key
 from ncf_core import DataError
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT
 
 
 def _chain() -> list[Job]:

@@ -19,9 +19,10 @@ from pathlib import Path
 import optuna
 import pytest
 
+from tests.conftest import ROOT
+
 pytestmark = pytest.mark.slow  # subprocess runs, kills and servers: minutes in all
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _binary(name: str) -> str | None:

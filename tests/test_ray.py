@@ -18,11 +18,11 @@ import pytest
 
 from bench.run.pool import Job
 from bench.run.store import TrialStore, trial_key
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow  # subprocess runs, kills and servers: minutes in all
 
 pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[ray]'")
-ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["run", "--suite", "smoke", "--variants", "mf,gmf,mlp,neumf-pre-adam", "--seeds", "2", "--epochs", "2"]
 METRICS = ["mae", "rmse", "r2", "hr@10", "ndcg@10", "full_ndcg@10", "full_hr@10", "full_recall@10"]
 

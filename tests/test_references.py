@@ -25,9 +25,9 @@ from bench.variants import VARIANTS
 from ncf_core.baselines import REFERENCES, ease, itemknn, memory_problem, reference_config, rp3beta
 from ncf_core.baselines.scoring import fit_reference, user_items
 from ncf_core.data import Interactions
+from tests.conftest import ROOT
 from tests.test_published_files import _ml1m_like
 
-ROOT = Path(__file__).resolve().parents[1]
 X = sp.csr_matrix(np.array([[1, 1, 0, 0, 1],
                             [0, 1, 1, 0, 0],
                             [1, 0, 1, 1, 0],

@@ -15,10 +15,10 @@ import optuna
 import pytest
 
 from bench.run.store import TrialStore, trial_key
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow  # subprocess runs, kills and servers: minutes in all
 
-ROOT = Path(__file__).resolve().parents[1]
 RUN = [sys.executable, "-m", "bench", "run", "--suite", "smoke", "--datasets", "synthetic", "--variants",
        "gmf,mlp,neumf-pre-sgd", "--tune", "4", "--tune-stack", "3", "--seeds", "2", "--epochs", "3",
        "--jobs", "1", "--pruner", "halving"]

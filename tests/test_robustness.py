@@ -12,21 +12,12 @@ import pytest
 
 from bench.__main__ import main
 from bench.run.store import TrialStore, trial_key
-
-ROOT = Path(__file__).resolve().parents[1]
-FAST = ["run", "--suite", "smoke", "--variants", "mf", "--seeds", "2", "--epochs", "1"]
+from tests.conftest import FAST, ROOT
 
 
 def _err(capsys) -> str:
     lines = capsys.readouterr().err.strip().splitlines()
     return lines[-1] if lines else ""
-
-
-@pytest.fixture(scope="module")
-def fast_run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("fast") / "run"
-    assert main([*FAST, "--out", str(out)]) == 0
-    return out
 
 
 def _copy(run: Path, to: Path) -> Path:

@@ -6,7 +6,6 @@ import dataclasses
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import optuna
@@ -17,8 +16,7 @@ from bench.compute.study import ask_member, foreseen_trials
 from bench.suites import synthetic
 from bench.variants import VARIANTS
 from ncf_core.data import load, split_for_seed
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT
 
 
 def test_study_prunes_and_best_params_feed_bench_run(tmp_path):
