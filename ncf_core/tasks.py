@@ -3,7 +3,7 @@
 Everything that differs between the rating task (the seed write-up's regression of rating / 10)
 and the ranking task (He et al.'s implicit feedback) is a field or a method here: what a row's
 target is, how data are split, what a logit is scored against (``objective``, a key of
-``ncf_core.engine.train.LOSSES``), whether training samples negatives and evaluation ranks candidates
+``ncf_core.losses.LOSSES``), whether training samples negatives and evaluation ranks candidates
 (``implicit``), the selection and primary metrics and their direction, the baselines, and the
 divergence scale. No module outside this one branches on a task's name; a new task is one row
 here plus what is genuinely new (a loss, a split strategy). Metric names may carry a cut-off:
@@ -23,7 +23,7 @@ import numpy as np
 class Task:
     name: str
     loss: str  # what training minimises, in words (the report's plots say it)
-    objective: str  # how a logit meets its target: a key of ncf_core.engine.train.LOSSES
+    objective: str  # how a logit meets its target: a key of ncf_core.losses.LOSSES
     implicit: bool  # every row is a positive: training samples negatives, evaluation ranks candidates
     split: str  # how rows are held out: a key of ncf_core.data.splits.SPLITTERS
     selection: str  # validation metric for best epoch, early stopping and tuning

@@ -588,3 +588,26 @@ def test_a_floor_baseline_far_off_does_not_set_the_metric_plots_scale():
     low, high = y_range(values)
     assert 0.38 < low < 0.40 and 0.44 < high < 0.46  # the variants and EASE fill the axis
     assert y_range({"baseline-mean": np.array([0.1])}) is None
+
+
+def test_a_new_model_is_its_file_and_two_registry_lines(tmp_path, monkeypatch):
+    """A model registered in ``MODELS`` and given a ``Variant`` runs through the plan, its probe and a run
+    (in this process: spawned workers would not see a registration made by a test)."""
+    from bench import variants
+    from ncf_core import models
+    from ncf_core.models.mf import MF
+
+    class Toy(MF):
+        """What a new model's file holds (here MF under another name)."""
+
+    monkeypatch.setitem(models.MODELS, "toy", Toy)
+    monkeypatch.setitem(variants.VARIANTS, "toy", variants.Variant("toy", "toy"))
+    flags = ["run", "--suite", "smoke", "--variants", "toy,mf", "--seeds", "2", "--epochs", "1", "--jobs", "1",
+             "--out", str(tmp_path / "run")]
+    assert main([*flags, "--plan"]) == 0
+    assert main(flags) == 0
+    trials = pd.read_csv(tmp_path / "run" / "report" / "trials.csv")
+    toy = trials[trials["variant"] == "toy"]
+    assert len(toy) == 4 and (toy["status"] == "ok").all()  # two seeds, both tasks
+    mf = trials[trials["variant"] == "mf"].set_index(["task", "seed"])["rmse"]
+    assert toy.set_index(["task", "seed"])["rmse"].equals(mf)  # the same model, trained alike

@@ -19,7 +19,8 @@ from bench.search import HALVING_FACTOR, HALVING_MIN_EPOCHS, pinned_training
 from bench.suites import DataSpec
 from bench.variants import BASELINE, VARIANTS
 
-# Relative cost of a training example at the paper's shapes (bench speed, 2-core CPU, batch 256:
+# Relative cost of a training example at the paper's shapes (a model not listed: the costliest's; --plan
+# measures every model, listed or not) (bench speed, 2-core CPU, batch 256:
 # samples/s of GMF over each model's), and how much of a study's epochs pruning leaves.
 # A reference baseline's "epoch" is one fit, priced as about two GMF epochs (ml-100k, 2-core CPU: EASE^R,
 # ItemKNN and RP3β fit in about one, iALS at 46 factors and 10 iterations in about two); --plan times it.
@@ -35,7 +36,7 @@ def relative_costs(plan: Plan, params: TunedParams) -> dict[tuple, float]:
     """Examples trained (times a model's cost per example, over a stack's gain): enough to order the
     work and to turn the progress bar's rate into time left, without measuring anything."""
     return {key: sum(e / stack_gain(live) for e, live in job.rungs) * training_pairs(*plan.specs[key.dataset])
-            * EXAMPLE_COST[job.model] for key, job in work(plan, params).items()}
+            * EXAMPLE_COST.get(job.model, max(EXAMPLE_COST.values())) for key, job in work(plan, params).items()}
 
 
 def expected_epochs(plan: Plan, params: TunedParams) -> dict[tuple, float]:

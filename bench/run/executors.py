@@ -5,7 +5,7 @@
 task asking for what it needs (a GPU for a CUDA unit, CPUs otherwise), on a local Ray instance or
 an existing cluster: a job's dependencies are its tasks' object references, each data set is put
 in Ray's object store once, and the studies run on the driver's node, where the run folder (and
-their database) is. Ray is imported only here, and only for ``--ray``.
+their database) is. Ray is imported only for ``--ray``: here, and by ``bench run`` to say when it is missing.
 """
 
 from __future__ import annotations
