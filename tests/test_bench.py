@@ -611,3 +611,12 @@ def test_a_new_model_is_its_file_and_two_registry_lines(tmp_path, monkeypatch):
     assert len(toy) == 4 and (toy["status"] == "ok").all()  # two seeds, both tasks
     mf = trials[trials["variant"] == "mf"].set_index(["task", "seed"])["rmse"]
     assert toy.set_index(["task", "seed"])["rmse"].equals(mf)  # the same model, trained alike
+
+
+def test_the_terminal_line_of_a_ranking_trial_leads_with_the_verdicts_metric():
+    from bench.run.console import one_line
+
+    record = {"dataset": "ml-100k", "task": "ranking", "variant": "mf", "device": "cpu", "seed": 0, "status": "ok",
+              "metrics": {"hr@10": 0.61, "ndcg@10": 0.35, "full_ndcg@10": 0.071, "full_recall@10": 0.13},
+              "wall_seconds": 2.0, "train_samples_per_s": 1000.0}
+    assert "full_ndcg@10=0.0710  hr@10=0.6100  ndcg@10=0.3500  (2.0s" in one_line(record)

@@ -7,6 +7,7 @@ from typing import Any
 
 from bench.run.plan import Plan
 from bench.variants import BASELINE, VARIANTS
+from ncf_core.tasks import TASKS
 
 
 def describe_plan(plan: Plan, seconds: dict[tuple, float], wall: float, jobs: int, threads: int,
@@ -61,7 +62,11 @@ def one_line(r: dict[str, Any]) -> str:
     head = f"{r['dataset']}/{r['task']} {r['variant']:<24} {r['device']:<4} seed {r['seed']:<2}"
     if r["status"] != "ok":
         return f"{head} {r['status'].upper()}: {r.get('error', '')}"
-    m = "  ".join(f"{k}={v:.4f}" for k, v in r["metrics"].items() if not k.startswith("full_"))
+    k = next((int(name.split("@")[1]) for name in r["metrics"] if "@" in name), 10)
+    primary = TASKS[r["task"]].primary_metric(k)  # the verdict's metric first, then the sampled ones
+    shown = [primary] * (primary in r["metrics"]) + [n for n in r["metrics"]
+                                                     if n != primary and not n.startswith("full_")]
+    m = "  ".join(f"{n}={r['metrics'][n]:.4f}" for n in shown)
     speed = (f"{r.get('train_samples_per_s', 0) or 0:,.0f} samples/s" if r.get("train_samples_per_s") else
              f"fit {r.get('train_seconds') or 0:.1f}s" if r.get("train_rows") else "baseline")
     if (r.get("stacked_seeds") or 1) > 1:
