@@ -620,3 +620,19 @@ def test_the_terminal_line_of_a_ranking_trial_leads_with_the_verdicts_metric():
               "metrics": {"hr@10": 0.61, "ndcg@10": 0.35, "full_ndcg@10": 0.071, "full_recall@10": 0.13},
               "wall_seconds": 2.0, "train_samples_per_s": 1000.0}
     assert "full_ndcg@10=0.0710  hr@10=0.6100  ndcg@10=0.3500  (2.0s" in one_line(record)
+
+
+def test_throughput_measured_beside_other_work_is_flagged():
+    from bench.analysis.throughput import throughput_lines, throughput_table
+
+    def frame(load: float) -> pd.DataFrame:
+        return pd.DataFrame([{"dataset": "d", "task": "ranking", "variant": "mf", "device": "cpu", "seed": s,
+                              "status": "ok", "train_samples_per_s": 1000.0 + s, "infer_samples_per_s": 5e4,
+                              "train_seconds": 2.0, "stacked_seeds": 1, "threads": 1, "jobs": 2,
+                              "load_average": load} for s in range(3)])
+
+    assert not any("beside other work" in line for line in throughput_lines(throughput_table(frame(2.2))))
+    flagged = [line for line in throughput_lines(throughput_table(frame(4.5))) if "beside other work" in line]
+    assert flagged == ["> **Warning:** 1 row(s) were measured beside other work: the 1-minute load average reached "
+                       "4.5 where this run's own threads × jobs were 1 × 2; their speeds say little about this "
+                       "machine."]

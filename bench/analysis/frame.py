@@ -9,7 +9,8 @@ import pandas as pd
 from ncf_core.tasks import TASKS
 
 BASE_COLUMNS = ["dataset", "task", "variant", "device", "seed", "status", "epochs", "best_epoch",
-                "train_seconds", "train_samples_per_s", "infer_samples_per_s", "stacked_seeds", "threads", "jobs"]
+                "train_seconds", "train_samples_per_s", "infer_samples_per_s", "stacked_seeds", "threads", "jobs",
+                "load_average"]
 
 
 def trials_frame(records: list[dict[str, Any]]) -> pd.DataFrame:

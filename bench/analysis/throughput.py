@@ -18,7 +18,7 @@ def throughput_table(frame: pd.DataFrame) -> pd.DataFrame:
                & ~frame["variant"].isin(REFERENCE_VARIANTS)]  # a reference fits, it does not stream examples
     if ok.empty:
         return pd.DataFrame(columns=["dataset", "task", "variant", "device", "n"])
-    ok = ok.assign(**{c: ok.get(c, math.nan) for c in ("threads", "jobs")})  # older stores lack them
+    ok = ok.assign(**{c: ok.get(c, math.nan) for c in ("threads", "jobs", "load_average")})  # older stores lack them
     agg = ok.groupby(["dataset", "task", "variant", "device"], sort=False).agg(
         n=("seed", "count"),
         train_samples_per_s_mean=("train_samples_per_s", "mean"),
@@ -30,6 +30,7 @@ def throughput_table(frame: pd.DataFrame) -> pd.DataFrame:
         threads=("threads", "max"),
         jobs=("jobs", "max"),
         timings=("train_samples_per_s", "nunique"),
+        load_max=("load_average", "max"),
     ).reset_index()
     agg["train_cv"] = agg["train_samples_per_s_std"] / agg["train_samples_per_s_mean"]
     agg.loc[agg["timings"] < 2, "train_cv"] = math.nan  # seeds of one stack share its timing: no spread measured
@@ -64,6 +65,12 @@ def throughput_lines(throughput: pd.DataFrame) -> list[str]:
                 f"{len(noisy)} row(s) ({', '.join(sorted(set(noisy['variant'])))}): the machine was busy or "
                 "its clock varied; compare speeds only from `bench speed`, which takes ratios in one process.",
                 ""]
+    busy = throughput[throughput["load_max"] > throughput["threads"] * throughput["jobs"].fillna(1) + 1]
+    if len(busy):
+        worst = busy.loc[busy["load_max"].idxmax()]
+        out += [f"> **Warning:** {len(busy)} row(s) were measured beside other work: the 1-minute load average "
+                f"reached {worst['load_max']:.1f} where this run's own threads × jobs were "
+                f"{_threads(worst['threads'], worst['jobs'])}; their speeds say little about this machine.", ""]
     out += [tabulate(rows, headers=["dataset", "task", "variant", "device", "n", "stacked", "threads × jobs",
                                     "train samples/s per seed", "cv", "aggregate", "inference samples/s",
                                     "train s"], tablefmt="github"), ""]

@@ -4,6 +4,7 @@ reference baseline (``bench.compute.references``)."""
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -120,7 +121,7 @@ def _trials(spec: DataSpec, splits: dict[int, Split], seeds: list[int], device: 
             spec, variant.name, device, seed, status="ok", epochs=len(outcome.epochs),
             best_epoch=outcome.best_epoch, train_seconds=outcome.train_seconds,
             train_samples_per_s=outcome.train_samples_per_s, stacked_seeds=stacked,
-            threads=torch.get_num_threads(), jobs=settings.jobs,
+            threads=torch.get_num_threads(), jobs=settings.jobs, load_average=_load(),
             infer_samples_per_s=evaluation.samples_per_s, wall_seconds=time.time() - started,
             metrics=evaluation.metrics, history=[asdict(e) for e in outcome.epochs], config=config,
             per_user=evaluation.by_user(), **extra,
@@ -177,3 +178,12 @@ def _baseline(spec: DataSpec, split: Split, seed: int, variant: str) -> dict[str
                   infer_samples_per_s=evaluation.samples_per_s, wall_seconds=time.time() - started,
                   metrics=evaluation.metrics, config=trial_config(spec, None, TunedParams()),
                   per_user=evaluation.by_user())
+
+
+def _load() -> float | None:
+    """The machine's 1-minute load average as the trial ends: a throughput measured beside other
+    work says so in the report (None where the system does not tell)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
