@@ -636,3 +636,27 @@ def test_throughput_measured_beside_other_work_is_flagged():
     assert flagged == ["> **Warning:** 1 row(s) were measured beside other work: the 1-minute load average reached "
                        "4.5 where this run's own threads × jobs were 1 × 2; their speeds say little about this "
                        "machine."]
+
+
+def test_a_variant_significantly_above_a_baseline_says_so_not_a_blank_note():
+    from bench.analysis.report import metric_table
+
+    base = np.array([0.150, 0.151, 0.149, 0.150, 0.152])
+    values = {"mf": base - [0.010, 0.011, 0.009, 0.010, 0.012], "baseline-mean": base}
+    frame = pd.DataFrame([{"dataset": "d", "task": "rating", "variant": v, "device": "cpu", "seed": s,
+                           "status": "ok", "rmse": x} for v, xs in values.items() for s, x in enumerate(xs)])
+    table, _ = metric_table(frame, ["rmse"], stats.significance(frame, ["rmse"]))
+    assert table.splitlines()[2].rstrip(" |").endswith("significantly above baseline-mean")
+
+
+def test_two_deterministic_methods_are_not_called_indistinguishable():
+    """EASE and popularity give the same full-ranking value at every seed: a t-test has no spread, and
+    "not distinguishable" would claim what was never tested."""
+    from bench.analysis.report import metric_table
+
+    frame = pd.DataFrame([{"dataset": "d", "task": "ranking", "variant": v, "device": "cpu", "seed": s,
+                           "status": "ok", "full_ndcg@10": x}
+                          for v, x in (("ease", 0.067), ("baseline-popularity", 0.043)) for s in range(5)])
+    table, _ = metric_table(frame, ["full_ndcg@10"], stats.significance(frame, ["full_ndcg@10"]))
+    assert "not distinguishable" not in table
+    assert "the same difference at every seed from baseline-popularity: no per-seed test" in table.splitlines()[2]

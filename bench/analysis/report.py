@@ -213,9 +213,14 @@ def metric_table(group: pd.DataFrame, names: list[str], sig: pd.DataFrame) -> tu
         tag = "reference baseline" if variant in REFERENCE_VARIANTS else ""
         if variant in stand["learned"]:
             below, level = stand["below"][(variant, names[0])], stand["level_with"][variant]
-            note = (f"✗ significantly below {', '.join(below)}" if below else
-                    f"not distinguishable from {', '.join(level)}" if level else "")
-            note = "; ".join(x for x in (tag, note) if x)
+            above = [b for b in stand["baselines"] if stats.significantly_worse(sig, names[0], b, variant)]
+            fixed = [b for b in level if stats.untestable(sig, names[0], variant, b)]
+            level = [b for b in level if b not in fixed]
+            note = "; ".join(x for x in (tag, f"✗ significantly below {', '.join(below)}" * bool(below),
+                                         f"not distinguishable from {', '.join(level)}" * bool(level),
+                                         f"significantly above {', '.join(above)}" * bool(above),
+                                         f"the same difference at every seed from {', '.join(fixed)}: no "
+                                         "per-seed test (see by user)" * bool(fixed)) if x)
         row.append(note)
         rows.append(row)
     headers = ["variant", "n", *[f"{m} {'↑' if better(m) == 'max' else '↓'}" for m in names], "note"]
@@ -310,9 +315,10 @@ def summary_markdown(frame: pd.DataFrame, sig: pd.DataFrame, friedman: pd.DataFr
             out += [f"Friedman test across {k} variants on {primary}: "
                     f"p = {_p(float(fr['p'].iloc[0]))} (n = {int(fr['n'].iloc[0])} seeds).", ""]
         if n:
-            floor = stats.smallest_p(n, max(k, 2), len(sp))
+            pairs = int((sp["family"] == "ncf").sum()) or len(sp)  # Holm's family the verdicts rest on
+            floor = stats.smallest_p(n, max(k, 2), pairs)
             out += [f"With n = {n} seeds the exact Wilcoxon test cannot go below p = {_p(floor['wilcoxon'])} "
-                    f"({_p(floor['wilcoxon_holm'])} after Holm over {len(sp)} pairs), whatever the effect; "
+                    f"({_p(floor['wilcoxon_holm'])} after Holm over {pairs} pairs), whatever the effect; "
                     f"Friedman's floor is {_p(floor['friedman'])}. The `sig.` column uses the paired t-test "
                     "(Holm), which has no such floor but assumes roughly normal differences. Holm's family: "
                     "the pairs with an NCF variant in them (variants with each other and with each baseline); "

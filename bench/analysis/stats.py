@@ -139,6 +139,14 @@ def significantly_worse(sig: pd.DataFrame, metric: str, variant: str, other: str
     return variant_minus_other < 0 if higher_is_better(metric) else variant_minus_other > 0
 
 
+def untestable(sig: pd.DataFrame, metric: str, a: str, b: str) -> bool:
+    """Whether the pair has no per-seed test: its difference is the same at every seed (two methods
+    deterministic given the split), so a t-test has no spread to judge."""
+    rows = sig[(sig["metric"] == metric) & (((sig["variant_a"] == a) & (sig["variant_b"] == b))
+                                            | ((sig["variant_a"] == b) & (sig["variant_b"] == a)))]
+    return not rows.empty and bool(pd.isna(rows["t_p"].iloc[0]))
+
+
 def with_baselines(group: pd.DataFrame, ok: pd.DataFrame, dataset: str, task: str) -> pd.DataFrame:
     """Baselines run once (on the CPU); they join every device's comparison."""
     if group["variant"].str.startswith(BASELINE).any():
