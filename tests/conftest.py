@@ -20,6 +20,13 @@ requires_data = pytest.mark.skipif(
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=requires_cuda)])
+def device(request) -> str:
+    """A test taking ``device`` runs on the CPU, and on CUDA where a GPU is present (as implicit's
+    tests run one mixin on both): the CUDA path is the CPU test, not a rewrite of it."""
+    return request.param
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _threads() -> None:
     torch.set_num_threads(2)

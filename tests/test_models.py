@@ -16,30 +16,29 @@ CFG = ModelConfig(n_factors=8, mlp_layers=(32, 16, 8))
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 @pytest.mark.parametrize("features", [False, True])
-def test_forward_returns_one_logit_per_pair(name, features, tiny_rating):
-    model = seeded_model(name, ModelConfig(use_item_features=features), tiny_rating, seed=0)
-    users, items = torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5])
+def test_forward_returns_one_logit_per_pair(name, features, tiny_rating, device):
+    model = seeded_model(name, ModelConfig(use_item_features=features), tiny_rating, seed=0, device=device)
+    users, items = torch.tensor([0, 1, 2], device=device), torch.tensor([3, 4, 5], device=device)
     out = model(users, items)
-    assert out.shape == (3,) and out.dtype == torch.float32
+    assert out.shape == (3,) and out.dtype == torch.float32 and out.device.type == device
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_each_model_overfits_a_tiny_set(name, tiny_rating):
+def test_each_model_overfits_a_tiny_set(name, tiny_rating, device):
     """Trained long on 1.4k ratings, training RMSE must fall well below the spread of the target."""
     split = dataclasses.replace(tiny_rating, valid=tiny_rating.train)  # keep the last epochs
-    model = seeded_model(name, CFG, split, seed=0)
-    fit(model, split, TrainConfig(task="rating", epochs=60, batch_size=64, lr=0.01), seed=0)
-    train_eval = Evaluator(split, "train", "cpu").evaluate(model).metrics
+    model = seeded_model(name, CFG, split, seed=0, device=device)
+    fit(model, split, TrainConfig(task="rating", epochs=60, batch_size=64, lr=0.01), device, seed=0)
+    train_eval = Evaluator(split, "train", device).evaluate(model).metrics
     spread = float(split.train.target.std())
     assert train_eval["rmse"] < 0.5 * spread, (train_eval, spread)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_ranking_beats_chance(name, tiny_ranking):
-    model = seeded_model(name, CFG, tiny_ranking, seed=0)
-    fit(model, tiny_ranking, TrainConfig(task="ranking", epochs=15, batch_size=128, lr=0.005),
-        seed=0)
-    hr = Evaluator(tiny_ranking, "test", "cpu").evaluate(model, full=False).metrics["hr@10"]
+def test_ranking_beats_chance(name, tiny_ranking, device):
+    model = seeded_model(name, CFG, tiny_ranking, seed=0, device=device)
+    fit(model, tiny_ranking, TrainConfig(task="ranking", epochs=15, batch_size=128, lr=0.005), device, seed=0)
+    hr = Evaluator(tiny_ranking, "test", device).evaluate(model, full=False).metrics["hr@10"]
     assert hr > 10 / 21 + 0.1  # chance is 10 of 21 candidates
 
 
