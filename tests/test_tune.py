@@ -13,6 +13,7 @@ import pytest
 
 from bench.__main__ import main
 from bench.compute.study import ask_member, foreseen_trials
+from bench.search import STRUCTURAL
 from bench.suites import synthetic
 from bench.variants import VARIANTS
 from ncf_core.data import load, split_for_seed
@@ -146,6 +147,9 @@ def test_a_tuned_run_gives_every_variant_the_same_budget_and_neumf_the_tuned_bas
         winner = optuna.load_study(study_name=f"synthetic-rating-{variant}", storage=db).best_trial
         assert f"{winner.value:.5f} (trial {winner.number})" in row
         assert all(f"{k} = " in row for k in winner.params), row
+        trials = optuna.load_study(study_name=f"synthetic-rating-{variant}", storage=db).trials
+        structures = {tuple(t.params.get(k) for k in STRUCTURAL) for t in trials}
+        assert row.split("|")[3].strip() == str(len(structures))
     # the plan knew every trial's settings before anything trained (TPE's random start-up)
     for variant in counts:
         trials = optuna.load_study(study_name=variant, storage=db).trials

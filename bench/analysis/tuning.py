@@ -17,6 +17,7 @@ from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
 from bench import layout  # noqa: E402
 from bench.compute.storage import quiet, storage_for  # noqa: E402
+from bench.search import STRUCTURAL  # noqa: E402
 
 Key = tuple[str, str]  # (data set label, task)
 
@@ -79,16 +80,20 @@ def _params(trial: FrozenTrial) -> str:
 
 def chosen_lines(by_variant: dict[str, optuna.Study]) -> list[str]:
     """A table of what each study chose: the trials behind it and the winner's settings."""
-    rows = ["| variant | trials (complete / pruned / failed) | best validation | chosen settings |",
-            "|---|---|---|---|"]
+    rows = ["| variant | trials (complete / pruned / failed) | structures tried | best validation | chosen settings |",
+            "|---|---|---|---|---|"]
     for variant, study in by_variant.items():
         states = [t.state for t in study.trials]
         count = f"{states.count(TrialState.COMPLETE)} / {states.count(TrialState.PRUNED)} / " \
                 f"{states.count(TrialState.FAIL)}"
+        structures = len({tuple(t.params.get(k) for k in STRUCTURAL) for t in study.trials if t.params})
         try:
             best = study.best_trial
         except ValueError:  # no complete trial
-            rows.append(f"| {variant} | {count} | — | — |")
+            rows.append(f"| {variant} | {count} | {structures} | — | — |")
             continue
-        rows.append(f"| {variant} | {count} | {best.value:.5f} (trial {best.number}) | {_params(best)} |")
-    return ["Settings each study chose (on the validation split; the test split was not read):", "", *rows, ""]
+        rows.append(f"| {variant} | {count} | {structures} | {best.value:.5f} (trial {best.number}) | "
+                    f"{_params(best)} |")
+    return ["Settings each study chose (on the validation split; the test split was not read). A stack's "
+            "trials share their structure (shapes, batch, negatives, optimizer): `structures tried` is how many "
+            "distinct ones the study's trials had.", "", *rows, ""]
