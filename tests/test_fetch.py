@@ -157,6 +157,8 @@ def test_a_suite_fetches_a_missing_public_set_and_runs_its_ranking_task(server, 
     assert said.startswith("fetching ml-100k") and err.startswith("error: ml-100k: could not be fetched")
     assert err.endswith(f"`python -m bench data fetch ml-100k --data-dir {data}` retries, resuming")
     assert not out.exists() and not (data / "ml-100k").exists()
+    assert main([*flags, "--mirror", server.url, "--plan"]) == 2  # a plan downloads nothing
+    assert "(--plan downloads nothing)" in capsys.readouterr().err and server.ranges == []
     assert main([*flags, "--mirror", server.url]) == 0
     assert f"fetching ml-100k into {data}" in capsys.readouterr().err
     assert status(_source(server), data) == "present, verified"

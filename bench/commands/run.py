@@ -32,6 +32,7 @@ def execute(args: argparse.Namespace) -> int:
         tune=args.tune, tune_stack=args.tune_stack, pruner=args.pruner, sampler_seed=args.sampler_seed,
         stack=not args.no_stack, jobs=args.jobs, threads=args.threads,
         strict_files=args.strict_files, synthetic=args.synthetic, offline=args.offline, mirror=args.mirror,
+        planning=args.plan,
     )
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     executor = None

@@ -92,7 +92,7 @@ def obtain(names: list[str], opts: RunOptions, log: Log) -> None:
     if inside is not None:  # ../shared/data/ml-100k: one folder too deep
         raise DataError(where, f"holds {inside.marker} itself: --data-dir is the folder that holds "
                                f"{inside.folder}/ (give {where.parent})")
-    if where is not None and public and not opts.offline and not private:
+    if where is not None and public and not opts.offline and not opts.planning and not private:
         for name in public:
             log(f"fetching {name} into {where} ({SOURCES[name].note}); --offline refuses")
             try:
@@ -104,7 +104,8 @@ def obtain(names: list[str], opts: RunOptions, log: Log) -> None:
     reasons = []
     if public:
         command = f"python -m bench data fetch {' '.join(public)} --data-dir {where or 'DATA'}"
-        why = "--offline" if opts.offline else "no --data-dir to fetch into" if where is None else "not fetched"
+        why = ("--offline" if opts.offline else "no --data-dir to fetch into" if where is None else
+               "--plan downloads nothing" if opts.planning else "not fetched")
         them = "it" if len(public) == 1 else "them"
         reasons.append(f"{', '.join(public)} not found ({why}): `{command}` downloads {them}")
     for name in private:

@@ -37,6 +37,7 @@ class RunOptions:
     strict_files: bool = False  # a published split's quirks are errors instead of read as its reference reads them
     synthetic: bool = False  # a missing registered set runs as labelled synthetic data instead of an error
     offline: bool = False  # a missing public set is an error naming the fetch command, not downloaded
+    planning: bool = False  # --plan: trains, writes and downloads nothing
     mirror: str | None = None  # fetch from this folder URL instead of each file's origin
 
     def __post_init__(self) -> None:
