@@ -185,3 +185,13 @@ def test_workers_die_with_a_killed_driver_and_the_run_resumes(tmp_path):
     assert subprocess.run([*SMOKE, "--out", str(out)], cwd=ROOT, capture_output=True).returncode == 0
     keys = [trial_key(r) for r in TrialStore(out).records() if r["status"] == "ok"]
     assert len(keys) == len(set(keys)) == 2 * 2 * 4 + 2 * 3
+
+
+def test_a_finished_run_lets_its_workers_exit_so_nothing_warns_of_leaked_semaphores(tmp_path):
+    """iALS's progress bar gives a worker a semaphore; killing idle workers at the end left the
+    resource tracker to print a leak warning under every finished --jobs run."""
+    res = subprocess.run([sys.executable, "-m", "bench", "run", "--suite", "smoke", "--variants", "ials",
+                          "--seeds", "2", "--epochs", "1", "--jobs", "2", "--out", str(tmp_path / "run")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "leaked semaphore" not in res.stderr

@@ -160,6 +160,7 @@ def run_jobs(jobs: list[Job], workers: int, threads: int, datasets: list[Any],
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
                                initargs=(os.getpid(), epochs))
     running: dict[Future, Job] = {}
+    finished = False
     try:
         while waiting or running:
             for job in ready()[: workers - len(running)]:
@@ -179,12 +180,18 @@ def run_jobs(jobs: list[Job], workers: int, threads: int, datasets: list[Any],
                     raise DataError(job.name or str(job.key), "its worker process died (killed, or out of memory?); "
                                     "the trials stored so far are kept: run the same command again to resume") from None
                 yield job, results[job.key]
+        finished = True
     finally:
-        _stop(pool)
+        _stop(pool, kill=not finished)
 
 
-def _stop(pool: ProcessPoolExecutor) -> None:
-    """Cancel what has not started and kill what has: a stopped run leaves no worker computing."""
+def _stop(pool: ProcessPoolExecutor, kill: bool) -> None:
+    """A finished run lets its idle workers exit (their semaphores, tqdm's among them, are released:
+    a killed one leaves the resource tracker to warn of a leak); a stopped run cancels what has not
+    started and kills what has, so that no worker goes on computing."""
+    if not kill:
+        pool.shutdown(wait=True)
+        return
     processes = list((getattr(pool, "_processes", None) or {}).values())  # the executor keeps no public handle
     pool.shutdown(wait=False, cancel_futures=True)
     for p in processes:
