@@ -138,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--worker-only", action="store_true", help=argparse.SUPPRESS)
     tune.add_argument("--stack", type=positive_int, metavar="K",
                       help="trials trained at a time as one stacked module; default: as bench run --tune "
-                           "stacks them (about the square root of --trials, within memory)")
+                           "stacks them (about the square root of --trials, within memory), or 1 on a study "
+                           "other workers may share (--storage, --workers)")
     tune.add_argument("--pruner", choices=list(PRUNERS), default=DEFAULT_PRUNER, help="how poor trials stop early")
     tune.add_argument("--strict-files", action="store_true", help="as for bench run")
     tune.add_argument("--heartbeat", type=positive_int, default=HEARTBEAT_S,

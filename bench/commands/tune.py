@@ -51,7 +51,10 @@ def execute(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise DataError(out, "is a file, not a folder")
     storage = args.storage or f"sqlite:///{out / layout.STUDIES}"
-    stack = study_stack(spec, data, args.trials, (device,), args.stack)  # as bench run --tune stacks
+    # As bench run --tune stacks, on the study's own database; one at a time where other workers may share
+    # the study (a stack enqueues its members' structure, and another worker may take one of them).
+    shared = args.storage is not None or args.workers > 1
+    stack = study_stack(spec, data, args.trials, (device,), 1 if shared and args.stack is None else args.stack)
     settings = StudySettings(spec, budget=args.trials, stack=stack, folder=str(out), device=device,
                              pruner=args.pruner, storage=storage, name=name, sampler_seed=args.sampler_seed,
                              own=False, heartbeat=args.heartbeat, grace=args.grace)
