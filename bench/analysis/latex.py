@@ -77,10 +77,9 @@ def latex_tables(frame: pd.DataFrame, sig: pd.DataFrame, metrics_of: Callable[[p
                                      best[m] not in (None, v) and _differs(sig, key, m, v, best[m]))
                                for m in metrics] for v in variants]
         seeds = group.groupby("variant")["seed"].nunique()
+        count = f"{seeds.min()}--{seeds.max()}" if seeds.min() != seeds.max() else f"{seeds.min()}"
         caption = (f"{escape(dataset)} ({escape(task)}, {escape(device)}): mean $\\pm$ sample standard deviation "
-                   f"over {seeds.min()}--{seeds.max()} seeds" if seeds.min() != seeds.max() else
-                   f"{escape(dataset)} ({escape(task)}, {escape(device)}): mean $\\pm$ sample standard deviation "
-                   f"over {seeds.min()} seeds")
+                   f"over {count} seeds")
         caption += (". Bold: the best mean of each metric. $^{*}$: differs from the best by a paired $t$-test over "
                     f"seeds, Holm-adjusted $p < {ALPHA}$ over every pair of variants and baselines on that metric.")
         out.append(_table(rows, ["variant"] + [escape(m) for m in metrics], caption, f"tab:ncf-bench-{n}"))
