@@ -128,6 +128,65 @@ def test_a_stacked_trial_equals_the_trial_trained_alone_pruned_or_not(split, spa
     assert len({round(h.epochs[1].train_loss, 6) for h in histories}) == 3  # three trials, not one thrice
 
 
+@pytest.fixture
+def float64():
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("name", ["mf", "gmf", "mlp", "neumf"])
+def test_members_of_different_widths_train_as_each_alone(name, sparse, float64):
+    """Trials that differ in factors and layer widths share a stack, padded to the widest: each
+    must be the trial trained alone (its padding stays zero), also once the widest is pruned and
+    the others are restacked, and with item features (NeuMF's embedding and projection hold GMF
+    then MLP columns, each part padded in place). In float64, so that the only difference float
+    rounding makes (bmm against mm: ~1e-5 in float32, enough to flip a rank) is far below the
+    tolerance: a padded weight that moved or a misplaced part would show at ~1e-3."""
+    data = synthetic.generate(120, 80, 15, seed=3, task="ranking")
+    split = split_for_seed(data, "ranking", 0, n_eval_negatives=20)
+    models_cfg = [ModelConfig(n_factors=f, mlp_layers=layers, dropout=p, use_item_features=True)
+                  for f, layers, p in ((4, (16, 8), 0.1), (8, (32, 16), 0.3), (2, (8, 4), 0.2))]
+    cfgs = [TrainConfig(task="ranking", epochs=4, batch_size=64, lr=lr, sparse=sparse) for lr in (0.01, 0.03, 0.005)]
+
+    def prune(member, stats):
+        return not (member == 1 and stats.epoch == 2)
+
+    alone = []
+    for m, (mc, c) in enumerate(zip(models_cfg, cfgs)):
+        model = seeded_model(name, mc, split, 7, sparse=sparse)
+        alone.append((model, fit(model, split, c, seed=7, on_epoch=lambda st, m=m: prune(m, st))))
+    together = [seeded_model(name, mc, split, 7, sparse=sparse) for mc in models_cfg]
+    histories = fit_stacked(together, [split] * 3, cfgs, seeds=[7] * 3, on_epoch=prune)
+    assert [len(h.epochs) for h in histories] == [4, 2, 4]
+    for (model, history), stacked_history, stacked_model in zip(alone, histories, together):
+        for e1, e2 in zip(history.epochs, stacked_history.epochs, strict=True):
+            assert e2.train_loss == pytest.approx(e1.train_loss, rel=1e-9)
+            assert e2.valid_metric == pytest.approx(e1.valid_metric, rel=1e-9)
+        for key, value in model.state_dict().items():
+            torch.testing.assert_close(stacked_model.state_dict()[key], value, rtol=1e-9, atol=1e-9, msg=key)
+
+
+def test_padding_sits_in_each_part_and_unstacks_to_the_members_own_shapes(split):
+    """NeuMF's user table is GMF columns then MLP columns: a narrower member's parts must each be
+    padded in place (not both at the end), and unstack must give back its own tensors exactly."""
+    narrow, wide = (seeded_model("neumf", ModelConfig(n_factors=f, mlp_layers=(2 * h, h)), split, 0)
+                    for f, h in ((2, 3), (4, 8)))
+    stacked = stack([narrow, wide])
+    rows = stacked.user.weight.detach().view(2, -1, 4 + 8)[0]
+    torch.testing.assert_close(rows[:, :2], narrow.user.weight.detach()[:, :2])
+    torch.testing.assert_close(rows[:, 4:7], narrow.user.weight.detach()[:, 2:])
+    assert not rows[:, 2:4].any() and not rows[:, 7:].any()
+    for s, model in enumerate((narrow, wide)):
+        state = unstack(stacked, s)
+        assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    users, items = torch.randint(split.train.n_users, (2, 30)), torch.randint(split.train.n_items, (2, 30))
+    expected = torch.stack([m(u, i) for m, u, i in zip((narrow, wide), users, items)])
+    torch.testing.assert_close(stacked(users, items), expected, rtol=1e-5, atol=1e-6)
+
+
 def test_members_must_share_their_structure(split):
     models = [seeded_model("gmf", ModelConfig(n_factors=4), split, 0) for _ in range(2)]
     cfgs = [TrainConfig(task="ranking", epochs=1), TrainConfig(task="ranking", epochs=1, batch_size=128)]

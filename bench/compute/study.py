@@ -1,8 +1,9 @@
 """One Optuna study per (data set, variant), its trials trained K at a time as one stacked module.
 
-A stack's first trial is drawn by TPE; its structural settings (``search.STRUCTURAL``: shapes,
+A stack's first trial is drawn by TPE; its structural settings (``search.STRUCTURAL``: depth,
 batch size, negatives, optimizer) are enqueued for the next K-1, whose other settings TPE draws
-(constant liar, so they spread out). The K trials train as members of one stacked model
+(constant liar, so they spread out), widths included: members of different widths are padded to
+the widest. The K trials train as members of one stacked model
 (``ncf_core.engine.train.fit_stacked``): each reports every epoch to the pruner and leaves the stack alone
 when pruned, and each is what training it alone gives, up to float rounding.
 

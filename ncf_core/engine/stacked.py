@@ -8,8 +8,17 @@ uses element-wise ops and ``dim=-1``; that is the contract a new model keeps to 
 
 Parameters of different seeds never mix, and Adam and SGD are element-wise, so one optimizer
 step on the stacked module is S independent steps. A member is a seed, or a tuning trial: members
-may differ in anything that leaves the shapes alone (initial weights, NeuMF's alpha, dropout rate,
-and, through ``ncf_core.engine.optim``, learning rate, weight decay and momentum).
+may differ in initial weights, NeuMF's alpha, dropout rate, and, through ``ncf_core.engine.optim``,
+learning rate, weight decay and momentum; and in widths (factors, layer widths), not in depth.
+
+Members of different widths are zero-padded to the widest: a padded unit's weights in and out are
+zero, so its activation is zero, ReLU passes no gradient at zero, and every gradient reaching a
+padded weight is a product with a zero: the padding stays zero under Adam, SGD, weight decay and
+L2, and a member computes what it computes alone. Where a weight's axis concatenates parts (NeuMF's
+embedding holds GMF then MLP columns; an MLP's first layer reads user then item), the model lists
+the parts' sizes in ``stack_blocks()`` and each part is padded in place; an axis a model does not
+list is one part, padded at its end. A model whose forward splits by widths keeps them in a
+``widths`` attribute, which the stack widens.
 """
 
 from __future__ import annotations
@@ -64,15 +73,80 @@ class StackedLinear(nn.Module):
 _STACKED = {nn.Embedding: StackedEmbedding, nn.Linear: StackedLinear}
 
 
-def stack(models: list[nn.Module]) -> nn.Module:
-    """One module computing all ``models`` at once: ``stacked(users, items)`` with (S, B) ids gives (S, B)."""
+Blocks = dict[str, list[list[int]]]  # parameter name -> each axis's part sizes
+
+
+def _blocks(model: nn.Module) -> Blocks:
+    declared = getattr(model, "stack_blocks", dict)()
+    return {name: declared.get(name, [[n] for n in p.shape]) for name, p in model.named_parameters()}
+
+
+def _widest(blocks: list[Blocks]) -> Blocks:
+    try:
+        return {name: [[max(sizes) for sizes in zip(*(b[name][axis] for b in blocks), strict=True)]
+                       for axis in range(len(parts))] for name, parts in blocks[0].items()}
+    except (KeyError, ValueError):
+        raise ValueError("stacked models must share their layers (they may differ in widths only)") from None
+
+
+def _positions(own: list[int], wide: list[int]) -> torch.Tensor:
+    """Where an axis of parts ``own`` lies in the same axis padded to parts ``wide``."""
+    starts = [sum(wide[:j]) for j in range(len(wide))]
+    return torch.cat([torch.arange(n) + start for n, start in zip(own, starts)])
+
+
+def _padded(t: torch.Tensor, own: list[list[int]], wide: list[list[int]]) -> torch.Tensor:
+    for axis, (o, w) in enumerate(zip(own, wide)):
+        if o != w:
+            shape = list(t.shape)
+            shape[axis] = sum(w)
+            t = t.new_zeros(shape).index_copy_(axis, _positions(o, w).to(t.device), t)
+    return t
+
+
+def _unpadded(t: torch.Tensor, own: list[list[int]], wide: list[list[int]]) -> torch.Tensor:
+    for axis, (o, w) in enumerate(zip(own, wide)):
+        if o != w:
+            t = t.index_select(axis, _positions(o, w).to(t.device))
+    return t
+
+
+def _pad(models: list[nn.Module], widest: list[nn.Module]) -> tuple[list[nn.Module], list[Blocks] | None,
+                                                                   Blocks | None]:
+    """Copies of ``models`` padded to the widest of ``widest`` (themselves where all are alike),
+    with each member's parts and the padded ones."""
+    if len({tuple(type(m) for m in model.modules()) for model in widest}) != 1:
+        raise ValueError("stacked models must share their layers (they may differ in widths only)")
+    blocks = [_blocks(m) for m in models]
+    wide = _widest([_blocks(m) for m in widest])
+    if all(b == wide for b in blocks):
+        return models, None, None
+    padded = []
+    for model, own in zip(models, blocks):
+        copy_ = copy.deepcopy(model)
+        for name, p in copy_.named_parameters():
+            p.data = _padded(p.data, own[name], wide[name])
+        if hasattr(copy_, "widths"):
+            copy_.widths = [max(w) for w in zip(*(m.widths for m in widest))]
+        padded.append(copy_)
+    return padded, blocks, wide
+
+
+def stack(models: list[nn.Module], widest: list[nn.Module] | None = None) -> nn.Module:
+    """One module computing all ``models`` at once: ``stacked(users, items)`` with (S, B) ids gives (S, B).
+
+    Members of different widths are padded to the widest of ``widest`` (default: ``models``), so
+    that a stack rebuilt without some members keeps its shapes (and its optimizer state fits)."""
     if len({type(m) for m in models}) != 1:
         raise ValueError("stacked models must share one class")
-    stacked = copy.deepcopy(models[0])
+    padded, blocks, wide = _pad(models, widest or models)
+    stacked = copy.deepcopy(padded[0])
+    stacked._member_blocks, stacked._wide_blocks = blocks, wide
     for name, module in list(stacked.named_modules()):
-        parts = [m.get_submodule(name) for m in models]
-        if isinstance(module, Dropout):  # each member keeps its own rate (tuning trials differ in it)
+        parts = [m.get_submodule(name) for m in padded]
+        if isinstance(module, Dropout):  # each member keeps its own rate and width (tuning trials differ)
             module.member_p = [part.p for part in parts]
+            module.member_width = [part.width for part in parts]
         kind = _STACKED.get(type(module))
         if kind is not None:
             parent, _, child = name.rpartition(".")
@@ -86,7 +160,7 @@ def stack(models: list[nn.Module]) -> nn.Module:
 
 
 def unstack(stacked: nn.Module, seed: int) -> dict[str, torch.Tensor]:
-    """The state dict of seed ``seed``'s own model (views into the stacked weights)."""
+    """The state dict of seed ``seed``'s own model (views into the stacked weights, where unpadded)."""
     state: dict[str, torch.Tensor] = {}
     for name, module in stacked.named_modules():
         prefix = f"{name}." if name else ""
@@ -94,4 +168,8 @@ def unstack(stacked: nn.Module, seed: int) -> dict[str, torch.Tensor]:
             state.update({prefix + k: v for k, v in module.unstacked(seed).items()})
         else:
             state.update({prefix + k: p.detach()[seed] for k, p in module._parameters.items() if p is not None})
+    blocks = getattr(stacked, "_member_blocks", None)
+    if blocks is not None:
+        wide = stacked._wide_blocks
+        state = {k: _unpadded(v, blocks[seed][k], wide[k]) for k, v in state.items()}
     return state

@@ -315,7 +315,7 @@ class _Stack:
 
     def _build(self, live: list[int]) -> None:
         self.live = live
-        self.module = stack([self.models[s] for s in live])
+        self.module = stack([self.models[s] for s in live], widest=self.models)  # shapes kept as members leave
         cfgs = [self.cfgs[s] for s in live]
         row_gradients(self.module, plain_sgd(cfgs))  # a module of its own: nothing to switch back
         self.optimizers = make_optimizer(self.module, cfgs, self.device)

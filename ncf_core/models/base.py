@@ -32,12 +32,14 @@ class Dropout(nn.Module):
     One generator: masks of the input's shape. S generators (stacked seeds, input (S, B, W)):
     seed s draws its (B, W) mask from its own generator, exactly the draws it makes alone, so a
     seed's masks do not depend on which seeds share its stack, nor on torch's global generator.
+    ``width``: the units it drops, so that a member padded to a wider stack draws its own mask's size.
     """
 
-    def __init__(self, p: float) -> None:
+    def __init__(self, p: float, width: int | None = None) -> None:
         super().__init__()
-        self.p = float(p)
+        self.p, self.width = float(p), width
         self.member_p: list[float] | None = None  # stacked members' own rates (ncf_core.engine.stacked)
+        self.member_width: list[int | None] | None = None  # and widths (members padded to the widest)
         self.generators: list[torch.Generator] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -52,16 +54,24 @@ class Dropout(nn.Module):
         if x.shape[0] != len(gens):
             raise ValueError(f"{len(gens)} dropout generators for a stack of {x.shape[0]}")
         rates = rates if len(rates) == len(gens) else rates * len(gens)
-        return x * self._masks(x.shape[1:], x, gens, rates)
+        return x * self._masks(x.shape[1:], x, gens, rates, self.member_width)
 
     @staticmethod
-    def _masks(shape: torch.Size, like: torch.Tensor, gens: list[torch.Generator], rates: list[float]) -> torch.Tensor:
+    def _masks(shape: torch.Size, like: torch.Tensor, gens: list[torch.Generator], rates: list[float],
+               widths: list[int | None] | None = None) -> torch.Tensor:
         """One mask per generator, (len(gens), *shape): uniform draws below the keep rate, over it.
         On a CPU this is ~2x ``bernoulli_`` (which took 16 % of an MLP study), and a member's mask is
-        the same whether it is drawn alone or in a stack."""
-        draws = torch.empty((len(gens), *shape), dtype=like.dtype, device=like.device)
-        for d, g, p in zip(draws, gens, rates):
-            torch.rand(shape, generator=g, dtype=like.dtype, device=like.device, out=d)
+        the same whether it is drawn alone or in a stack (a padded member draws its own width's
+        mask; its padding is zero whatever the mask holds there)."""
+        widths = [shape[-1] if w is None else w for w in widths or [None] * len(gens)]
+        padded = any(w != shape[-1] for w in widths)
+        draws = (torch.zeros if padded else torch.empty)((len(gens), *shape), dtype=like.dtype, device=like.device)
+        for d, g, p, w in zip(draws, gens, rates, widths):
+            if w == shape[-1]:
+                torch.rand(shape, generator=g, dtype=like.dtype, device=like.device, out=d)
+            else:
+                d = d[..., :w]
+                d.copy_(torch.rand(d.shape, generator=g, dtype=like.dtype, device=like.device))
             d.lt_(1.0 - p).mul_(1.0 / (1.0 - p))
         return draws
 
@@ -84,7 +94,7 @@ class ItemTower(nn.Module):
         super().__init__()
         self.embedding = embedding(n_items, dim, sparse, std)
         if features is not None:
-            self.register_buffer("features", features.float(), persistent=False)
+            self.register_buffer("features", features.to(torch.get_default_dtype()), persistent=False)
             self.project = nn.Linear(features.shape[1], dim, bias=False)
             nn.init.normal_(self.project.weight, std=0.01)
         else:

@@ -35,7 +35,7 @@ def tower(layers: tuple[int, ...], dropout: float) -> nn.Sequential:
     for width_in, width_out in zip(layers[:-1], layers[1:]):
         blocks += [linear(width_in, width_out), nn.ReLU()]
         if dropout > 0:
-            blocks.append(Dropout(dropout))
+            blocks.append(Dropout(dropout, width_out))
     return nn.Sequential(*blocks)
 
 
@@ -52,6 +52,11 @@ class MLP(nn.Module):
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return self.out(self.tower(torch.cat([self.user(users), self.item(items)], dim=-1))).squeeze(-1)
+
+    def stack_blocks(self) -> dict[str, list[list[int]]]:
+        """The first layer reads user then item columns (``ncf_core.engine.stacked`` pads each)."""
+        first = self.tower[0].weight
+        return {"tower.0.weight": [[first.shape[0]], [first.shape[1] // 2] * 2]}
 
     def grid(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Every user's logit for every item, (users, items) (evaluation)."""

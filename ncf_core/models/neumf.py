@@ -34,6 +34,17 @@ class NeuMF(nn.Module):
         mlp = self.tower(torch.cat([u_mlp, i_mlp], dim=-1))
         return self.out(torch.cat([u_gmf * i_gmf, mlp], dim=-1)).squeeze(-1)
 
+    def stack_blocks(self) -> dict[str, list[list[int]]]:
+        """Axes that hold GMF's part then the MLP's, or user then item (``ncf_core.engine.stacked``)."""
+        first = self.tower[0].weight
+        blocks = {"user.weight": [[self.user.weight.shape[0]], self.widths],
+                  "item.embedding.weight": [[self.item.embedding.weight.shape[0]], self.widths],
+                  "tower.0.weight": [[first.shape[0]], [self.widths[1]] * 2],
+                  "out.weight": [[1], [self.widths[0], self.out.weight.shape[1] - self.widths[0]]]}
+        if self.item.project is not None:
+            blocks["item.project.weight"] = [self.widths, [self.item.project.weight.shape[1]]]
+        return blocks
+
     def grid(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Every user's logit for every item, (users, items) (evaluation): the output layer is
         w_g . (u_g * i_g) + w_m . mlp(u, i) + b, its GMF half one matrix product."""
