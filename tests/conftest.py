@@ -45,6 +45,19 @@ def fast_run(tmp_path_factory) -> Path:
     return out
 
 
+TINY = ["--suite", "smoke", "--epochs", "2"]  # every variant of the smoke suite, briefly
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> Path:
+    """The smoke suite run once, for the tests that read its files (one that changes a file puts it back)."""
+    from bench.__main__ import main
+
+    out = tmp_path_factory.mktemp("smoke") / "run"
+    assert main(["run", *TINY, "--out", str(out)]) == 0
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_rating():
     return split_for_seed(synthetic.generate(120, 60, 15, seed=3, task="rating"), "rating", 0)
