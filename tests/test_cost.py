@@ -180,3 +180,24 @@ def test_the_plans_halving_rule_is_optunas():
         for member, value in zip(members, values):
             member.frozen.intermediate_values[1] = value
             assert (not view.judge(member)) == _promoted(value, rung)
+
+
+def test_a_stacks_members_are_priced_at_its_widest_shapes():
+    """Members of one stack train padded to its widest member, so the plan prices each at those
+    shapes, not at its own (which the sampler drew: the stacks here hold several widths)."""
+    from types import SimpleNamespace
+
+    from bench.compute.study import foreseen_trials
+    from bench.estimate.probe import study_settings
+    from bench.suites import SUITES
+
+    spec = next(s for s in SUITES["smoke"].datasets if s.task == "ranking")
+    plan = SimpleNamespace(stacks={spec.label: 4}, budget=8, sampler_seed=0)
+    for variant, key in (("gmf", "n_factors"), ("mlp", "mlp_layers")):
+        drawn = foreseen_trials(variant, spec.task, spec.search, 8, 4)
+        priced, unknown = study_settings(plan, spec, variant)
+        assert unknown == 0
+        for lo in (0, 4):
+            own = [d["model"][key] for d in drawn[lo:lo + 4]]
+            assert len(set(map(str, own))) > 1  # the sampler drew several widths for this stack
+            assert all(p["model"][key] == max(own) for p in priced[lo:lo + 4])

@@ -186,8 +186,20 @@ def study_settings(plan: Plan, spec: DataSpec, variant: str) -> tuple[list[dict]
             if t is not None:
                 t["model"]["n_factors"] = (gmf[n] or drawn[n])["model"]["n_factors"]
                 t["model"]["mlp_layers"] = (mlp[n] or drawn[n])["model"]["mlp_layers"]
+    for lo in range(0, len(trials), stack):  # a stack's members train padded to its widest
+        _widest([t for t in trials[lo:lo + stack] if t is not None])
     known = [t for t in trials if t is not None]
     return known, len(trials) - len(known)
+
+
+def _widest(members: list[dict]) -> None:
+    """Members priced at their stack's widest shapes (``ncf_core.engine.stacked`` pads to them)."""
+    models = [m["model"] for m in members]
+    for m in models:
+        if any("n_factors" in o for o in models):
+            m["n_factors"] = max(o.get("n_factors", 0) for o in models)
+        if len({len(o.get("mlp_layers") or ()) for o in models}) == 1 and m.get("mlp_layers"):
+            m["mlp_layers"] = tuple(max(w) for w in zip(*(o["mlp_layers"] for o in models)))
 
 
 def _structure(settings: dict) -> tuple:
