@@ -252,3 +252,27 @@ def test_throughput_measured_beside_other_work_is_flagged():
                        "4.5 where this run's own threads × jobs were 1 × 2; their speeds say little about this "
                        "machine."]
 
+
+
+def test_the_cd_diagrams_bar_does_not_cross_the_rank_axis_numbers():
+    """scikit-posthocs draws the CD bar and its label on the axis's tick labels (6 px above them
+    here, across them in a shorter figure); the report's diagram lifts them a line clear."""
+    import matplotlib.pyplot as plt
+
+    from bench.analysis.plots import cd_figure
+
+    names = ["mf", "gmf", "mlp", "neumf", "neumf-pre-adam", "neumf-pre-sgd", "ease", "ials", "itemknn",
+             "rp3beta", "popularity"]
+    ranks = pd.Series(np.linspace(2, 9, len(names)), index=names)
+    pvalues = pd.DataFrame(0.5, index=names, columns=names)
+    fig = cd_figure({"ranks": ranks, "pvalues": pvalues, "cd": 3.2, "k": len(names)}, "ml-100k")
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ticks = [t.get_window_extent(renderer) for t in ax.get_xticklabels() if t.get_text()]
+    label = next(t for t in ax.texts if t.get_text().startswith("CD ="))
+    bar = next(line for line in ax.lines if len(line.get_xdata()) == 2 and np.ptp(line.get_xdata()) == 3.2)
+    top, height = max(t.y1 for t in ticks), max(t.height for t in ticks)
+    for extent in (label.get_window_extent(renderer), bar.get_window_extent(renderer)):
+        assert extent.y0 >= top + height  # a line of text clear of the numbers, not touching them
+    plt.close(fig)

@@ -22,18 +22,42 @@ from ncf_core.tasks import TASKS, higher_is_better  # noqa: E402
 
 
 def _cd_plot(ra: dict[str, Any], title: str, path: Path) -> Path:
-    import scikit_posthocs as sp
-
-    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.35 * ra["k"]))
-    sp.critical_difference_diagram(ra["ranks"], ra["pvalues"], ax=ax, cd=ra["cd"])
-    ax.set_title(title, fontsize=9, pad=28)
-    fig.tight_layout()
-    _save(fig, path)
+    _save(cd_figure(ra, title), path, bbox_inches="tight")  # the labels lie outside the axes
     return path
 
 
-def _save(fig: plt.Figure, path: Path) -> None:
-    fig.savefig(path, dpi=90)
+def cd_figure(ra: dict[str, Any], title: str) -> plt.Figure:
+    """A critical-difference diagram of ``stats``' average ranks: scikit-posthocs' drawing, with its
+    CD bar lifted off the rank axis's numbers."""
+    import scikit_posthocs as sp
+
+    fig, ax = plt.subplots(figsize=(9, 1.4 + 0.35 * ra["k"]))
+    sp.critical_difference_diagram(ra["ranks"], ra["pvalues"], ax=ax, cd=ra["cd"])
+    _lift_cd_bar(ax, CD_LIFT)
+    ax.set_title(title, fontsize=9, pad=12)
+    fig.tight_layout()
+    return fig
+
+
+CD_LIFT = 0.6  # rank-axis units: scikit-posthocs draws the CD bar at 0.5, across the tick labels
+
+
+def _lift_cd_bar(ax: plt.Axes, lift: float) -> None:
+    """The CD bar and its label moved above the rank axis's numbers, which they otherwise cross."""
+    for text in ax.texts:
+        if text.get_text().startswith("CD ="):
+            x, y = text.get_position()
+            text.set_position((x, y + lift))
+    for line in ax.lines:
+        y = np.asarray(line.get_ydata(), float)
+        if len(y) == 2 and np.all(y == 0.5):
+            line.set_ydata(y + lift)
+    bottom, top = ax.get_ylim()
+    ax.set_ylim(bottom, top + lift)
+
+
+def _save(fig: plt.Figure, path: Path, **kw: Any) -> None:
+    fig.savefig(path, dpi=90, **kw)
     plt.close(fig)
 
 
