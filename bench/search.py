@@ -22,9 +22,9 @@ PRUNERS = {
 DEFAULT_PRUNER = "halving"  # the better best value per CPU-minute on the quick suite (README)
 # Settings that fix a model's layers or its batches: the trials of one stack share them (they are
 # drawn once per stack); every other setting is each trial's own (ncf_core.engine.train.MEMBER_SETTINGS,
-# dropout, alpha, init_std, and the widths, n_factors and mlp_width: a stack pads its members to
-# the widest, ncf_core.engine.stacked). Widths were shared until 2026-12-07: 20 trials in stacks of
-# 5 then tried 4 shapes, and searched MLP, whose shapes are most of its space, worst (issue #37).
+# dropout, alpha, init_std, and the widths n_factors and mlp_width: a stack pads its members to
+# the widest, ncf_core.engine.stacked). What stays shared still costs the stacked search: N trials
+# in stacks of K try N/K (batch size, negatives) pairs (docs/tuning.md, issue #37).
 STRUCTURAL = ("batch_size", "n_negatives", "mlp_depth", "optimizer")
 
 SEARCH_SPACES = ("ncf", "rendle")  # DataSpec.search: the space a protocol's studies search

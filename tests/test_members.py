@@ -187,6 +187,14 @@ def test_padding_sits_in_each_part_and_unstacks_to_the_members_own_shapes(split)
     torch.testing.assert_close(stacked(users, items), expected, rtol=1e-5, atol=1e-6)
 
 
+def test_members_of_different_depths_or_dropout_layers_are_refused(split):
+    """Padding widens layers, it cannot add one: a depth, or a dropout layer one member lacks, is refused."""
+    for layers, dropouts in (([(16, 8), (16, 8, 4)], [0.1, 0.1]), ([(16, 8), (16, 8)], [0.1, 0.0])):
+        models = [seeded_model("mlp", ModelConfig(mlp_layers=t, dropout=d), split, 0) for t, d in zip(layers, dropouts)]
+        with pytest.raises(ValueError, match="share their layers"):
+            stack(models)
+
+
 def test_members_must_share_their_structure(split):
     models = [seeded_model("gmf", ModelConfig(n_factors=4), split, 0) for _ in range(2)]
     cfgs = [TrainConfig(task="ranking", epochs=1), TrainConfig(task="ranking", epochs=1, batch_size=128)]

@@ -195,11 +195,13 @@ def study_settings(plan: Plan, spec: DataSpec, variant: str) -> tuple[list[dict]
 def _widest(members: list[dict]) -> None:
     """Members priced at their stack's widest shapes (``ncf_core.engine.stacked`` pads to them)."""
     models = [m["model"] for m in members]
+    factors = [m["n_factors"] for m in models if "n_factors" in m]
+    towers = [m["mlp_layers"] for m in models if m.get("mlp_layers")]
     for m in models:
-        if any("n_factors" in o for o in models):
-            m["n_factors"] = max(o.get("n_factors", 0) for o in models)
-        if len({len(o.get("mlp_layers") or ()) for o in models}) == 1 and m.get("mlp_layers"):
-            m["mlp_layers"] = tuple(max(w) for w in zip(*(o["mlp_layers"] for o in models)))
+        if factors:
+            m["n_factors"] = max(factors)
+        if towers and len({len(t) for t in towers}) == 1:  # one depth: a stack's members share it
+            m["mlp_layers"] = tuple(max(w) for w in zip(*towers))
 
 
 def _structure(settings: dict) -> tuple:

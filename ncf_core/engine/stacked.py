@@ -74,6 +74,7 @@ _STACKED = {nn.Embedding: StackedEmbedding, nn.Linear: StackedLinear}
 
 
 Blocks = dict[str, list[list[int]]]  # parameter name -> each axis's part sizes
+NOT_ALIKE = "stacked models must share their layers (they may differ in widths only)"
 
 
 def _blocks(model: nn.Module) -> Blocks:
@@ -86,7 +87,7 @@ def _widest(blocks: list[Blocks]) -> Blocks:
         return {name: [[max(sizes) for sizes in zip(*(b[name][axis] for b in blocks), strict=True)]
                        for axis in range(len(parts))] for name, parts in blocks[0].items()}
     except (KeyError, ValueError):
-        raise ValueError("stacked models must share their layers (they may differ in widths only)") from None
+        raise ValueError(NOT_ALIKE) from None
 
 
 def _positions(own: list[int], wide: list[int]) -> torch.Tensor:
@@ -116,7 +117,7 @@ def _pad(models: list[nn.Module], widest: list[nn.Module]) -> tuple[list[nn.Modu
     """Copies of ``models`` padded to the widest of ``widest`` (themselves where all are alike),
     with each member's parts and the padded ones."""
     if len({tuple(type(m) for m in model.modules()) for model in widest}) != 1:
-        raise ValueError("stacked models must share their layers (they may differ in widths only)")
+        raise ValueError(NOT_ALIKE)
     blocks = [_blocks(m) for m in models]
     wide = _widest([_blocks(m) for m in widest])
     if all(b == wide for b in blocks):
