@@ -1,24 +1,30 @@
 """What a trial is: its data set's protocol, its variant's configs (defaults, then tuned or preset
-settings), the full config written next to its result, and its record's identity. Shared by the
-planner, which checks stored trials against it, and the compute layer, which trains it."""
+settings), the full config written next to its result, and its record's identity.
+
+A variant's settings on a data set are worked out once, by ``resolve``, into a ``Resolved``: where
+a run's jobs are built (``bench.run.runner``: the plan, its checks and estimates, and every unit read
+them), where a study starts (its base, with the settings of the studies it starts from) and where a
+tuned unit receives its study's winner. Nothing else re-derives a config."""
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 import traceback
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from bench.params import TunedParams
 from bench.suites import DataSpec
-from bench.variants import PRETRAIN_BASES, VARIANTS, Variant
+from bench.variants import BASELINE, PRETRAIN_BASES, VARIANTS, Variant
 from ncf_core import DataError, ModelConfig, TrainConfig
 from ncf_core.baselines import reference_config
 from ncf_core.config import with_overrides
 from ncf_core.data import DATASETS, Interactions, Split, split_for_seed
 from ncf_core.engine.history import Diverged
+from ncf_core.tasks import task_of
 
 
 def record(spec: DataSpec, variant: str, device: str, seed: int, **fields: Any) -> dict[str, Any]:
@@ -34,7 +40,50 @@ def failed(spec: DataSpec, variant: str, device: str, seed: int, err: Exception,
                   config=config, traceback=trace, wall_seconds=time.time() - started)
 
 
-def variant_configs(spec: DataSpec, variant: Variant, params: TunedParams) -> tuple[ModelConfig, TrainConfig]:
+@dataclass(frozen=True)
+class Resolved:
+    """A variant's settings on one data set: what trains (or fits) and what its trials record."""
+
+    variant: Variant | None  # None: a simple baseline (its config is its data)
+    data: dict[str, Any]
+    model: ModelConfig | None = None
+    train: TrainConfig | None = None
+    reference: Any = None  # a reference baseline's settings (ncf_core.baselines)
+    bases: dict[str, tuple[ModelConfig, TrainConfig]] = field(default_factory=dict)  # a pretrained NeuMF's
+    origin: str = "defaults"  # where the settings come from: the summary names it
+
+    def config(self, tuning: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The full config written next to each trial's result (a baseline has only its data)."""
+        if self.variant is None:
+            return {"data": copy.deepcopy(self.data)}
+        if self.reference is not None:
+            config = {"reference": asdict(self.reference), "data": copy.deepcopy(self.data),
+                      "variant": asdict(self.variant)}
+        else:
+            config = {"model": asdict(self.model), "train": asdict(self.train), "data": copy.deepcopy(self.data),
+                      "variant": asdict(self.variant)}
+        if tuning:
+            config["tuning"] = {k: tuning[k] for k in ("budget", "sampler", "pruner", "split_seed", "stack")}
+        config["settings"] = self.origin
+        return config
+
+
+def resolve(spec: DataSpec, variant: Variant | None, params: TunedParams) -> Resolved:
+    """``variant``'s settings on ``spec``: the spec's defaults, then ``params``' (a bad value is a
+    one-line error naming --params)."""
+    data = data_config(spec)
+    if variant is None:
+        return Resolved(None, data)
+    origin = params.origin(variant.name, spec.label, spec.task) or "defaults"
+    if variant.reference:
+        return Resolved(variant, data, reference=_reference_settings(spec, variant, params), origin=origin)
+    model, train = _variant_configs(spec, variant, params)
+    bases = {name: _variant_configs(spec, VARIANTS[name], params) for name in PRETRAIN_BASES} \
+        if variant.pretrained else {}
+    return Resolved(variant, data, model, train, bases=bases, origin=origin)
+
+
+def _variant_configs(spec: DataSpec, variant: Variant, params: TunedParams) -> tuple[ModelConfig, TrainConfig]:
     """The spec's configs, tuned overrides for this variant on this data set (``--params``), then the
     variant's own. A pretrained NeuMF takes the shapes of the GMF and MLP it starts from."""
     model, train = _configs(spec, variant.name, params)
@@ -46,18 +95,13 @@ def variant_configs(spec: DataSpec, variant: Variant, params: TunedParams) -> tu
     return model, train
 
 
-def reference_settings(spec: DataSpec, variant: Variant, params: TunedParams) -> Any:
+def _reference_settings(spec: DataSpec, variant: Variant, params: TunedParams) -> Any:
     """A reference baseline's settings: its published defaults, then tuned or given ones (their
     "model" part of a params entry)."""
     try:
         return reference_config(variant.model, params.for_variant(variant.name, spec.label, spec.task).get("model"))
     except (ValueError, TypeError) as err:
         raise DataError("--params", f"{variant.name} on {spec.label}: {err}") from None
-
-
-def base_configs(spec: DataSpec, params: TunedParams) -> dict[str, tuple[ModelConfig, TrainConfig]]:
-    """The configs of the GMF and MLP a pretrained NeuMF starts from (tuned ones where given)."""
-    return {name: variant_configs(spec, VARIANTS[name], params) for name in PRETRAIN_BASES}
 
 
 def _configs(spec: DataSpec, name: str, params: TunedParams) -> tuple[ModelConfig, TrainConfig]:
@@ -72,24 +116,6 @@ def overridden(spec: DataSpec, model: ModelConfig, train: TrainConfig,
     """Configs with tuned or preset settings applied; an epoch count set by --epochs stays."""
     train_overrides = {k: v for k, v in tuned.get("train", {}).items() if not (spec.epochs_fixed and k == "epochs")}
     return with_overrides(model, tuned.get("model", {})), with_overrides(train, train_overrides)
-
-
-def trial_config(spec: DataSpec, variant: Variant | None, params: TunedParams,
-                 tuning: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The full config written next to a trial's result (a baseline has only its data)."""
-    if variant is None:
-        return {"data": data_config(spec)}
-    if variant.reference:
-        config = {"reference": asdict(reference_settings(spec, variant, params)), "data": data_config(spec),
-                  "variant": asdict(variant)}
-    else:
-        model_cfg, train_cfg = variant_configs(spec, variant, params)
-        config = {"model": asdict(model_cfg), "train": asdict(train_cfg), "data": data_config(spec),
-                  "variant": asdict(variant)}
-    if tuning:
-        config["tuning"] = {k: tuning[k] for k in ("budget", "sampler", "pruner", "split_seed", "stack")}
-    config["settings"] = params.origin(variant.name, spec.label, spec.task) or "defaults"  # the summary names it
-    return config
 
 
 COMPARED = ("model", "train", "reference", "variant", "data", "tuning")
@@ -129,3 +155,15 @@ def split_for(spec: DataSpec, data: Interactions | Split, seed: int) -> Split:
         return split_for_seed(data, spec.task, seed, spec.n_eval_negatives)
     except ValueError as err:
         raise DataError(spec.source, str(err)) from None
+
+
+def resolved_settings(specs: list[tuple[DataSpec, Any]], variants: tuple[str, ...], baselines: bool,
+                      params: TunedParams) -> dict[tuple[int, str], Resolved]:
+    """Every (data set index, variant) of a run, resolved once: the plan, its checks, its estimates
+    and its units all read these."""
+    out = {}
+    for index, (spec, _) in enumerate(specs):
+        out.update({(index, name): resolve(spec, VARIANTS[name], params) for name in variants})
+        if baselines:
+            out.update({(index, f"{BASELINE}{b}"): resolve(spec, None, params) for b in task_of(spec.task).baselines})
+    return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -67,3 +68,24 @@ def tiny_rating():
 def tiny_ranking():
     return split_for_seed(synthetic.generate(120, 80, 15, seed=3, task="ranking"), "ranking", 0,
                           n_eval_negatives=20)
+
+
+def ml1m_like(folder: Path, stem: str, n_users: int = 40, n_items: int = 30, seed: int = 0) -> Path:
+    """An NCF-format split with the published ML-1M file's quirks in it: line 13 lists its test item
+    among its negatives; line 5 repeats a negative."""
+    rng = np.random.default_rng(seed)
+    train, test, negatives = [], [], []
+    for u in range(n_users):
+        items = rng.choice(n_items, 9, replace=False)
+        train += [f"{u}\t{i}\t1\t{t}" for t, i in enumerate(items[:8])]
+        test.append(f"{u}\t{items[8]}\t1\t9")
+        negs = [int(x) for x in rng.choice(np.setdiff1d(np.arange(n_items), items), 12, replace=False)]
+        if u == 12:
+            negs[3] = int(items[8])
+        if u == 4:
+            negs[5] = negs[2]
+        negatives.append(f"({u},{items[8]})\t" + "\t".join(map(str, negs)))
+    folder.mkdir(parents=True, exist_ok=True)
+    for part, lines in (("train.rating", train), ("test.rating", test), ("test.negative", negatives)):
+        (folder / f"{stem}.{part}").write_text("\n".join(lines) + "\n")
+    return folder / stem

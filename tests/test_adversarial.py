@@ -17,10 +17,7 @@ import pytest
 from bench import layout
 from bench.__main__ import main
 from bench.run.store import TrialStore
-from tests.conftest import FAST, ROOT
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_published_files import _ml1m_like  # noqa: E402
+from tests.conftest import FAST, ROOT, ml1m_like
 
 pytestmark = pytest.mark.slow  # subprocess runs, kills and servers: minutes in all
 
@@ -65,7 +62,7 @@ def test_every_job_of_a_plan_has_its_own_key(tmp_path):
     opts = RunOptions(datasets=("synthetic",), variants=("mf",), seeds=3, epochs=1, jobs=1)
     runner = Runner(SUITES["smoke"], opts, tmp_path / "never-written", log=lambda m: None)
     runner.load()
-    work = jobs(runner.make_plan(set()), tmp_path, opts.params, 1, "cpu")
+    work = jobs(runner.make_plan(set()), tmp_path, 1, "cpu")
     keys = [j.key for j in work]
     assert len(keys) == len(set(keys)) == 1 + 3 * 2  # one mf unit; two baselines a seed
     assert {k.seed for k in keys if k.variant.startswith("baseline-")} == {0, 1, 2}
@@ -87,8 +84,8 @@ def test_plan_refuses_what_the_run_refuses(fast_run, tmp_path, capsys):
 def test_other_data_under_the_same_label_is_refused_not_mixed(tmp_path, capsys):
     """Before: "resuming: 2 of 4", and one table held seed 0 of one file and seed 1 of another."""
     a, b = tmp_path / "a", tmp_path / "b"
-    _ml1m_like(a / "ncf", "ml-1m", seed=0)
-    _ml1m_like(b / "ncf", "ml-1m", seed=1)
+    ml1m_like(a / "ncf", "ml-1m", seed=0)
+    ml1m_like(b / "ncf", "ml-1m", seed=1)
     out = tmp_path / "run"
     flags = ["run", "--suite", "full", "--datasets", "ncf-ml-1m", "--variants", "mf", "--epochs", "1",
              "--out", str(out)]
@@ -171,7 +168,7 @@ def _bench(*argv: str, limit_bytes: int | None = None) -> subprocess.CompletedPr
 
 @pytest.mark.parametrize("command", ["run", "tune", "data list"])
 def test_a_negatives_file_that_is_not_utf8_is_one_line(tmp_path, command):
-    prefix = _ml1m_like(tmp_path / "d" / "ncf", "ml-1m")
+    prefix = ml1m_like(tmp_path / "d" / "ncf", "ml-1m")
     negatives = Path(f"{prefix}.test.negative")
     raw = negatives.read_bytes()
     negatives.write_bytes(raw[:raw.index(b"\n") + 1] + b"\xff\xfe" + raw[raw.index(b"\n") + 1:])
@@ -187,7 +184,7 @@ def test_a_negatives_file_that_is_not_utf8_is_one_line(tmp_path, command):
 
 
 def test_a_byte_order_mark_is_read_past(tmp_path, capsys):
-    prefix = _ml1m_like(tmp_path / "d" / "ncf", "ml-1m")
+    prefix = ml1m_like(tmp_path / "d" / "ncf", "ml-1m")
     for part in ("test.negative", "train.rating"):
         path = Path(f"{prefix}.{part}")
         path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())

@@ -80,3 +80,12 @@ def test_no_module_branches_on_a_task_name():
         for path in (ROOT / package).rglob("*.py"):
             if path.name != "tasks.py":
                 assert "task ==" not in path.read_text(), path
+
+
+def test_the_test_folders_mirror_the_code():
+    """A test of ``bench/run/`` lives in ``tests/bench/run/``: a moved or renamed package leaves its
+    tests' folder behind, and this names it."""
+    folders = {p.parent for package in PACKAGES for p in (ROOT / "tests" / package).rglob("test_*.py")}
+    assert folders, "no package tests found"
+    stray = [str(f.relative_to(ROOT)) for f in folders if not (ROOT / f.relative_to(ROOT / "tests")).is_dir()]
+    assert not stray, f"test folders without the package they mirror: {stray}"

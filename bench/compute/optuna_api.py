@@ -1,5 +1,5 @@
 """Every use of Optuna's private API, in one place, so that an Optuna release that changes one of
-them fails ``tests/compute/test_optuna_api.py`` by name rather than a tuned run at its first kill.
+them fails ``tests/bench/compute/test_optuna_api.py`` by name rather than a tuned run at its first kill.
 
 The harness needs four things Optuna keeps private: a trial's storage id (to reopen a trial a kill
 left RUNNING, with the same number and parameters), the storage itself (to read a trial as stored

@@ -25,8 +25,7 @@ from bench import faults, layout
 from bench.compute import optuna_api, progress
 from bench.compute.storage import create_study, keep_protocol, protocol, quiet, storage_for, study_name
 from bench.compute.study import StudyJob, StudySettings, finished_trials, make_sampler
-from bench.configs import failed, record, reference_settings, split_for, trial_config
-from bench.params import TunedParams
+from bench.configs import Resolved, failed, record, split_for
 from bench.search import TUNE_SEED, search_space
 from bench.suites import DataSpec
 from bench.variants import VARIANTS, Variant
@@ -42,11 +41,10 @@ NO_PRUNER = "none (a reference does not train by epochs)"
 
 
 def reference_records(spec: DataSpec, data: Interactions | Split, seeds: tuple[int, ...], device: str,
-                      variant: Variant, params: TunedParams, tuning: dict[str, Any] | None,
-                      jobs: int) -> list[dict[str, Any]]:
+                      resolved: Resolved, tuning: dict[str, Any] | None, jobs: int) -> list[dict[str, Any]]:
     """One record per seed: the reference fitted on that seed's training data, read on its test split."""
-    cfg = reference_settings(spec, variant, params)
-    config = trial_config(spec, variant, params, tuning)
+    variant, cfg = resolved.variant, resolved.reference
+    config = resolved.config(tuning)
     out = []
     for seed in seeds:
         started = time.time()

@@ -38,7 +38,7 @@ from bench.compute import optuna_api, progress
 from bench.compute.pretrain import PretrainCache, pretrained_neumfs
 from bench.compute.pruning import Member, PrunerView, by_structure, fresh, make_pruner
 from bench.compute.storage import create_study, keep_protocol, protocol, quiet, storage_for, study_name
-from bench.configs import base_configs, overridden, split_for, variant_configs
+from bench.configs import overridden, resolve, split_for
 from bench.params import TunedParams
 from bench.search import (
     GRACE_S,
@@ -97,21 +97,19 @@ class Trials:
 
     def __init__(self, spec: DataSpec, variant: Variant, split: Split, device: str, base: TunedParams,
                  cache: PretrainCache) -> None:
-        self.spec, self.variant, self.split, self.device, self.base, self.cache = \
-            spec, variant, split, device, base, cache
+        self.spec, self.variant, self.split, self.device, self.cache = spec, variant, split, device, cache
+        self.base = resolve(spec, variant, base)  # a pretrained NeuMF's: with its GMF's and MLP's winners
 
     def params(self, trial: Any) -> dict[str, dict[str, Any]]:
         return search_space(trial, self.variant, self.spec.task, self.spec.search)
 
     def configs(self, params: dict[str, dict[str, Any]]):
-        model_cfg, train_cfg = variant_configs(self.spec, self.variant, self.base)
-        return overridden(self.spec, model_cfg, train_cfg, params)
+        return overridden(self.spec, self.base.model, self.base.train, params)
 
     def build(self, cfgs: list, sparse: bool) -> list[torch.nn.Module]:
         if self.variant.pretrained:
             return pretrained_neumfs(self.cache, self.spec, {TUNE_SEED: self.split},
-                                     [TUNE_SEED] * len(cfgs), self.device, cfgs, sparse,
-                                     base_configs(self.spec, self.base))
+                                     [TUNE_SEED] * len(cfgs), self.device, cfgs, sparse, self.base.bases)
         return [seeded_model(self.variant.model, c, self.split, TUNE_SEED, self.device, sparse) for c in cfgs]
 
     def train(self, params: list[dict[str, dict[str, Any]]], on_epoch: Callable[[int, Any], bool] | None = None,
@@ -249,9 +247,9 @@ class Search:
         params = self.best()
         entry = {"variant": self.variant.name, "dataset": self.spec.label, "task": self.spec.task, **params}
         if self.settings.warm:  # the tuned GMF/MLP a pretrained NeuMF's study starts from
-            cfg, train = variant_configs(self.spec, self.variant, TunedParams([entry]))
+            winner = resolve(self.spec, self.variant, TunedParams([entry]))
             self.trials.cache.models(self.variant.name, self.spec, {TUNE_SEED: self.trials.split}, [TUNE_SEED],
-                                     self.settings.device, cfg, train)
+                                     self.settings.device, winner.model, winner.train)
         finished = self.finished()
         states = {s.name.lower(): sum(t.state == s for t in finished) for s in (TrialState.COMPLETE, TrialState.PRUNED)}
         states["diverged"] = len(finished) - sum(states.values())

@@ -15,11 +15,11 @@ from bench import faults
 from bench.compute import progress
 from bench.compute.pretrain import PretrainCache, pretrained_neumfs
 from bench.compute.references import reference_records
-from bench.configs import base_configs, failed, record, split_for, trial_config, variant_configs
+from bench.configs import Resolved, failed, record, resolve, split_for
 from bench.params import TunedParams
 from bench.suites import DataSpec
-from bench.variants import BASELINE, PRETRAIN_BASES, VARIANTS, Variant
-from ncf_core import ModelConfig, TrainConfig
+from bench.variants import BASELINE, PRETRAIN_BASES, VARIANTS
+from ncf_core import TrainConfig
 from ncf_core.baselines.simple import fit_baseline
 from ncf_core.data import Interactions, Split
 from ncf_core.data.splits import refit_split
@@ -45,7 +45,8 @@ class UnitSettings:
     """What a unit needs besides its data: the protocol, the run's settings, where checkpoints go."""
 
     spec: DataSpec
-    params: TunedParams  # --params; a tuned run's study results arrive as dependencies instead
+    resolved: dict[str, Resolved]  # each variant's settings (--params applied); a tuned run's winners
+    # arrive as dependencies instead
     tuning: dict[str, Any] | None  # the run's tuning protocol, recorded in each trial's config
     stack: bool
     jobs: int
@@ -56,32 +57,33 @@ def run_unit(job: UnitJob, settings: UnitSettings, data: Interactions | Split, *
     """The unit's records and, for a GMF or MLP, the trained models its pretrained NeuMF starts from.
     ``deps``: results of the studies that tuned it (``entry``) and of the units that trained its bases."""
     spec = settings.spec
-    params = TunedParams([*settings.params.entries, *(d["entry"] for d in deps if "entry" in d)])
+    tuned = [d["entry"] for d in deps if "entry" in d]
+    resolved = resolve(spec, VARIANTS[job.variant], TunedParams(tuned)) if tuned else settings.resolved[job.variant]
     cache = PretrainCache(settings.checkpoints)
     for dep in deps:
         cache.memory.update(dep.get("trained", {}))
     if job.variant.startswith(BASELINE):
-        return {"records": [_baseline(spec, split_for(spec, data, s), s, job.variant) for s in job.seeds]}
-    variant = VARIANTS[job.variant]
-    if variant.reference:  # fitted seed by seed: nothing to stack
-        return {"records": reference_records(spec, data, job.seeds, job.device, variant, params, settings.tuning,
+        config = resolved.config()
+        return {"records": [_baseline(spec, split_for(spec, data, s), s, job.variant, config) for s in job.seeds]}
+    if resolved.variant.reference:  # fitted seed by seed: nothing to stack
+        return {"records": reference_records(spec, data, job.seeds, job.device, resolved, settings.tuning,
                                              settings.jobs)}
     splits = {s: split_for(spec, data, s) for s in job.group}
-    records = [r for r in _trials(spec, splits, list(job.group), job.device, variant, params, settings, cache)
+    records = [r for r in _trials(spec, splits, list(job.group), job.device, resolved, settings, cache)
                if r["seed"] in job.seeds]
     trained = {}
-    if variant.name in PRETRAIN_BASES:
+    if job.variant in PRETRAIN_BASES:
         trained = {k: m.cpu() for k, m in cache.memory.items()}
     return {"records": records, "trained": trained}
 
 
-def _trials(spec: DataSpec, splits: dict[int, Split], seeds: list[int], device: str, variant: Variant,
-            params: TunedParams, settings: UnitSettings, cache: PretrainCache) -> list[dict[str, Any]]:
-    model_cfg, train_cfg = variant_configs(spec, variant, params)
-    config = trial_config(spec, variant, params, settings.tuning)
+def _trials(spec: DataSpec, splits: dict[int, Split], seeds: list[int], device: str, resolved: Resolved,
+            settings: UnitSettings, cache: PretrainCache) -> list[dict[str, Any]]:
+    variant, model_cfg, train_cfg = resolved.variant, resolved.model, resolved.train
+    config = resolved.config(settings.tuning)
     started = time.time()
     try:
-        models = _models(spec, splits, seeds, device, variant, model_cfg, train_cfg, params, cache)
+        models = _models(spec, splits, seeds, device, resolved, cache)
         outcomes, stacked = fit_group(models, [splits[s] for s in seeds], train_cfg, device, seeds,
                                       on_epoch=_epoch_point, stack_members=settings.stack)
     except Exception as err:  # recorded as failed; the suite goes on
@@ -95,8 +97,7 @@ def _trials(spec: DataSpec, splits: dict[int, Split], seeds: list[int], device: 
     refits: dict[int, tuple[torch.nn.Module, History | Exception]] = {}
     if spec.refit:
         try:
-            refits = _refit(spec, splits, seeds, device, variant, model_cfg, train_cfg, outcomes, params, settings,
-                            cache)
+            refits = _refit(spec, splits, seeds, device, resolved, outcomes, settings, cache)
         except Exception as err:
             return [failed(spec, variant.name, device, s, err, config, started) for s in seeds]
     out = []
@@ -140,27 +141,28 @@ def _refit_epoch(member: int, stats: Any) -> bool:
     return True
 
 
-def _models(spec: DataSpec, splits: dict[int, Split], seeds: list[int], device: str, variant: Variant,
-            model_cfg: ModelConfig, train_cfg: TrainConfig, params: TunedParams,
+def _models(spec: DataSpec, splits: dict[int, Split], seeds: list[int], device: str, resolved: Resolved,
             cache: PretrainCache) -> list[torch.nn.Module]:
-    if variant.pretrained:
+    model_cfg, train_cfg = resolved.model, resolved.train
+    if resolved.variant.pretrained:
         return pretrained_neumfs(cache, spec, splits, seeds, device, [model_cfg] * len(seeds),
-                                 train_cfg.sparse, base_configs(spec, params))
-    return [seeded_model(variant.model, model_cfg, splits[s], s, device, train_cfg.sparse) for s in seeds]
+                                 train_cfg.sparse, resolved.bases)
+    return [seeded_model(resolved.variant.model, model_cfg, splits[s], s, device, train_cfg.sparse) for s in seeds]
 
 
-def _refit(spec: DataSpec, splits: dict[int, Split], seeds: list[int], device: str, variant: Variant,
-           model_cfg: ModelConfig, train_cfg: TrainConfig, outcomes: list[History | Exception], params: TunedParams,
-           settings: UnitSettings, cache: PretrainCache) -> dict[int, tuple[torch.nn.Module, History | Exception]]:
+def _refit(spec: DataSpec, splits: dict[int, Split], seeds: list[int], device: str, resolved: Resolved,
+           outcomes: list[History | Exception], settings: UnitSettings,
+           cache: PretrainCache) -> dict[int, tuple[torch.nn.Module, History | Exception]]:
     """Each seed again from the same initialisation, on training + validation data, for the number
     of epochs its validation chose; the test split is then read once, by the caller."""
+    variant, model_cfg, train_cfg = resolved.variant, resolved.model, resolved.train
     chosen = {s: o.best_epoch for s, o in zip(seeds, outcomes) if not isinstance(o, Exception)}
     out: dict[int, tuple[torch.nn.Module, History | Exception]] = {}
     for epochs in sorted(set(chosen.values())):
         group = [s for s in seeds if chosen.get(s) == epochs]
         whole = {s: refit_split(splits[s]) for s in group}
         if variant.pretrained:  # from the GMF and MLP trained on training data only, as selected
-            models = _models(spec, splits, group, device, variant, model_cfg, train_cfg, params, cache)
+            models = _models(spec, splits, group, device, resolved, cache)
         else:
             models = [seeded_model(variant.model, model_cfg, whole[s], s, device, train_cfg.sparse) for s in group]
         cfg = TrainConfig(**{**asdict(train_cfg), "epochs": epochs, "patience": None})
@@ -170,13 +172,13 @@ def _refit(spec: DataSpec, splits: dict[int, Split], seeds: list[int], device: s
     return out
 
 
-def _baseline(spec: DataSpec, split: Split, seed: int, variant: str) -> dict[str, Any]:
+def _baseline(spec: DataSpec, split: Split, seed: int, variant: str, config: dict[str, Any]) -> dict[str, Any]:
     started = time.time()
     model = fit_baseline(variant.removeprefix(BASELINE), split.train)
     evaluation = Evaluator(split, "test", "cpu", k=spec.train.k).evaluate(model)
     return record(spec, variant, "cpu", seed, status="ok", epochs=0, best_epoch=0, train_seconds=0.0,
                   infer_samples_per_s=evaluation.samples_per_s, wall_seconds=time.time() - started,
-                  metrics=evaluation.metrics, config=trial_config(spec, None, TunedParams()),
+                  metrics=evaluation.metrics, config=config,
                   per_user=evaluation.by_user())
 
 

@@ -22,9 +22,8 @@ from scipy.optimize import nnls
 from torch import nn
 
 from bench.compute.study import foreseen_trials
-from bench.configs import overridden, reference_settings, split_for, variant_configs
+from bench.configs import Resolved, overridden, split_for
 from bench.estimate.work import work
-from bench.params import TunedParams
 from bench.run.plan import JobKey, Plan
 from bench.search import space_draws
 from bench.suites import DataSpec
@@ -46,7 +45,7 @@ SPACE_DRAWS = 512  # settings the fitted cost is averaged over
 PROBE_STACK = 16  # most models a probe stacks: a bigger stack is priced per model as this one (a bound)
 
 
-def measured_costs(plan: Plan, params: TunedParams, threads: int, log: Any = print,
+def measured_costs(plan: Plan, threads: int, log: Any = print,
                    span: dict[tuple, tuple[float, float]] | None = None,
                    unstopped: dict[tuple, float] | None = None) -> dict[tuple, float]:
     """Seconds per job at ``threads`` threads: each part of its epochs (``plan.work``) times an
@@ -64,8 +63,8 @@ def measured_costs(plan: Plan, params: TunedParams, threads: int, log: Any = pri
     speed: dict[tuple, tuple[np.ndarray, float, float]] = {}
     splits: dict[int, Any] = {}  # one split a data set, for every probe on it
     out = {}
-    full = work(plan, params, unstopped=True) if unstopped is not None else {}
-    for key, job in work(plan, params).items():
+    full = work(plan, unstopped=True) if unstopped is not None else {}
+    for key, job in work(plan).items():
         spec, data = plan.specs[key.dataset]
         if key.variant.startswith(BASELINE):
             out[key] = 0.5
@@ -75,7 +74,7 @@ def measured_costs(plan: Plan, params: TunedParams, threads: int, log: Any = pri
                 splits[key.dataset] = split_for(spec, data, 0)
             probe = (key.dataset, key.variant, "reference")
             if probe not in speed:
-                speed[probe] = _reference_probe(spec, splits[key.dataset], key.variant, params, log)
+                speed[probe] = _reference_probe(spec, splits[key.dataset], plan.resolved[key.dataset, key.variant], log)
             fit_s, valid_s, test_s = speed[probe]
             out[key] = job.epochs * (fit_s + (valid_s if key.study else test_s))
             continue
@@ -88,8 +87,8 @@ def measured_costs(plan: Plan, params: TunedParams, threads: int, log: Any = pri
                 started = time.perf_counter()
                 if key.dataset not in splits:
                     splits[key.dataset] = split_for(spec, data, 0)
-                *speed[probe], said = _priced(spec, splits[key.dataset], variant, size, device, params, plan,
-                                              probe[-1])
+                *speed[probe], said = _priced(spec, splits[key.dataset], plan.resolved[key.dataset, variant], size,
+                                              device, plan, probe[-1])
                 log(f"probe: {variant} on {spec.label}, {size} stacked{' trials' * probe[-1]} on {device}{said} "
                     f"({time.perf_counter() - started:.1f} s)")
             epoch_s[size] = speed[probe][0]
@@ -105,12 +104,11 @@ def measured_costs(plan: Plan, params: TunedParams, threads: int, log: Any = pri
     return out
 
 
-def _reference_probe(spec: DataSpec, split: Any, variant: str, params: TunedParams,
-                     log: Any) -> tuple[float, float, float]:
+def _reference_probe(spec: DataSpec, split: Any, resolved: Resolved, log: Any) -> tuple[float, float, float]:
     """(a fit's seconds at the reference's settings, a validation pass, the test's full ranking)."""
-    cfg = reference_settings(spec, VARIANTS[variant], params)
+    variant = resolved.variant.name
     started = time.perf_counter()
-    model = fit_reference(VARIANTS[variant].model, split.train, cfg, 0, torch.get_num_threads())
+    model = fit_reference(resolved.variant.model, split.train, resolved.reference, 0, torch.get_num_threads())
     fit_s = time.perf_counter() - started
     started = time.perf_counter()
     Evaluator(split, "valid", "cpu", k=spec.train.k).loss_and_metric(model)
@@ -136,21 +134,22 @@ def _thinned(epoch_s: dict[int, float], size: int, live: float) -> float:
     return float(epoch_s[size] * (live / size) ** -slope)
 
 
-def _priced(spec: DataSpec, split: Any, variant: str, size: int, device: str, params: TunedParams,
-            plan: Plan, members: bool = False) -> tuple[np.ndarray, float, float, str]:
+def _priced(spec: DataSpec, split: Any, resolved: Resolved, size: int, device: str, plan: Plan,
+            members: bool = False) -> tuple[np.ndarray, float, float, str]:
     """(an epoch's seconds for each trial of the study, or at the defaults untuned; a validation
     pass; the test; what was measured, in words). A trial whose settings the sampler fixes before
     anything trains (``study_settings``) is timed at its stack's structure; the others are priced at
     the mean of a cost fitted over the search space."""
+    variant = resolved.variant.name
     if not plan.budget:
-        timed, valid_s, test_s = _probe(spec, split, variant, size, device, params, [{}])
+        timed, valid_s, test_s = _probe(spec, split, resolved, size, device, [{}])
         said = f": {timed[0]:.2f} s an epoch a model, validation {valid_s:.2f} s, test {test_s:.2f} s"
         return timed, valid_s, test_s, said
     known, unknown = study_settings(plan, spec, variant)
     structures = {_structure(s): s for s in known}
     draws = space_draws(VARIANTS[variant], spec.task, spec.search, PROBE_DRAWS) if unknown else []
     settings = [*structures.values(), *draws]
-    timed, valid_s, test_s = _probe(spec, split, variant, size, device, params, settings, members=members)
+    timed, valid_s, test_s = _probe(spec, split, resolved, size, device, settings, members=members)
     at = dict(zip(structures, timed))
     seconds = [at[_structure(s)] for s in known]
     said = f" at the {len(known)} trials the sampler draws before it learns ({len(structures)} structures): " \
@@ -158,9 +157,9 @@ def _priced(spec: DataSpec, split: Any, variant: str, size: int, device: str, pa
     if unknown:
         space = space_draws(VARIANTS[variant], spec.task, spec.search, SPACE_DRAWS, seed=1)
         models: dict = {}
-        fitted = fit_epoch_cost([shape_costs(spec, split, variant, params, d, models)
+        fitted = fit_epoch_cost([shape_costs(spec, split, resolved, d, models)
                                  for d in [*structures.values(), *draws]], timed,
-                                [shape_costs(spec, split, variant, params, d, models) for d in space])
+                                [shape_costs(spec, split, resolved, d, models) for d in space])
         seconds += [float(fitted.mean())] * unknown
         said += (f"; the {unknown} TPE chooses at the mean of a cost fitted on {len(draws)} more drawn from "
                  f"its space ({', '.join(f'{x:.2f}' for x in timed[len(structures):])}) over {len(space)} "
@@ -211,14 +210,14 @@ def _structure(settings: dict) -> tuple:
             model.get("n_factors"), tuple(model.get("mlp_layers") or ()))
 
 
-def shape_costs(spec: DataSpec, split: Any, variant: str, params: TunedParams, draw: dict,
+def shape_costs(spec: DataSpec, split: Any, resolved: Resolved, draw: dict,
                 models: dict | None = None) -> np.ndarray:
     """An epoch's (steps, parameters the optimizer moves over them, example work) at one setting, for
     one model, counted on a model built and not trained. ``models`` caches the counts of each model
     shape, which many draws share (the meta device would allocate nothing, but its initialisers
     take ~0.1 s a table)."""
-    model_cfg, train_cfg = overridden(spec, *variant_configs(spec, VARIANTS[variant], params), draw)
-    shape = (VARIANTS[variant].model, model_cfg.n_factors, model_cfg.mlp_layers, model_cfg.use_item_features,
+    model_cfg, train_cfg = overridden(spec, resolved.model, resolved.train, draw)
+    shape = (resolved.variant.model, model_cfg.n_factors, model_cfg.mlp_layers, model_cfg.use_item_features,
              train_cfg.sparse)
     models = {} if models is None else models
     if shape not in models:
@@ -252,15 +251,15 @@ def fit_epoch_cost(timed_shapes: list[np.ndarray], timed_s: np.ndarray, shapes: 
     return (np.array(shapes, float) / scale) @ coef
 
 
-def _probe(spec: DataSpec, split: Any, variant: str, size: int, device: str, params: TunedParams,
-           draws: list[dict], steps: int = 20, members: bool = False) -> tuple[np.ndarray, float, float]:
+def _probe(spec: DataSpec, split: Any, resolved: Resolved, size: int, device: str, draws: list[dict],
+           steps: int = 20, members: bool = False) -> tuple[np.ndarray, float, float]:
     """(seconds a training epoch takes a model at each of ``draws``' settings; a validation pass;
     the test: a full ranking for a ranking task, else a scoring pass like the validation's)."""
-    v = VARIANTS[variant]
+    v = resolved.variant
     epoch_s = []
     size = min(size, PROBE_STACK)  # the plan's memory and time stay bounded whatever the run's stack
     for draw in draws:
-        model_cfg, train_cfg = overridden(spec, *variant_configs(spec, v, params), draw)
+        model_cfg, train_cfg = overridden(spec, resolved.model, resolved.train, draw)
         models = [seeded_model(v.model, model_cfg, split, s, device, train_cfg.sparse) for s in range(size)]
         module = models[0] if size == 1 else stack(models)
         # a study's members each have their own lr (the optimizers' per-member path); seeds share one

@@ -11,8 +11,6 @@ from typing import Any
 
 import numpy as np
 
-from bench.configs import variant_configs
-from bench.params import TunedParams
 from bench.run.datasets import training_pairs
 from bench.run.plan import Plan
 from bench.search import HALVING_FACTOR, HALVING_MIN_EPOCHS, pinned_training
@@ -32,17 +30,17 @@ REFIT_SHARE = 0.8
 HALVING_PLAYS = 1000  # random orders successive halving is played out over (study_rungs)
 
 
-def relative_costs(plan: Plan, params: TunedParams) -> dict[tuple, float]:
+def relative_costs(plan: Plan) -> dict[tuple, float]:
     """Examples trained (times a model's cost per example, over a stack's gain): enough to order the
     work and to turn the progress bar's rate into time left, without measuring anything."""
     return {key: sum(e / stack_gain(live) for e, live in job.rungs) * training_pairs(*plan.specs[key.dataset])
-            * EXAMPLE_COST.get(job.model, max(EXAMPLE_COST.values())) for key, job in work(plan, params).items()}
+            * EXAMPLE_COST.get(job.model, max(EXAMPLE_COST.values())) for key, job in work(plan).items()}
 
 
-def expected_epochs(plan: Plan, params: TunedParams) -> dict[tuple, float]:
+def expected_epochs(plan: Plan) -> dict[tuple, float]:
     """Epochs each job is expected to train, summed over its models: what a job's ended epochs
     are counted against to move the progress bar while it runs."""
-    return {key: job.epochs for key, job in work(plan, params).items()}
+    return {key: job.epochs for key, job in work(plan).items()}
 
 
 def stack_gain(size: int) -> float:
@@ -65,7 +63,7 @@ class Work:
         return sum(e for e, _ in self.rungs)
 
 
-def work(plan: Plan, params: TunedParams, unstopped: bool = False) -> dict[tuple, Work]:
+def work(plan: Plan, unstopped: bool = False) -> dict[tuple, Work]:
     """What each job of the plan trains; ``unstopped``: if early stopping stopped nothing, every run
     with a patience training all its space's epochs (Rendle's MF: 256, where 48 are expected)."""
     out = {}
@@ -74,7 +72,7 @@ def work(plan: Plan, params: TunedParams, unstopped: bool = False) -> dict[tuple
         if VARIANTS[study.variant].reference:  # one fit a trial
             out[plan.study_key(study)] = Work("reference", 1, ((float(plan.budget), 1.0),))
             continue
-        _, train_cfg = variant_configs(spec, VARIANTS[study.variant], params)
+        train_cfg = plan.resolved[study.dataset, study.variant].train
         train_cfg = _pinned(spec, study.variant, train_cfg)
         stack_size = plan.stacks[spec.label]
         rungs = list(study_rungs(plan.pruner, plan.budget, stack_size, _expected_epochs(train_cfg, unstopped)))
@@ -89,7 +87,7 @@ def work(plan: Plan, params: TunedParams, unstopped: bool = False) -> dict[tuple
         if VARIANTS[unit.variant].reference:
             out[plan.unit_key(unit)] = Work("reference", 1, ((float(len(unit.seeds)), 1.0),))
             continue
-        _, train_cfg = variant_configs(spec, VARIANTS[unit.variant], params)
+        train_cfg = plan.resolved[unit.dataset, unit.variant].train
         if plan.budget:  # the tuned winner trains as its space pinned it
             train_cfg = _pinned(spec, unit.variant, train_cfg)
         # the whole group trains, however few of its seeds are pending

@@ -17,8 +17,7 @@ from bench import layout
 from bench.compute.references import run_reference_study
 from bench.compute.study import StudyJob, StudySettings, run_study
 from bench.compute.units import UnitJob, UnitSettings, run_unit
-from bench.configs import record
-from bench.params import TunedParams
+from bench.configs import Resolved, record, resolved_settings
 from bench.run.datasets import training_pairs
 from bench.run.options import memory_budget
 from bench.run.pool import Job
@@ -63,6 +62,7 @@ class Plan:
     units: list[UnitJob] = field(default_factory=list)
     groups: dict[str, list[int]] = field(default_factory=dict)  # data set -> sizes of its seed groups
     stacks: dict[str, int] = field(default_factory=dict)  # data set -> trials per stack of its studies
+    resolved: dict[tuple[int, str], Resolved] = field(default_factory=dict)  # (data set, variant) -> settings
 
     def warms(self, variant: str) -> bool:
         """A GMF or MLP study also trains its winner for the pretrained NeuMFs of the run."""
@@ -101,7 +101,10 @@ def study_stack(spec: DataSpec, data: Any, budget: int, devices: tuple[str, ...]
 
 
 def make_plan(specs: list[tuple[DataSpec, Any]], devices: tuple[str, ...], seeds: list[int], variants: tuple[str, ...],
-              baselines: bool, done: set[tuple], budget: int, opts: Any) -> Plan:
+              baselines: bool, done: set[tuple], budget: int, opts: Any,
+              resolved: dict[tuple[int, str], Resolved] | None = None) -> Plan:
+    """``resolved``: every variant's settings (``bench.configs.resolved_settings``), worked out here
+    where not given."""
     trials = []
     for spec, _ in specs:
         for seed in seeds:
@@ -117,6 +120,7 @@ def make_plan(specs: list[tuple[DataSpec, Any]], devices: tuple[str, ...], seeds
                   "pruner": PRUNERS[opts.pruner], "split_seed": TUNE_SEED}
     plan = Plan(specs, devices, seeds, variants, trials, pending, budget, tuning, opts.stack, opts.pruner,
                 opts.sampler_seed)
+    plan.resolved = resolved if resolved is not None else resolved_settings(specs, variants, baselines, opts.params)
     order = sorted(variants, key=chain_rank)
     for index, (spec, data) in enumerate(specs):
         if budget:
@@ -149,7 +153,7 @@ def make_plan(specs: list[tuple[DataSpec, Any]], devices: tuple[str, ...], seeds
     return plan
 
 
-def jobs(plan: Plan, run_dir: Path, params: TunedParams, jobs_count: int, device: str,
+def jobs(plan: Plan, run_dir: Path, jobs_count: int, device: str,
          costs: dict[tuple, float] | None = None) -> list[Job]:
     """The plan's work as jobs for an executor, each listed after what it depends on."""
     out: list[Job] = []
@@ -168,8 +172,8 @@ def jobs(plan: Plan, run_dir: Path, params: TunedParams, jobs_count: int, device
                        f"the {study.variant} study on {spec.label}", (costs or {}).get(key, 1.0), device, local=True))
         keys.add(key)
     checkpoints = str(run_dir / layout.CHECKPOINTS)
-    unit_settings = [UnitSettings(spec, params, plan.tuning, plan.stack, jobs_count, checkpoints)
-                     for spec, _ in plan.specs]
+    unit_settings = [UnitSettings(spec, {v: r for (i, v), r in plan.resolved.items() if i == index}, plan.tuning,
+                                  plan.stack, jobs_count, checkpoints) for index, (spec, _) in enumerate(plan.specs)]
     for unit in plan.units:
         spec = plan.specs[unit.dataset][0]
         after: list[tuple] = []

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from bench import faults
 from bench.compute.storage import protocol_conflict
-from bench.configs import COMPARED, config_difference, reference_settings, trial_config, variant_configs
+from bench.configs import COMPARED, Resolved, config_difference, resolved_settings
 from bench.estimate.eta import TimeLeft
 from bench.estimate.schedule import makespan
 from bench.estimate.work import expected_epochs, relative_costs
@@ -52,6 +52,7 @@ class Runner:
         self.variants = opts.variants or suite.variants
         self.seeds = list(range(opts.seeds if opts.seeds is not None else suite.seeds))
         self.specs: list[tuple[Any, Any]] = []
+        self.resolved: dict[tuple[int, str], Resolved] = {}  # (data set, variant): its settings, worked out once
         self.tuning: dict[str, Any] = {}
         self.plan: Plan | None = None
 
@@ -64,20 +65,18 @@ class Runner:
                                                 f"tables; give another --out (or --suite {before} to resume it)")
         self.specs = resolve_datasets(self.suite, self.opts, self.log)
         self._check_params()
-        for spec, data in self.specs:
+        self.resolved = resolved_settings(self.specs, self.variants, self.suite.baselines, self.opts.params)
+        for index, (spec, data) in enumerate(self.specs):
             for name in self.variants:
-                variant = VARIANTS[name]
-                if not variant.reference:
-                    variant_configs(spec, variant, self.opts.params)  # a bad value is an error now
-                elif variant.applies(spec.task):
-                    self._check_reference(spec, data, variant)
+                if VARIANTS[name].reference and VARIANTS[name].applies(spec.task):
+                    self._check_reference(spec, data, self.resolved[index, name])
         return self.specs
 
-    def _check_reference(self, spec: Any, data: Any, variant: Any) -> None:
+    def _check_reference(self, spec: Any, data: Any, settings: Resolved) -> None:
         """A reference that would not fit in memory at its settings: refused when asked for by name,
         said (its trials then fail with the same line) when it comes with the suite."""
-        cfg = reference_settings(spec, variant, self.opts.params)
-        problem = memory_problem(variant.model, data.n_users, data.n_items, cfg)  # Interactions or Split
+        variant = settings.variant
+        problem = memory_problem(variant.model, data.n_users, data.n_items, settings.reference)  # Interactions or Split
         if problem and self.opts.variants:
             raise DataError("--variants", f"{variant.name} on {spec.label}: {problem}")
         if problem:
@@ -100,7 +99,7 @@ class Runner:
 
     def make_plan(self, done: set[tuple]) -> Plan:
         self.plan = make_plan(self.specs, self.devices, self.seeds, self.variants, self.suite.baselines, done,
-                              self.budget, self.opts)
+                              self.budget, self.opts, self.resolved)
         if self.plan.tuning:
             self.tuning = {**self.plan.tuning, "studies": {}}
         return self.plan
@@ -117,8 +116,8 @@ class Runner:
         plan = self._checked_plan(self.store.records())  # refused here as the real run would refuse it
         span: dict[tuple, tuple[float, float]] = {}
         unstopped: dict[tuple, float] = {}
-        seconds = measured_costs(plan, self.opts.params, self.threads, log, span, unstopped)
-        work = jobs(plan, self.store.run_dir, self.opts.params, self.jobs, self.devices[0], seconds)
+        seconds = measured_costs(plan, self.threads, log, span, unstopped)
+        work = jobs(plan, self.store.run_dir, self.jobs, self.devices[0], seconds)
         bounds = {name: makespan(work, self.jobs, {**seconds, **{k: v[end] for k, v in span.items()}})
                   for end, name in enumerate(("cheapest", "costliest")) if span}
         if unstopped:
@@ -155,7 +154,7 @@ class Runner:
         model and training settings are known only when its studies end: its data, variant and tuning
         protocol are compared now."""
         parts = COMPARED if not self.budget else ("data", "variant", "tuning")
-        for spec, _ in plan.specs:
+        for index, (spec, _) in enumerate(plan.specs):
             for t in plan.trials:
                 rec = stored.get(trial_key(t))
                 if rec is None or rec["status"] != "ok" or (t["dataset"], t["task"]) != (spec.label, spec.task):
@@ -166,7 +165,7 @@ class Runner:
                                     f"{t['variant']} on {t['dataset']} seed {t['seed']} was trained on {threads} "
                                     f"thread{'s' * (threads != 1)} (this run: {self.threads}), which changes a "
                                     f"model's numbers; use another --out, or --threads {threads}")
-                planned = trial_config(spec, VARIANTS.get(t["variant"]), self.opts.params, plan.tuning)
+                planned = plan.resolved[index, t["variant"]].config(plan.tuning)
                 diff = config_difference(rec.get("config") or {}, planned, parts)
                 if diff is not None:
                     raise DataError(self.store.path, f"{t['variant']} on {t['dataset']} seed {t['seed']} was run with "
@@ -177,15 +176,15 @@ class Runner:
         anything runs: resumed, it would end as a mix of two searches."""
         if not plan.studies:
             return
-        studies = [job.args for job in jobs(plan, self.store.run_dir, self.opts.params, self.jobs, self.devices[0])
+        studies = [job.args for job in jobs(plan, self.store.run_dir, self.jobs, self.devices[0])
                    if job.key.study]
         conflict = protocol_conflict([(s.variant, settings) for s, settings in studies], self.threads)
         if conflict:
             raise conflict
 
     def _execute(self, plan: Plan) -> list[dict[str, Any]]:
-        costs = relative_costs(plan, self.opts.params)
-        work = jobs(plan, self.store.run_dir, self.opts.params, self.jobs, self.devices[0], costs)
+        costs = relative_costs(plan)
+        work = jobs(plan, self.store.run_dir, self.jobs, self.devices[0], costs)
         if self.budget:
             self.log(f"tuning: {len(plan.studies)} studies of {self.budget} trials, "
                      + ", ".join(f"{k} at a time on {label}" for label, k in plan.stacks.items())
@@ -196,7 +195,7 @@ class Runner:
         bar = tqdm(total=sum(j.cost for j in work), dynamic_ncols=True,  # the whole run's work, estimated
                    bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed} elapsed{postfix}")
         bar.set_description_str(f"{done_trials}/{len(plan.trials)} trials")
-        cost, expected = {j.key: j.cost for j in work}, expected_epochs(plan, self.opts.params)
+        cost, expected = {j.key: j.cost for j in work}, expected_epochs(plan)
         left = TimeLeft(cost, expected, self.jobs)
 
         def show_left() -> None:

@@ -56,7 +56,7 @@ class DenseFromRows:
     in; on ML-1M's tables that fill was a third of an MF Adam step (``densified`` says where it pays).
     Here the tables give sparse gradients, whose rows are added into a buffer that the
     optimizers read as ``.grad`` and that is cleared at those rows after the step: the same
-    gradient, bit for bit (``tests/test_train.py``), and the same update.
+    gradient, bit for bit (``tests/ncf_core/engine/test_train.py``), and the same update.
     """
 
     def __init__(self, model: nn.Module) -> None:

@@ -7,7 +7,7 @@ steps are most of a study. Here a step is the forward, the error and the gradien
 then adds them to the tables (one ``index_add_`` each, the rows only); any other optimizer over
 dense tables (Adam, SGD with momentum or weight decay) gets them as its ``.grad`` and steps as
 usual. Either way the update is the one autograd's gradient gives, up to float rounding
-(``tests/test_mf_step.py``), for one model or a stack of members with their own settings.
+(``tests/ncf_core/engine/test_mf_step.py``), for one model or a stack of members with their own settings.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ is opt-in and recorded in every trial's config.
 Members: a stacked module (``ncf_core.engine.stacked``) holds S models whose every parameter has the member
 axis first. Given one learning rate, weight decay and momentum per member, each optimizer steps each
 member's block of each parameter with that member's own settings, with the arithmetic of the same
-optimizer on that member alone (``tests/test_members.py``); that is what lets tuning trials with
+optimizer on that member alone (``tests/ncf_core/engine/test_members.py``); that is what lets tuning trials with
 different learning rates train as one stacked module.
 """
 
@@ -43,7 +43,7 @@ class LazyAdam(_Unhooked, torch.optim.Optimizer):
 
     Rows absent from a batch keep their weights and moments, as in ``torch.optim.SparseAdam``;
     the update itself is Adam's arithmetic on the batch's rows, so with every row in every batch this
-    is dense Adam (``tests/test_stacked.py``). ``weight_decay`` is an L2 term on the batch's rows only.
+    is dense Adam (``tests/ncf_core/engine/test_stacked.py``). ``weight_decay`` is an L2 term on the batch's rows only.
     CPU tables take one compiled pass (``ncf_core.engine.rowadam``); other devices gather the rows, run
     torch's fused kernel on them and scatter them back.
     """
@@ -147,7 +147,7 @@ class FusedAdam(_Unhooked, torch.optim.Adam):
     At batch 256 the fused kernel is a fraction of ``Adam.step``; the rest is Python regrouping
     the same tensors every step. Once the first step has created the state, this calls the same
     kernel on cached lists with one step counter for all parameters, and ``zero_grad`` just drops
-    the gradients. The update is torch's, bit for bit (``tests/test_stacked.py``).
+    the gradients. The update is torch's, bit for bit (``tests/ncf_core/engine/test_stacked.py``).
     """
 
     def __init__(self, params, lr: float | list[float] = 1e-3,  # noqa: ANN001

@@ -4,7 +4,7 @@ Every ``nn.Embedding`` becomes one table of S * n rows (a seed's ids are offset 
 every ``nn.Linear`` a batched matmul over S weight matrices, and any other parameter gains a
 leading S axis. The models' own ``forward`` then runs unchanged on (S, B) ids, because it only
 uses element-wise ops and ``dim=-1``; that is the contract a new model keeps to be stackable
-(``tests/test_stacked.py`` checks every registered model against its unstacked copies).
+(``tests/ncf_core/engine/test_stacked.py`` checks every registered model against its unstacked copies).
 
 Parameters of different seeds never mix, and Adam and SGD are element-wise, so one optimizer
 step on the stacked module is S independent steps. A member is a seed, or a tuning trial: members

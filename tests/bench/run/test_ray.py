@@ -73,7 +73,7 @@ def test_a_ray_tasks_epochs_reach_the_driver_before_it_ends():
     from bench.run.executors import RayExecutor
 
     ray_tmp = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))
-    paths = os.pathsep.join([str(ROOT / "tests"), str(ROOT)])  # the job's module, for Ray's workers
+    paths = os.pathsep.join([str(Path(__file__).parent), str(ROOT)])  # the job's module, for Ray's workers
     ray.init(include_dashboard=False, log_to_driver=False, _temp_dir=str(ray_tmp),
              runtime_env={"env_vars": {"PYTHONPATH": paths}})
     events = []

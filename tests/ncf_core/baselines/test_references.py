@@ -19,14 +19,14 @@ import torch
 
 from bench.__main__ import main
 from bench.compute import references
+from bench.configs import resolve
 from bench.params import TunedParams
 from bench.suites import synthetic
 from bench.variants import VARIANTS
 from ncf_core.baselines import REFERENCES, ease, itemknn, memory_problem, reference_config, rp3beta
 from ncf_core.baselines.scoring import fit_reference, user_items
 from ncf_core.data import Interactions
-from tests.conftest import ROOT
-from tests.test_published_files import _ml1m_like
+from tests.conftest import ROOT, ml1m_like
 
 X = sp.csr_matrix(np.array([[1, 1, 0, 0, 1],
                             [0, 1, 1, 0, 0],
@@ -114,7 +114,8 @@ def test_a_reference_never_sees_the_test_item(monkeypatch, refit):
                         lambda name, train, *a: seen.append(train) or real(name, train, *a))
     spec = synthetic("ranking")
     spec = replace(spec, n_eval_negatives=5, refit=refit)
-    records = references.reference_records(spec, data, (0, 1), "cpu", VARIANTS["ease"], TunedParams(), None, 1)
+    records = references.reference_records(spec, data, (0, 1), "cpu", resolve(spec, VARIANTS["ease"], TunedParams()),
+                                           None, 1)
     assert [r["status"] for r in records] == ["ok", "ok"]
     for train in seen:
         assert not np.any(train.items >= 20), "a planted test item reached the fit"
@@ -182,7 +183,7 @@ def test_each_reference_study_ends_with_n_trials_and_resumes_identically_after_s
 
 def test_the_summary_puts_published_numbers_beside_ours_and_says_ncf_vs_references(tmp_path):
     data = tmp_path / "data"
-    _ml1m_like(data / "ncf", "ml-1m")
+    ml1m_like(data / "ncf", "ml-1m")
     out = tmp_path / "run"
     assert main(["run", "--suite", "full", "--data-dir", str(data), "--datasets", "ncf-ml-1m", "--variants",
                  "gmf,ease,itemknn", "--seeds", "3", "--epochs", "1", "--out", str(out)]) == 0

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.configs import resolve
 from bench.estimate.eta import TimeLeft
 from bench.estimate.probe import _thinned, fit_epoch_cost, shape_costs
 from bench.estimate.schedule import makespan
@@ -17,6 +18,7 @@ from bench.params import TunedParams
 from bench.run.plan import JobKey
 from bench.run.pool import Job
 from bench.suites import ncf_ranking
+from bench.variants import VARIANTS
 
 
 def _draw(optimizer: str) -> dict:
@@ -32,8 +34,8 @@ def test_an_epochs_cost_counts_the_rows_dense_adam_moves_and_plain_sgd_does_not(
     examples = len(tiny_ranking.train) * (1 + 3)
     steps = examples / 128
     per_example = 16 + 16 + 1 + 1 + 1  # a row of each table, and the global bias
-    adam = shape_costs(spec, tiny_ranking, "mf", TunedParams(), _draw("adam"))
-    sgd = shape_costs(spec, tiny_ranking, "mf", TunedParams(), _draw("sgd"))
+    mf = resolve(spec, VARIANTS["mf"], TunedParams())
+    adam, sgd = shape_costs(spec, tiny_ranking, mf, _draw("adam")), shape_costs(spec, tiny_ranking, mf, _draw("sgd"))
     assert adam == pytest.approx([steps, steps * weights, examples * per_example])
     assert sgd == pytest.approx([steps, steps * 1, examples * per_example])
 
@@ -130,7 +132,7 @@ def test_if_early_stopping_stopped_nothing_the_plan_counts_every_epoch_its_space
     data = load("synthetic", task="ranking", **dict(spec.options))
     opts = RunOptions(tune=4, tune_stack=2, jobs=1)
     plan = make_plan([(spec, data)], ("cpu",), [0, 1], ("mf", "gmf"), False, set(), 4, opts)
-    expected, full = work(plan, opts.params), work(plan, opts.params, unstopped=True)
+    expected, full = work(plan), work(plan, unstopped=True)
     assert expected.keys() == full.keys()
     for key in expected:
         variant = key.variant
@@ -155,7 +157,7 @@ def test_a_warm_study_adds_its_winners_training_to_itself_alone():
     runner = Runner(SUITES["smoke"], opts, Path("/nonexistent/never-written"), log=lambda m: None)
     runner.load()
     plan = runner.make_plan(set())
-    first, again = work(plan, opts.params), work(plan, opts.params)
+    first, again = work(plan), work(plan)
     assert first == again
     studies = {key.variant: job.rungs for key, job in first.items() if key.study}
     assert studies["gmf"] == (*studies["mf"], (2, 1.0)) and studies["mf"] == study_rungs("halving", 4, 2, 2)

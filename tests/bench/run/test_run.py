@@ -210,7 +210,7 @@ def test_a_sparse_pretrained_neumf_really_has_sparse_embeddings(tmp_path):
     import dataclasses
 
     from bench.compute.pretrain import PretrainCache, pretrained_neumfs
-    from bench.configs import base_configs, variant_configs
+    from bench.configs import resolve
     from bench.params import TunedParams
     from bench.suites import SUITES
     from bench.variants import VARIANTS
@@ -220,11 +220,11 @@ def test_a_sparse_pretrained_neumf_really_has_sparse_embeddings(tmp_path):
     spec = dataclasses.replace(SUITES["smoke"].datasets[0], train=dataclasses.replace(
         SUITES["smoke"].datasets[0].train, epochs=1))
     split = split_for_seed(load("synthetic", task="rating", **dict(spec.options)), "rating", 0)
-    cfg, train = variant_configs(spec, VARIANTS["neumf-pre-adam"], TunedParams())
-    [model] = pretrained_neumfs(PretrainCache(tmp_path), spec, {0: split}, [0], "cpu", [cfg], True,
-                                base_configs(spec, TunedParams()))
+    resolved = resolve(spec, VARIANTS["neumf-pre-adam"], TunedParams())
+    [model] = pretrained_neumfs(PretrainCache(tmp_path), spec, {0: split}, [0], "cpu", [resolved.model], True,
+                                resolved.bases)
     assert model.user.sparse and model.item.embedding.sparse
-    opts = make_optimizer(model, dataclasses.replace(train, sparse=True), model.out.weight.device)
+    opts = make_optimizer(model, dataclasses.replace(resolved.train, sparse=True), model.out.weight.device)
     assert any(isinstance(o, LazyAdam) for o in opts)
 
 

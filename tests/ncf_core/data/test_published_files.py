@@ -17,6 +17,7 @@ from ncf_core import DataError
 from ncf_core.data import load
 from ncf_core.data.anomalies import PAD
 from ncf_core.evaluate import Evaluator
+from tests.conftest import ml1m_like
 
 TRAIN = "".join(f"{u}\t{i}\t1\t{t}\n" for u, items in enumerate([[0, 1, 2], [0, 2, 3], [0, 1, 3], [1, 2, 3], [8, 9]])
                 for t, i in enumerate(items))  # user 4 has no test row: items 8 and 9 are known
@@ -101,27 +102,6 @@ def test_strict_files_refuse_each_quirk_naming_file_and_line(tmp_path, negatives
     assert load(prefix).anomalies  # read as the reference reads it without --strict-files
 
 
-def _ml1m_like(folder: Path, stem: str, n_users: int = 40, n_items: int = 30, seed: int = 0) -> Path:
-    """An NCF-format split with the published ML-1M file's quirks in it: line 13 lists its test item
-    among its negatives; line 5 repeats a negative."""
-    rng = np.random.default_rng(seed)
-    train, test, negatives = [], [], []
-    for u in range(n_users):
-        items = rng.choice(n_items, 9, replace=False)
-        train += [f"{u}\t{i}\t1\t{t}" for t, i in enumerate(items[:8])]
-        test.append(f"{u}\t{items[8]}\t1\t9")
-        negs = [int(x) for x in rng.choice(np.setdiff1d(np.arange(n_items), items), 12, replace=False)]
-        if u == 12:
-            negs[3] = int(items[8])
-        if u == 4:
-            negs[5] = negs[2]
-        negatives.append(f"({u},{items[8]})\t" + "\t".join(map(str, negs)))
-    folder.mkdir(parents=True, exist_ok=True)
-    for part, lines in (("train.rating", train), ("test.rating", test), ("test.negative", negatives)):
-        (folder / f"{stem}.{part}").write_text("\n".join(lines) + "\n")
-    return folder / stem
-
-
 def test_a_repeated_test_user_and_an_unknown_negative_are_counted_not_silent(tmp_path):
     """Both are read as the reference reads them (every test row scored on its own; a negative
     kept as a negative), and each is reported with its file and first line."""
@@ -141,7 +121,7 @@ def test_a_repeated_test_user_and_an_unknown_negative_are_counted_not_silent(tmp
 
 def test_a_full_run_on_quirky_files_reports_them_in_all_four_places(tmp_path, capsys):
     data = tmp_path / "data"
-    _ml1m_like(data / "ncf", "ml-1m")
+    ml1m_like(data / "ncf", "ml-1m")
     assert main(["data", "list", "--data-dir", str(data)]) == 0
     listed = capsys.readouterr().out
     assert "ml-1m.test.negative: 1 of 40 rows: the test item is among the row's negatives (first at line 13)" in listed
@@ -172,7 +152,7 @@ def _repeated(data: Path) -> int:
 
 def test_pinterest_runs_end_to_end_under_the_same_rules(tmp_path):
     data = tmp_path / "data"
-    _ml1m_like(data / "ncf", "pinterest-20", seed=3)
+    ml1m_like(data / "ncf", "pinterest-20", seed=3)
     out = tmp_path / "run"
     assert main(["run", "--suite", "full", "--data-dir", str(data), "--datasets", "ncf-pinterest-20",
                  "--variants", "mf,gmf,mlp,neumf-pre-sgd", "--seeds", "2", "--epochs", "1", "--out", str(out)]) == 0
@@ -212,7 +192,7 @@ def test_the_rendle_preset_holds_the_published_command(name, tmp_path):
 
 def test_a_preset_runs_mf_as_rendle_trained_it(tmp_path):
     data = tmp_path / "data"
-    prefix = _ml1m_like(data / "ncf", "ml-1m")
+    prefix = ml1m_like(data / "ncf", "ml-1m")
     out = tmp_path / "run"
     assert main(["run", "--suite", "full", "--datasets", str(prefix), "--variants", "mf,gmf", "--seeds", "2",
                  "--epochs", "2", "--params", "rendle2020-ml-1m", "--out", str(out)]) == 0
