@@ -48,3 +48,24 @@ def test_every_bench_command_the_docs_show_is_one_the_parser_accepts():
         except ValueError as err:  # unbalanced quotes
             pytest.fail(f"{page}: {line}: {err}")
     assert not refused, refused
+
+
+def test_readme_ci_and_tox_install_the_same_cpu_torch():
+    """The pin a newcomer types, the one CI installs and the one tox installs are one version, inside
+    pyproject's range, and tox takes it from PyTorch's CPU index unless told otherwise (a bare torch
+    can pull a multi-GB CUDA build). Checked by hand with `tox -e lint,py` on 2026-12-07: torch
+    2.13.0+cpu in the tox environment."""
+    import configparser
+
+    from packaging.specifiers import SpecifierSet
+
+    pins = {name: set(re.findall(r"torch==([\d.]+)", (ROOT / name).read_text()))
+            for name in ("README.md", ".ci/run", "tox.ini")}
+    assert all(len(found) == 1 for found in pins.values()) and len(set.union(*pins.values())) == 1, pins
+    [version] = pins["README.md"]
+    [spec] = re.findall(r'"torch([^"]+)"', (ROOT / "pyproject.toml").read_text())
+    assert version in SpecifierSet(spec.split("#")[0].strip())
+    tox = configparser.ConfigParser(interpolation=None)
+    tox.read(ROOT / "tox.ini")
+    assert tox["testenv"]["deps"].strip() == f"torch=={version}"
+    assert "download.pytorch.org/whl/cpu" in tox["testenv"]["set_env"]

@@ -30,7 +30,7 @@ from bench.analysis.latex import latex_tables
 from bench.analysis.plots import write_plots
 from bench.analysis.references import ncf_vs_references, published_table
 from bench.analysis.throughput import SPREAD_WARNING, throughput_lines, throughput_table  # noqa: F401 (re-exported)
-from bench.analysis.tuning import chosen_lines, load_studies, write_tuning_plots
+from bench.analysis.tuning import chosen_lines, load_studies, structures_tried, write_tuning_plots
 from bench.analysis.users import user_lines
 from bench.run.store import TrialStore
 from bench.variants import ALL_VARIANTS, BASELINE, REFERENCE_VARIANTS
@@ -167,8 +167,9 @@ def _write(records: list[dict[str, Any]], skipped: list[int], folder: Path, per_
     studies = load_studies(studies_db, list(dict.fromkeys((r["dataset"], r["task"], r["variant"]) for r in records)))
     plots = write_plots(records, frame, folder, metrics_of, primary_of) + write_tuning_plots(studies, folder)
     faults.point("report-file")
+    budgets = budget_lines(records, {key: structures_tried(by) for key, by in studies.items()})
     staged["summary.md"] = summary_markdown(frame, sig, friedman, throughput, devices, plots,
-                                            {k: v for k, v in stand_ins.items() if v}, skipped, budget_lines(records),
+                                            {k: v for k, v in stand_ins.items() if v}, skipped, budgets,
                                             {k: v for k, v in anomalies.items() if v}, records, users,
                                             {key: chosen_lines(by) for key, by in studies.items()})
     paths = {}

@@ -78,15 +78,23 @@ def _params(trial: FrozenTrial) -> str:
     return ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}" for k, v in trial.params.items())
 
 
+def structures_tried(by_variant: dict[str, optuna.Study]) -> dict[str, int]:
+    """Distinct structures (``search.STRUCTURAL``) among each study's trials: a stack's members
+    share one, so a stacked study of N trials tries fewer than N."""
+    return {variant: len({tuple(t.params.get(k) for k in STRUCTURAL) for t in study.trials if t.params})
+            for variant, study in by_variant.items()}
+
+
 def chosen_lines(by_variant: dict[str, optuna.Study]) -> list[str]:
     """A table of what each study chose: the trials behind it and the winner's settings."""
     rows = ["| variant | trials (complete / pruned / failed) | structures tried | best validation | chosen settings |",
             "|---|---|---|---|---|"]
+    tried = structures_tried(by_variant)
     for variant, study in by_variant.items():
         states = [t.state for t in study.trials]
         count = f"{states.count(TrialState.COMPLETE)} / {states.count(TrialState.PRUNED)} / " \
                 f"{states.count(TrialState.FAIL)}"
-        structures = len({tuple(t.params.get(k) for k in STRUCTURAL) for t in study.trials if t.params})
+        structures = tried[variant]
         try:
             best = study.best_trial
         except ValueError:  # no complete trial

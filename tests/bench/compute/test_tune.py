@@ -142,6 +142,7 @@ def test_a_tuned_run_gives_every_variant_the_same_budget_and_neumf_the_tuned_bas
     assert (out / "report" / "tuning-synthetic-rating.png").is_file()  # best so far, by trial and wall time
     chosen = summary.split("Settings each study chose")[1].split("\n\n")[1].splitlines()[2:]
     assert len(chosen) == len(counts)
+    tried: dict[str, int] = {}
     for row in chosen:  # the winner's settings, as the study database holds them
         variant = row.split("|")[1].strip()
         winner = optuna.load_study(study_name=f"synthetic-rating-{variant}", storage=db).best_trial
@@ -150,6 +151,11 @@ def test_a_tuned_run_gives_every_variant_the_same_budget_and_neumf_the_tuned_bas
         trials = optuna.load_study(study_name=f"synthetic-rating-{variant}", storage=db).trials
         structures = {tuple(t.params.get(k) for k in STRUCTURAL) for t in trials}
         assert row.split("|")[3].strip() == str(len(structures))
+        tried[variant] = len(structures)
+    # the budget line says it too: a stack's trials share a structure, so equal trials are not equal structures
+    assert manifest["stack"]["synthetic"] == 2
+    assert ("so the studies tried " + ", ".join(f"{v} {tried[v]}" for v in ("mf", "gmf", "mlp", "neumf-pre-adam"))
+            + " distinct structures in their 3 trials.") in summary
     # the plan knew every trial's settings before anything trained (TPE's random start-up)
     for variant in counts:
         trials = optuna.load_study(study_name=variant, storage=db).trials
