@@ -4,6 +4,7 @@ place, and tasks own their behaviour."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from tests.conftest import ROOT
@@ -89,3 +90,23 @@ def test_the_test_folders_mirror_the_code():
     assert folders, "no package tests found"
     stray = [str(f.relative_to(ROOT)) for f in folders if not (ROOT / f.relative_to(ROOT / "tests")).is_dir()]
     assert not stray, f"test folders without the package they mirror: {stray}"
+
+
+def test_a_variants_settings_are_resolved_where_jobs_are_built_and_nowhere_else():
+    """``bench.configs.resolve`` is the one way from a variant and --params to configs: the runner
+    resolves a run's variants once (the plan falls back to it for a plan made without a runner), a
+    study its base once and its winner once, a tuned unit the winner its study sent. A new caller
+    re-derives configs a job already carries."""
+    callers = {}
+    pattern = re.compile(r"(?<![.\w])(resolve|resolved_settings)\(")  # not Path.resolve()
+    for path in (ROOT / "bench").rglob("*.py"):
+        for line in path.read_text().splitlines():
+            if pattern.search(line) and not line.lstrip().startswith("def "):
+                callers[path.relative_to(ROOT).as_posix()] = callers.get(path.relative_to(ROOT).as_posix(), 0) + 1
+    callers.pop("bench/__main__.py", None)  # the lazy command import, another resolve
+    assert callers == {"bench/configs.py": 2, "bench/run/runner.py": 1, "bench/run/plan.py": 1,
+                       "bench/compute/study.py": 2, "bench/compute/units.py": 1}, callers
+    private = ("variant_configs(", "trial_config(", "base_configs(", "reference_settings(")
+    outside = [p.name for p in (ROOT / "bench").rglob("*.py") if p.name != "configs.py"
+               and any(name in p.read_text().replace(f"_{name}", "") for name in private)]
+    assert not outside, outside
