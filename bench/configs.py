@@ -54,14 +54,12 @@ class Resolved:
 
     def config(self, tuning: dict[str, Any] | None = None) -> dict[str, Any]:
         """The full config written next to each trial's result (a baseline has only its data)."""
+        data = copy.deepcopy(self.data)  # a record's own copy: shared by every trial of the variant
         if self.variant is None:
-            return {"data": copy.deepcopy(self.data)}
-        if self.reference is not None:
-            config = {"reference": asdict(self.reference), "data": copy.deepcopy(self.data),
-                      "variant": asdict(self.variant)}
-        else:
-            config = {"model": asdict(self.model), "train": asdict(self.train), "data": copy.deepcopy(self.data),
-                      "variant": asdict(self.variant)}
+            return {"data": data}
+        trained = {"reference": asdict(self.reference)} if self.reference is not None else \
+            {"model": asdict(self.model), "train": asdict(self.train)}
+        config = {**trained, "data": data, "variant": asdict(self.variant)}
         if tuning:
             config["tuning"] = {k: tuning[k] for k in ("budget", "sampler", "pruner", "split_seed", "stack")}
         config["settings"] = self.origin

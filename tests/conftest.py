@@ -89,3 +89,19 @@ def ml1m_like(folder: Path, stem: str, n_users: int = 40, n_items: int = 30, see
     for part, lines in (("train.rating", train), ("test.rating", test), ("test.negative", negatives)):
         (folder / f"{stem}.{part}").write_text("\n".join(lines) + "\n")
     return folder / stem
+
+
+def stale_trial_failed(study_name: str, url: str):
+    """The one trial a SIGKILLed ``bench tune`` worker left RUNNING, failed by Optuna's own check once
+    its heartbeat is stale (1 s heartbeat and grace); returns it as it was while running."""
+    import optuna
+
+    from bench.compute.storage import quiet, storage_for
+
+    study = optuna.load_study(study_name=study_name, storage=storage_for(url, 1, 1))
+    [running] = study.trials
+    assert running.state == optuna.trial.TrialState.RUNNING
+    while study.trials[0].state == optuna.trial.TrialState.RUNNING:  # until its heartbeat is stale
+        with quiet():  # fail_stale_trials is marked experimental
+            optuna.storages.fail_stale_trials(study)
+    return running

@@ -19,7 +19,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, stale_trial_failed
 
 pytestmark = pytest.mark.slow  # subprocess runs, kills and servers: minutes in all
 
@@ -102,19 +102,12 @@ def test_workers_flag_starts_local_workers_on_one_study(postgres_url, tmp_path):
 def test_a_killed_worker_on_postgres_is_failed_and_retried(postgres_url, tmp_path):
     """A worker killed in its second epoch (a fault point, not a race) leaves its trial running; once its
     heartbeat is stale the next worker marks it failed and runs its parameters again."""
-    from bench.compute.storage import quiet, storage_for
-
     env = {**os.environ, "BENCH_KILL_AT": "study-epoch:2"}
     victim = subprocess.run(_tune(postgres_url, "kill", tmp_path / "v", "--trials", "1", "--epochs", "5",
                                   "--heartbeat", "1", "--grace", "1"), cwd=ROOT, capture_output=True, env=env,
                             timeout=300)
     assert victim.returncode == -signal.SIGKILL
-    study = optuna.load_study(study_name="kill", storage=storage_for(postgres_url, 1, 1))
-    [running] = study.trials
-    assert running.state == optuna.trial.TrialState.RUNNING
-    while study.trials[0].state == optuna.trial.TrialState.RUNNING:  # until its heartbeat is stale
-        with quiet():  # fail_stale_trials is marked experimental
-            optuna.storages.fail_stale_trials(study)
+    running = stale_trial_failed("kill", postgres_url)
     res = subprocess.run(_tune(postgres_url, "kill", tmp_path / "n", "--trials", "1", "--epochs", "1",
                                "--heartbeat", "1", "--grace", "1"), cwd=ROOT, capture_output=True, text=True,
                          timeout=300)

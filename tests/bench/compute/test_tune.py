@@ -17,7 +17,7 @@ from bench.search import STRUCTURAL
 from bench.suites import synthetic
 from bench.variants import VARIANTS
 from ncf_core.data import load, split_for_seed
-from tests.conftest import ROOT
+from tests.conftest import ROOT, stale_trial_failed
 
 
 def test_study_prunes_and_best_params_feed_bench_run(tmp_path):
@@ -83,20 +83,13 @@ def test_a_killed_workers_trial_is_failed_and_retried_not_left_running(tmp_path)
     stops beating; once it is stale the next worker marks its trial FAIL and runs its parameters again."""
     import os
 
-    from bench.compute.storage import quiet, storage_for
-
     db = f"sqlite:///{tmp_path / 'study.db'}"
     cmd = [sys.executable, "-m", "bench", "tune", "--dataset", "synthetic", "--variant", "mf", "--storage", db,
            "--study", "s", "--heartbeat", "1", "--grace", "1", "--out", str(tmp_path / "o")]
     victim = subprocess.run([*cmd, "--trials", "1", "--epochs", "5"], cwd=ROOT, capture_output=True,
                             env={**os.environ, "BENCH_KILL_AT": "study-epoch:2"}, timeout=300)
     assert victim.returncode == -9
-    study = optuna.load_study(study_name="s", storage=storage_for(db, 1, 1))
-    [running] = study.trials
-    assert running.state == optuna.trial.TrialState.RUNNING
-    while study.trials[0].state == optuna.trial.TrialState.RUNNING:  # until its heartbeat is stale
-        with quiet():  # fail_stale_trials is marked experimental
-            optuna.storages.fail_stale_trials(study)
+    running = stale_trial_failed("s", db)
     res = subprocess.run([*cmd, "--trials", "1", "--epochs", "1"], cwd=ROOT, capture_output=True, text=True,
                          timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
