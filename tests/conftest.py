@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -105,3 +113,109 @@ def stale_trial_failed(study_name: str, url: str):
         with quiet():  # fail_stale_trials is marked experimental
             optuna.storages.fail_stale_trials(study)
     return running
+
+
+class FileServer:
+    """Serves ``files`` (file name -> bytes) on loopback under ``url``, with HTTP range requests;
+    ``cut`` drops the next response after that many bytes (a connection lost mid-file)."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files, self.cut, self.ranges = files, None, []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_GET(self):  # noqa: N802 - http.server's name
+                body = outer.files.get(self.path.rsplit("/", 1)[-1])
+                if body is None:
+                    self.send_error(404)
+                    return
+                start = 0
+                header = self.headers.get("Range")
+                outer.ranges.append(header)
+                if header:
+                    start = int(header.removeprefix("bytes=").split("-")[0])
+                    if start >= len(body):
+                        self.send_error(416)
+                        return
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Length", str(len(body) - start))
+                self.end_headers()
+                payload = body[start:]
+                if outer.cut is not None:
+                    payload, outer.cut = payload[:outer.cut], None
+                self.wfile.write(payload)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/files"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _binary(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return candidates[-1] if candidates else None
+
+
+def _as_server_user(cmd: list[str]) -> list[str]:
+    if os.geteuid() != 0:
+        return cmd
+    return ["runuser", "-u", "postgres", "--", *cmd]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A PostgreSQL server started on loopback for the session (as root it runs as the ``postgres``
+    system user: it refuses root); skipped, with the reason, where the binaries or the driver are missing."""
+    initdb, pg_ctl = _binary("initdb"), _binary("pg_ctl")
+    if not initdb or not pg_ctl:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found")
+    pytest.importorskip("psycopg", reason="no PostgreSQL driver: pip install -e '.[postgres]'")
+    if os.geteuid() == 0 and subprocess.run(["id", "postgres"], capture_output=True).returncode:
+        pytest.skip("running as root and there is no postgres system user to run the server")
+    base = Path(tempfile.mkdtemp(prefix="ncf-pg-"))  # not under pytest's root-only folder: the server must reach it
+    data, sock = base / "data", base / "sock"
+    sock.mkdir()
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres")
+        shutil.chown(sock, "postgres")
+    subprocess.run(_as_server_user([initdb, "-D", str(data), "-U", "bench", "--auth=trust", "-E", "UTF8"]),
+                   check=True, capture_output=True)
+    port = _free_port()
+    log = base / "server.log"
+    subprocess.run(_as_server_user([pg_ctl, "-D", str(data), "-l", str(log), "-w", "-o",
+                                    f"-h 127.0.0.1 -p {port} -k {sock}", "start"]), check=True, capture_output=True)
+    try:
+        url = f"postgresql://bench@127.0.0.1:{port}/postgres"
+        yield url
+    finally:
+        subprocess.run(_as_server_user([pg_ctl, "-D", str(data), "-m", "immediate", "stop"]), capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def stop_processes_naming(folder: Path) -> None:
+    """SIGKILL the processes whose command line names ``folder``: a private Ray left behind, and never
+    a Ray someone else runs on this machine."""
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if str(folder).encode() in (proc / "cmdline").read_bytes():
+                os.kill(int(proc.name), signal.SIGKILL)
+        except (OSError, ValueError):
+            continue

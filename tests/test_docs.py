@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import re
+import shutil
+from pathlib import Path
+
+import pytest
 
 from tests.conftest import ROOT
 
@@ -17,23 +21,25 @@ def test_readme_is_short_and_every_relative_link_resolves():
     assert not dead, dead
 
 
-def _commands() -> list[tuple[str, str]]:
-    """Every `python -m bench ...` line of the README's and docs' code blocks, comments cut."""
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def _commands(page: Path | None = None) -> list[tuple[str, str]]:
+    """Every `python -m bench ...` command of the README's and docs' code blocks (or one page's), in
+    the order shown, comments cut."""
     out = []
-    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
-        for block in re.findall(r"```(?:bash|sh|console)?\n(.*?)```", page.read_text(), re.S):
+    for path in [page] if page else PAGES:
+        for block in re.findall(r"```(?:bash|sh|console)?\n(.*?)```", path.read_text(), re.S):
             for line in re.sub(r"\\\n\s*", " ", block).splitlines():  # continued lines joined
-                line = line.split(" # ")[0].strip()
-                if line.startswith("python -m bench "):
-                    out.append((page.name, line[len("python -m bench "):]))
+                found = re.search(r"(?:^|&& )python -m bench (.*)", line.split(" # ")[0].strip())
+                if found:
+                    out.append((path.name, found.group(1)))
     return out
 
 
 def test_every_bench_command_the_docs_show_is_one_the_parser_accepts():
     """A renamed flag or command fails here, not in a newcomer's terminal."""
     import shlex
-
-    import pytest
 
     from bench.__main__ import build_parser
 
@@ -69,3 +75,158 @@ def test_readme_ci_and_tox_install_the_same_cpu_torch():
     tox.read(ROOT / "tox.ini")
     assert tox["testenv"]["deps"].strip() == f"torch=={version}"
     assert "download.pytorch.org/whl/cpu" in tox["testenv"]["set_env"]
+
+
+# --- every shown command, run ---------------------------------------------------------------------
+
+SMALLER = {"--tune": "2", "--trials": "2", "--workers": "2"}  # the shown value -> a test's
+APPENDED = {"run": ["--seeds", "1", "--epochs", "1"], "tune": ["--epochs", "1"],
+            "speed": ["--devices", "cpu", "--models", "gmf", "--batch-sizes", "256", "--modes", "single"]}
+
+
+def _movielens_zip(name: str) -> bytes:
+    """A MovieLens archive in the layout GroupLens ships ``name`` in: 60 users x 20 of 150 movies."""
+    import io
+    import zipfile
+
+    import numpy as np
+
+    rng = np.random.default_rng(len(name))
+    rows = [(u, int(i), int(rng.integers(1, 6)), t) for u in range(1, 61)
+            for t, i in enumerate(rng.choice(np.arange(1, 151), 20, replace=False))]
+    member, text = {
+        "ml-100k": ("u.data", "".join(f"{u}\t{i}\t{r}\t{t}\n" for u, i, r, t in rows)),
+        "ml-1m": ("ratings.dat", "".join(f"{u}::{i}::{r}::{t}\n" for u, i, r, t in rows)),
+    }.get(name, ("ratings.csv", "userId,movieId,rating,timestamp\n"
+                 + "".join(f"{u},{i},{r}.0,{t}\n" for u, i, r, t in rows)))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr(f"{name}/{member}", text)
+    return buffer.getvalue()
+
+
+def _anime(folder: Path) -> None:
+    """Kaggle's two anime files, small: 40 anime, 50 users with 12 ratings each (some -1)."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    folder.mkdir(parents=True)
+    genres = ["Action", "Comedy", "Drama", "Romance", "Sci-Fi"]
+    (folder / "anime.csv").write_text("anime_id,name,genre,type,episodes,rating,members\n" + "".join(
+        f'{a},Anime {a},"{genres[a % 5]}, {genres[(a + 2) % 5]}",{("TV", "Movie", "OVA")[a % 3]},{1 + a % 26},7.5,100\n'
+        for a in range(1, 41)))
+    (folder / "rating.csv").write_text("user_id,anime_id,rating\n" + "".join(
+        f"{u},{a},{rng.choice([-1, *range(1, 11)])}\n" for u in range(1, 51)
+        for a in rng.choice(np.arange(1, 41), 12, replace=False)))
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """Every public set the docs name, in miniature, served on loopback as ncf_core's source table
+    describes it (archives checked against their SHA-256, the NCF files unverified as on GitHub)."""
+    import hashlib
+
+    from ncf_core.data import fetch as fetch_mod
+    from ncf_core.data.fetch import Remote, Source
+    from tests.conftest import FileServer, ml1m_like
+
+    files = {f"{name}.zip": _movielens_zip(name) for name in ("ml-100k", "ml-1m", "ml-20m", "ml-25m")}
+    ncf = tmp_path_factory.mktemp("ncf")
+    for stem in ("ml-1m", "pinterest-20"):
+        ml1m_like(ncf, stem)
+    files |= {p.name: p.read_bytes() for p in ncf.iterdir()}
+    server = FileServer(files)
+    sources = {}
+    for name, source in fetch_mod.SOURCES.items():
+        remotes = tuple(Remote(f"{server.url}/{r.url.rsplit('/', 1)[1]}",
+                               r.digest and "sha256:" + hashlib.sha256(files[r.url.rsplit("/", 1)[1]]).hexdigest(),
+                               unpack=r.unpack, target=r.target) for r in source.files)
+        sources[name] = Source(name, remotes, note=source.note)
+    yield sources
+    server.close()
+
+
+def _argv(line: str, places: dict[str, str]) -> list[str]:
+    """The shown line as the shell would pass it, with its placeholders filled in and its sizes cut
+    to a test's: ``APPENDED`` flags come last, so they override the suite's (argparse: last wins)."""
+    import glob
+    import shlex
+
+    for name, value in places.items():
+        line = re.sub(rf"(?<![\w./-]){re.escape(name)}(?![\w-])", value, line)
+    argv = []
+    for token in shlex.split(line):
+        argv += sorted(glob.glob(token)) or [token] if "*" in token else [token]
+    argv = [SMALLER.get(prev, token) if prev in SMALLER else token for prev, token in zip(["", *argv], argv)]
+    return argv + APPENDED.get(argv[0], [])
+
+
+@pytest.fixture()
+def ray_address(monkeypatch):
+    """A Ray head in a private temporary folder for one test, stopped afterwards (only its processes).
+    Token authentication is off on both sides: a driver process that imported Ray earlier (pytest's,
+    where other modules import it) keeps the authentication settings it read then."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    from tests.conftest import stop_processes_naming
+
+    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[ray]'")
+    temp = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    head = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={port}",
+                             "--node-ip-address=127.0.0.1", f"--temp-dir={temp}", "--num-cpus=2",
+                             "--include-dashboard=false", "--disable-usage-stats"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (temp / "ray_current_cluster").exists() and head.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert head.poll() is None and (temp / "ray_current_cluster").exists(), "the Ray head did not start"
+        yield f"127.0.0.1:{port}"
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        os.killpg(head.pid, signal.SIGKILL)
+        head.wait()
+        stop_processes_naming(temp)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", [p for p in PAGES if _commands(p)], ids=lambda p: p.name)
+def test_every_command_a_page_shows_runs(page, served, request, tmp_path, monkeypatch, capsys):
+    """Each page's commands, in the order shown, from a fresh folder, through ``main``: its data
+    folder (``../shared/data``, ``DATA``) holds Kaggle's anime files as a user puts them there, and
+    every public set is fetched by the shown commands from a loopback mirror; PostgreSQL and a Ray
+    head are real servers on loopback. Only sizes shrink (seeds, epochs, trials, workers, the speed
+    grid: ``SMALLER``, ``APPENDED``); a renamed flag, a moved module or a command the docs describe
+    wrongly fails here."""
+    from bench.__main__ import main
+    from ncf_core.data import fetch as fetch_mod
+
+    commands = [line for _, line in _commands(page) if line != "run --suite smoke"]  # .ci/run runs it as shown
+    data = tmp_path / "data"
+    _anime(data / "anime")
+    monkeypatch.setattr(fetch_mod, "SOURCES", served)
+    monkeypatch.chdir(tmp_path)
+    places = {"../shared/data": str(data), "DATA": str(data), "path/to/ml-1m": str(data / "ml-1m"),
+              "path/to/ncf/ml-1m": str(data / "ncf" / "ml-1m"), "/tmp/interim": str(tmp_path / "interim"),
+              "$WORKER_ID": "1"}
+    if any("postgresql://" in line for line in commands):
+        places["postgresql://user:pass@dbhost/optuna"] = request.getfixturevalue("postgres_url")
+    if any("--ray auto" in line for line in commands):
+        monkeypatch.setenv("RAY_ADDRESS", request.getfixturevalue("ray_address"))  # where `auto` looks first
+    for line in commands:
+        argv = _argv(line, places)
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code == 0, f"{page.name}: python -m bench {line}\n -> {argv}: exit {code}\n{err[-2000:]}"

@@ -6,14 +6,10 @@ Skipped, with the reason, where the server binaries or the driver are missing (.
 
 from __future__ import annotations
 
-import glob
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import optuna
@@ -22,55 +18,6 @@ import pytest
 from tests.conftest import ROOT, stale_trial_failed
 
 pytestmark = pytest.mark.slow  # subprocess runs, kills and servers: minutes in all
-
-
-
-def _binary(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    return candidates[-1] if candidates else None
-
-
-def _as_server_user(cmd: list[str]) -> list[str]:
-    if os.geteuid() != 0:
-        return cmd
-    return ["runuser", "-u", "postgres", "--", *cmd]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def postgres_url():
-    initdb, pg_ctl = _binary("initdb"), _binary("pg_ctl")
-    if not initdb or not pg_ctl:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found")
-    pytest.importorskip("psycopg", reason="no PostgreSQL driver: pip install -e '.[postgres]'")
-    if os.geteuid() == 0 and subprocess.run(["id", "postgres"], capture_output=True).returncode:
-        pytest.skip("running as root and there is no postgres system user to run the server")
-    base = Path(tempfile.mkdtemp(prefix="ncf-pg-"))  # not under pytest's root-only folder: the server must reach it
-    data, sock = base / "data", base / "sock"
-    sock.mkdir()
-    if os.geteuid() == 0:
-        shutil.chown(base, "postgres")
-        shutil.chown(sock, "postgres")
-    subprocess.run(_as_server_user([initdb, "-D", str(data), "-U", "bench", "--auth=trust", "-E", "UTF8"]),
-                   check=True, capture_output=True)
-    port = _free_port()
-    log = base / "server.log"
-    subprocess.run(_as_server_user([pg_ctl, "-D", str(data), "-l", str(log), "-w", "-o",
-                                    f"-h 127.0.0.1 -p {port} -k {sock}", "start"]), check=True, capture_output=True)
-    try:
-        url = f"postgresql://bench@127.0.0.1:{port}/postgres"
-        yield url
-    finally:
-        subprocess.run(_as_server_user([pg_ctl, "-D", str(data), "-m", "immediate", "stop"]), capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def _tune(url: str, study: str, out: Path, *extra: str) -> list[str]:

@@ -18,7 +18,7 @@ import pytest
 
 from bench.run.pool import Job
 from bench.run.store import TrialStore, trial_key
-from tests.conftest import ROOT
+from tests.conftest import ROOT, stop_processes_naming
 
 pytestmark = pytest.mark.slow  # subprocess runs, kills and servers: minutes in all
 
@@ -52,12 +52,12 @@ def test_a_killed_ray_run_resumes_to_the_trials_of_a_plain_run(tmp_path):
         killed = subprocess.run(cmd, cwd=ROOT, capture_output=True, env={**env, "BENCH_KILL_AT": "stored:4"},
                                 timeout=600)
         assert killed.returncode == -signal.SIGKILL
-        _stop_ray_under(ray_tmp)
+        stop_processes_naming(ray_tmp)
         assert len(TrialStore(out).records()) == 4
         res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
         assert res.returncode == 0, res.stderr
     finally:
-        _stop_ray_under(ray_tmp)
+        stop_processes_naming(ray_tmp)
         shutil.rmtree(ray_tmp, ignore_errors=True)
     lines = [json.loads(x) for x in TrialStore(out).path.read_text().splitlines() if x.strip()]
     keys = [trial_key(r) for r in lines if r["status"] == "ok"]
@@ -85,17 +85,7 @@ def test_a_ray_tasks_epochs_reach_the_driver_before_it_ends():
             events.append(f"{job.key} done")
     finally:
         ray.shutdown()
-        _stop_ray_under(ray_tmp)
+        stop_processes_naming(ray_tmp)
         shutil.rmtree(ray_tmp, ignore_errors=True)
     for key in "abc":
         assert [e for e in events if e.startswith(key)] == [key] * 3 + [f"{key} done"], events
-
-
-def _stop_ray_under(folder: Path) -> None:
-    """SIGKILL the processes whose command line names ``folder``: the Ray a killed driver left behind."""
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            if str(folder).encode() in (proc / "cmdline").read_bytes():
-                os.kill(int(proc.name), signal.SIGKILL)
-        except (OSError, ValueError):
-            continue

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import threading
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ from bench.__main__ import main
 from ncf_core import DataError
 from ncf_core.data import fetch as fetch_mod
 from ncf_core.data.fetch import Remote, Source, fetch, status
+from tests.conftest import FileServer
 
 
 def _archive() -> bytes:
@@ -30,58 +29,15 @@ def _archive() -> bytes:
     return buffer.getvalue()
 
 
-class Server:
-    """Serves one body at /ml-100k.zip with range requests; ``cut`` drops the first response early."""
-
-    def __init__(self, body: bytes) -> None:
-        self.body, self.cut, self.ranges = body, None, []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # quiet
-                pass
-
-            def do_GET(self):  # noqa: N802 - http.server's name
-                if not self.path.endswith("/ml-100k.zip"):
-                    self.send_error(404)
-                    return
-                start = 0
-                header = self.headers.get("Range")
-                outer.ranges.append(header)
-                if header:
-                    start = int(header.removeprefix("bytes=").split("-")[0])
-                    if start >= len(outer.body):
-                        self.send_error(416)
-                        return
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(outer.body) - 1}/{len(outer.body)}")
-                else:
-                    self.send_response(200)
-                self.send_header("Content-Length", str(len(outer.body) - start))
-                self.end_headers()
-                payload = outer.body[start:]
-                if outer.cut is not None:
-                    payload, outer.cut = payload[:outer.cut], None  # the connection drops mid-file
-                self.wfile.write(payload)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/files"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture()
 def server():
-    srv = Server(_archive())
+    srv = FileServer({"ml-100k.zip": _archive()})
     yield srv
     srv.close()
 
 
-def _source(srv: Server, digest: str | None = None) -> Source:
-    digest = digest or "sha256:" + hashlib.sha256(srv.body).hexdigest()
+def _source(srv: FileServer, digest: str | None = None) -> Source:
+    digest = digest or "sha256:" + hashlib.sha256(srv.files["ml-100k.zip"]).hexdigest()
     return Source("ml-100k", (Remote(f"{srv.url}/ml-100k.zip", digest, unpack=True),))
 
 
