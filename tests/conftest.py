@@ -211,11 +211,12 @@ def postgres_url():
 
 
 def stop_processes_naming(folder: Path) -> None:
-    """SIGKILL the processes whose command line names ``folder``: a private Ray left behind, and never
+    """SIGKILL the processes whose command line or environment names ``folder``: a private Ray left
+    behind (its agents rename themselves, ``ray::DashboardAgent``, but keep ``RAY_TMPDIR``), and never
     a Ray someone else runs on this machine."""
     for proc in Path("/proc").glob("[0-9]*"):
         try:
-            if str(folder).encode() in (proc / "cmdline").read_bytes():
+            if any(str(folder).encode() in (proc / part).read_bytes() for part in ("cmdline", "environ")):
                 os.kill(int(proc.name), signal.SIGKILL)
         except (OSError, ValueError):
             continue

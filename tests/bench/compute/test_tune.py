@@ -115,8 +115,9 @@ def test_a_tuned_run_gives_every_variant_the_same_budget_and_neumf_the_tuned_bas
     from bench.run.store import TrialStore
 
     out = tmp_path / "run"
-    assert main(["run", "--suite", "smoke", "--datasets", "synthetic", "--tune", "3", "--seeds", "2",
-                 "--epochs", "2", "--variants", "mf,gmf,mlp,neumf-pre-adam", "--out", str(out)]) == 0
+    argv = ["run", "--suite", "smoke", "--datasets", "synthetic", "--tune", "3", "--tune-stack", "2", "--seeds", "2",
+            "--epochs", "2", "--variants", "mf,gmf,mlp,neumf-pre-adam", "--out", str(out)]
+    assert main(argv) == 0
     db = f"sqlite:///{out / 'tuning' / 'studies.db'}"
     counts = {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(db)}
     assert counts == {f"synthetic-rating-{v}": 3 for v in ("mf", "gmf", "mlp", "neumf-pre-adam")}
@@ -146,7 +147,7 @@ def test_a_tuned_run_gives_every_variant_the_same_budget_and_neumf_the_tuned_bas
         assert row.split("|")[3].strip() == str(len(structures))
         tried[variant] = len(structures)
     # the budget line says it too: a stack's trials share a structure, so equal trials are not equal structures
-    assert manifest["stack"]["synthetic"] == 2
+    assert manifest["stack"]["synthetic"] == 2  # as asked (by default 3 trials run one at a time)
     assert ("so the studies tried " + ", ".join(f"{v} {tried[v]}" for v in ("mf", "gmf", "mlp", "neumf-pre-adam"))
             + " distinct structures in their 3 trials.") in summary
     # the plan knew every trial's settings before anything trained (TPE's random start-up)
@@ -157,8 +158,7 @@ def test_a_tuned_run_gives_every_variant_the_same_budget_and_neumf_the_tuned_bas
         assert [t.user_attrs["config"] for t in trials] == json.loads(json.dumps(seen, default=list))
     # resuming the same command reruns nothing: studies full, trials stored, settings equal
     before = (out / "trials.jsonl").read_text()
-    assert main(["run", "--suite", "smoke", "--datasets", "synthetic", "--tune", "3", "--seeds", "2",
-                 "--epochs", "2", "--variants", "mf,gmf,mlp,neumf-pre-adam", "--out", str(out)]) == 0
+    assert main(argv) == 0
     assert (out / "trials.jsonl").read_text() == before
 
 
@@ -247,11 +247,11 @@ def test_the_summary_says_when_a_budget_never_leaves_tpes_random_start_up():
 
 def test_bench_tune_stacks_as_a_tuned_run_does_and_says_what_it_searched(tmp_path, capsys):
     out = tmp_path / "t"
-    assert main(["tune", "--dataset", "synthetic", "--variant", "gmf", "--trials", "4", "--epochs", "1",
+    assert main(["tune", "--dataset", "synthetic", "--variant", "gmf", "--trials", "10", "--epochs", "1",
                  "--out", str(out)]) == 0
     payload = json.loads((out / "best_params.json").read_text())
-    assert payload["stack"] == 2 and payload["split_seed"] not in range(100)  # sqrt(4); no evaluation seed
-    assert "4/4 trials 100%" in capsys.readouterr().err  # the bar, with its time left
+    assert payload["stack"] == 2 and payload["split_seed"] not in range(100)  # 10 // 5; no evaluation seed
+    assert "10/10 trials 100%" in capsys.readouterr().err  # the bar, with its time left
     md = (out / "tune.md").read_text()
     space = md.split("## Search space")[1]
     assert "| lr | float in [" in space and "log scale" in space and "| batch_size | one of " in space

@@ -86,6 +86,22 @@ def test_seeds_stack_in_groups_that_fit_memory(monkeypatch):
     assert plan_mod.seed_groups(spec, data, seeds, ("cpu",), False) == [[s] for s in seeds]
 
 
+def test_a_studys_default_stack_leaves_it_five_structures_to_try():
+    """About the square root of the budget, but no more than a fifth of it: 12 trials in stacks of 2
+    (six structures, not three stacks of 4), 20 in stacks of 4, under 10 one at a time; a stack
+    asked for is kept, never larger than the budget."""
+    from bench.run.plan import MIN_STRUCTURES, study_stack
+    from bench.suites import synthetic
+    from ncf_core.data import load
+
+    spec = synthetic("ranking")
+    data = load("synthetic", task="ranking", **dict(spec.options))
+    stacks = {n: study_stack(spec, data, n, ("cpu",), None) for n in (3, 9, 10, 12, 20, 25, 50, 400)}
+    assert stacks == {3: 1, 9: 1, 10: 2, 12: 2, 20: 4, 25: 5, 50: 8, 400: 16}
+    assert all(n // k >= MIN_STRUCTURES for n, k in stacks.items() if k > 1)
+    assert (study_stack(spec, data, 12, ("cpu",), 4), study_stack(spec, data, 3, ("cpu",), 4)) == (4, 3)
+
+
 def test_pretrained_neumf_starts_from_the_runs_own_tuned_gmf_and_mlp(tmp_path):
     """With tuned GMF/MLP settings, the pretrained NeuMF starts from the GMF and MLP trained with
     them (logit identity at epoch 0: an SGD step of 1e-12 leaves it there), and its stored config
