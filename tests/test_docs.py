@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -162,10 +164,10 @@ def _argv(line: str, places: dict[str, str]) -> list[str]:
 
 
 @pytest.fixture()
-def ray_address(monkeypatch):
-    """A Ray head in a private temporary folder for one test, stopped afterwards (only its processes).
-    Token authentication is off on both sides: a driver process that imported Ray earlier (pytest's,
-    where other modules import it) keeps the authentication settings it read then."""
+def ray_head():
+    """A Ray head in a private temporary folder for one test, with token authentication (Ray's default
+    from 2.59) and a token made here; yields the environment a driver connects with (``RAY_ADDRESS``,
+    where ``--ray auto`` looks first). Stopped afterwards: only its own processes."""
     import os
     import signal
     import socket
@@ -176,25 +178,23 @@ def ray_address(monkeypatch):
 
     from tests.conftest import stop_processes_naming
 
-    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[ray]'")
+    pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[ray]'")
     temp = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": os.urandom(16).hex()}
     head = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={port}",
                              "--node-ip-address=127.0.0.1", f"--temp-dir={temp}", "--num-cpus=2",
-                             "--include-dashboard=false", "--disable-usage-stats"],
+                             "--include-dashboard=false", "--disable-usage-stats"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
         while not (temp / "ray_current_cluster").exists() and head.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
         assert head.poll() is None and (temp / "ray_current_cluster").exists(), "the Ray head did not start"
-        yield f"127.0.0.1:{port}"
+        yield {**env, "RAY_ADDRESS": f"127.0.0.1:{port}"}
     finally:
-        if ray.is_initialized():
-            ray.shutdown()
         os.killpg(head.pid, signal.SIGKILL)
         head.wait()
         stop_processes_naming(temp)
@@ -207,7 +207,8 @@ def test_every_command_a_page_shows_runs(page, served, request, tmp_path, monkey
     """Each page's commands, in the order shown, from a fresh folder, through ``main``: its data
     folder (``../shared/data``, ``DATA``) holds Kaggle's anime files as a user puts them there, and
     every public set is fetched by the shown commands from a loopback mirror; PostgreSQL and a Ray
-    head are real servers on loopback. Only sizes shrink (seeds, epochs, trials, workers, the speed
+    head are real servers on loopback (the Ray line's driver is a ``python -m bench`` process of its
+    own, the sets fetched for it first). Only sizes shrink (seeds, epochs, trials, workers, the speed
     grid: ``SMALLER``, ``APPENDED``); a renamed flag, a moved module or a command the docs describe
     wrongly fails here."""
     from bench.__main__ import main
@@ -223,10 +224,16 @@ def test_every_command_a_page_shows_runs(page, served, request, tmp_path, monkey
               "$WORKER_ID": "1"}
     if any("postgresql://" in line for line in commands):
         places["postgresql://user:pass@dbhost/optuna"] = request.getfixturevalue("postgres_url")
+    ray_env = None
     if any("--ray auto" in line for line in commands):
-        monkeypatch.setenv("RAY_ADDRESS", request.getfixturevalue("ray_address"))  # where `auto` looks first
+        ray_env = request.getfixturevalue("ray_head")
+        assert main(["data", "fetch", *served, "--data-dir", str(data)]) == 0  # its driver runs apart: fetch here
     for line in commands:
         argv = _argv(line, places)
-        code = main(argv)
-        err = capsys.readouterr().err
+        if "--ray" in argv:  # a driver process of its own: Ray keeps per-process state an earlier Ray test leaves
+            done = subprocess.run([sys.executable, "-m", "bench", *argv], env=ray_env, capture_output=True, text=True,
+                                  timeout=600)
+            code, err = done.returncode, done.stderr
+        else:
+            code, err = main(argv), capsys.readouterr().err
         assert code == 0, f"{page.name}: python -m bench {line}\n -> {argv}: exit {code}\n{err[-2000:]}"
