@@ -84,6 +84,9 @@ def test_readme_ci_and_tox_install_the_same_cpu_torch():
 SMALLER = {"--tune": "2", "--trials": "2", "--workers": "2"}  # the shown value -> a test's
 APPENDED = {"run": ["--seeds", "1", "--epochs", "1"], "tune": ["--epochs", "1"],
             "speed": ["--devices", "cpu", "--models", "gmf", "--batch-sizes", "256", "--modes", "single"]}
+# where a run names no variants: one of each kind (MF's closed-form step, a pretrained NeuMF and the
+# GMF and MLP it starts from, a reference baseline); the smoke suite's tests run them all
+VARIANTS = ["--variants", "mf,neumf-pre-sgd,ease"]
 
 
 def _movielens_zip(name: str) -> bytes:
@@ -160,7 +163,7 @@ def _argv(line: str, places: dict[str, str]) -> list[str]:
     for token in shlex.split(line):
         argv += sorted(glob.glob(token)) or [token] if "*" in token else [token]
     argv = [SMALLER.get(prev, token) if prev in SMALLER else token for prev, token in zip(["", *argv], argv)]
-    return argv + APPENDED.get(argv[0], [])
+    return argv + APPENDED.get(argv[0], []) + (VARIANTS if argv[0] == "run" and "--variants" not in argv else [])
 
 
 @pytest.fixture()
@@ -209,8 +212,8 @@ def test_every_command_a_page_shows_runs(page, served, request, tmp_path, monkey
     every public set is fetched by the shown commands from a loopback mirror; PostgreSQL and a Ray
     head are real servers on loopback (the Ray line's driver is a ``python -m bench`` process of its
     own, the sets fetched for it first). Only sizes shrink (seeds, epochs, trials, workers, the speed
-    grid: ``SMALLER``, ``APPENDED``); a renamed flag, a moved module or a command the docs describe
-    wrongly fails here."""
+    grid, the variants a run names none of: ``SMALLER``, ``APPENDED``, ``VARIANTS``); a renamed flag,
+    a moved module or a command the docs describe wrongly fails here."""
     from bench.__main__ import main
     from ncf_core.data import fetch as fetch_mod
 
