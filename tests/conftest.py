@@ -115,6 +115,26 @@ def stale_trial_failed(study_name: str, url: str):
     return running
 
 
+def movielens_zip(name: str) -> bytes:
+    """A MovieLens archive in the layout GroupLens ships ``name`` in (``ml-100k/u.data``,
+    ``ml-1m/ratings.dat``, else ``<name>/ratings.csv``): 60 users x 20 of 150 movies."""
+    import io
+    import zipfile
+
+    rng = np.random.default_rng(len(name))
+    rows = [(u, int(i), int(rng.integers(1, 6)), t) for u in range(1, 61)
+            for t, i in enumerate(rng.choice(np.arange(1, 151), 20, replace=False))]
+    member, text = {
+        "ml-100k": ("u.data", "".join(f"{u}\t{i}\t{r}\t{t}\n" for u, i, r, t in rows)),
+        "ml-1m": ("ratings.dat", "".join(f"{u}::{i}::{r}::{t}\n" for u, i, r, t in rows)),
+    }.get(name, ("ratings.csv", "userId,movieId,rating,timestamp\n"
+                 + "".join(f"{u},{i},{r}.0,{t}\n" for u, i, r, t in rows)))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr(f"{name}/{member}", text)
+    return buffer.getvalue()
+
+
 class FileServer:
     """Serves ``files`` (file name -> bytes) on loopback under ``url``, with HTTP range requests;
     ``cut`` drops the next response after that many bytes (a connection lost mid-file)."""
@@ -174,7 +194,8 @@ def _as_server_user(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *cmd]
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -198,7 +219,7 @@ def postgres_url():
         shutil.chown(sock, "postgres")
     subprocess.run(_as_server_user([initdb, "-D", str(data), "-U", "bench", "--auth=trust", "-E", "UTF8"]),
                    check=True, capture_output=True)
-    port = _free_port()
+    port = free_port()
     log = base / "server.log"
     subprocess.run(_as_server_user([pg_ctl, "-D", str(data), "-l", str(log), "-w", "-o",
                                     f"-h 127.0.0.1 -p {port} -k {sock}", "start"]), check=True, capture_output=True)

@@ -89,27 +89,6 @@ APPENDED = {"run": ["--seeds", "1", "--epochs", "1"], "tune": ["--epochs", "1"],
 VARIANTS = ["--variants", "mf,neumf-pre-sgd,ease"]
 
 
-def _movielens_zip(name: str) -> bytes:
-    """A MovieLens archive in the layout GroupLens ships ``name`` in: 60 users x 20 of 150 movies."""
-    import io
-    import zipfile
-
-    import numpy as np
-
-    rng = np.random.default_rng(len(name))
-    rows = [(u, int(i), int(rng.integers(1, 6)), t) for u in range(1, 61)
-            for t, i in enumerate(rng.choice(np.arange(1, 151), 20, replace=False))]
-    member, text = {
-        "ml-100k": ("u.data", "".join(f"{u}\t{i}\t{r}\t{t}\n" for u, i, r, t in rows)),
-        "ml-1m": ("ratings.dat", "".join(f"{u}::{i}::{r}::{t}\n" for u, i, r, t in rows)),
-    }.get(name, ("ratings.csv", "userId,movieId,rating,timestamp\n"
-                 + "".join(f"{u},{i},{r}.0,{t}\n" for u, i, r, t in rows)))
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as zf:
-        zf.writestr(f"{name}/{member}", text)
-    return buffer.getvalue()
-
-
 def _anime(folder: Path) -> None:
     """Kaggle's two anime files, small: 40 anime, 50 users with 12 ratings each (some -1)."""
     import numpy as np
@@ -133,9 +112,9 @@ def served(tmp_path_factory):
 
     from ncf_core.data import fetch as fetch_mod
     from ncf_core.data.fetch import Remote, Source
-    from tests.conftest import FileServer, ml1m_like
+    from tests.conftest import FileServer, ml1m_like, movielens_zip
 
-    files = {f"{name}.zip": _movielens_zip(name) for name in ("ml-100k", "ml-1m", "ml-20m", "ml-25m")}
+    files = {f"{name}.zip": movielens_zip(name) for name in ("ml-100k", "ml-1m", "ml-20m", "ml-25m")}
     ncf = tmp_path_factory.mktemp("ncf")
     for stem in ("ml-1m", "pinterest-20"):
         ml1m_like(ncf, stem)
@@ -173,19 +152,14 @@ def ray_head():
     where ``--ray auto`` looks first). Stopped afterwards: only its own processes."""
     import os
     import signal
-    import socket
-    import subprocess
-    import sys
     import tempfile
     import time
 
-    from tests.conftest import stop_processes_naming
+    from tests.conftest import free_port, stop_processes_naming
 
     pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[ray]'")
     temp = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": os.urandom(16).hex()}
     head = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={port}",
                              "--node-ip-address=127.0.0.1", f"--temp-dir={temp}", "--num-cpus=2",

@@ -7,31 +7,18 @@ import io
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from bench.__main__ import main
 from ncf_core import DataError
 from ncf_core.data import fetch as fetch_mod
 from ncf_core.data.fetch import Remote, Source, fetch, status
-from tests.conftest import FileServer
-
-
-def _archive() -> bytes:
-    """A MovieLens-100K-shaped zip: ml-100k/u.data with 60 users x 20 of 150 items."""
-    rng = np.random.default_rng(0)
-    lines = [f"{u}\t{i}\t{rng.integers(1, 6)}\t{t}" for u in range(1, 61)
-             for t, i in enumerate(rng.choice(np.arange(1, 151), 20, replace=False))]
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as zf:
-        zf.writestr("ml-100k/u.data", "\n".join(lines) + "\n")
-        zf.writestr("ml-100k/README", "fixture\n")
-    return buffer.getvalue()
+from tests.conftest import FileServer, movielens_zip
 
 
 @pytest.fixture()
 def server():
-    srv = FileServer({"ml-100k.zip": _archive()})
+    srv = FileServer({"ml-100k.zip": movielens_zip("ml-100k")})
     yield srv
     srv.close()
 
