@@ -22,11 +22,14 @@ def predictions(task: str, logits: torch.Tensor) -> torch.Tensor:
     return LOSSES[task_of(task).objective][0](logits)
 
 
-def loss_fn(task: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def loss_fn(task: str, logits: torch.Tensor, target: torch.Tensor,
+            weights: torch.Tensor | None = None) -> torch.Tensor:
     """The task's objective, averaged over the last axis only: one loss per model when members are
-    stacked (one model's batch takes the reduced kernel, two autograd nodes fewer per step)."""
+    stacked (one model's batch takes the reduced kernel, two autograd nodes fewer per step).
+    ``weights``: each example's share of its member's mean (zero on a padded row)."""
     transform, loss = LOSSES[task_of(task).objective]
     pred = transform(logits)
-    if pred.dim() == 1:
+    if pred.dim() == 1 and weights is None:
         return loss(pred, target)
-    return loss(pred, target, reduction="none").mean(-1)
+    losses = loss(pred, target, reduction="none")
+    return losses.mean(-1) if weights is None else (losses * weights).sum(-1)

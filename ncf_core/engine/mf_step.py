@@ -24,12 +24,12 @@ from ncf_core.engine.optim import LazyAdam, MemberSGD
 from ncf_core.models.mf import MF
 from ncf_core.tasks import task_of
 
-Step = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+Step = Callable[..., torch.Tensor]
 
 
 def mf_step(model: nn.Module, optimizers: list[torch.optim.Optimizer], cfg: TrainConfig,
             l2: torch.Tensor | float) -> Step | None:
-    """``step(users, items, targets)`` -> the batch's mean loss per member, having updated ``model``
+    """``step(users, items, targets, weights=None)`` -> the batch's mean loss per member, having updated ``model``
     as ``optimizers`` would from autograd's gradient; None where that is not this step: another
     model, item features, another objective, a device other than the CPU, amp, or sparse tables."""
     if not (isinstance(model, MF) and model.item.project is None and task_of(cfg.task).objective == "bce"
@@ -39,39 +39,49 @@ def mf_step(model: nn.Module, optimizers: list[torch.optim.Optimizer], cfg: Trai
     lrs = _plain_sgd_rates(optimizers)
     if lrs is None and (any(t.sparse for t in tables) or any(isinstance(o, LazyAdam) for o in optimizers)):
         return None
-    weights = [t.weight for t in tables]
+    weights_ = [t.weight for t in tables]
     stacked = model.bias.dim() == 2  # a stack's parameters have the member axis first
     user_offset, item_offset = (getattr(t, "offset", None) for t in tables[:2])
     # per member (S, 1) where members differ, else one number: the learning rate, and l2
     rate = None if lrs is None else torch.tensor(lrs, dtype=model.bias.dtype).view(-1, 1) if len(lrs) > 1 else lrs[0]
     penalty = l2.view(-1, 1) if isinstance(l2, torch.Tensor) else float(l2)
     # dense gradients without a fresh zero table a step (a third of a 128-factor ML-1M Adam step)
-    buffers = RowBuffers(weights) if rate is None else None
+    buffers = RowBuffers(weights_) if rate is None else None
 
     @torch.no_grad()
-    def step(users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def step(users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor,
+             weights: torch.Tensor | None = None) -> torch.Tensor:
         if stacked:  # a member's ids into its block of each table
             users, items = users + user_offset, items + item_offset
         shape, users, items = users.shape, users.reshape(-1), items.reshape(-1)  # index_select: ~3x [ids] on a CPU
-        p, q, bu, bi = (w.index_select(0, ids).view(*shape, -1) for w, ids in zip(weights, (users, items) * 2))
+        p, q, bu, bi = (w.index_select(0, ids).view(*shape, -1) for w, ids in zip(weights_, (users, items) * 2))
         bu, bi = bu.squeeze(-1), bi.squeeze(-1)
         logits = (p * q).sum(-1) + bu + bi + model.bias
-        losses = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(-1)
-        # d objective / d logit: the loss is a mean over the batch, times its rows for "sum"
-        rows = shape[-1]
-        scale = 1.0 if cfg.reduction == "sum" else 1.0 / rows
+        losses = F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction="none")
+        # d objective / d logit: the loss is a mean over the batch, times its rows for "sum"; with
+        # ``weights`` (members with their own batches, padded) each row's share of its member's mean
+        if weights is None:
+            losses = losses.mean(-1)
+            rows = shape[-1]
+            scale = 1.0 if cfg.reduction == "sum" else 1.0 / rows
+            penalised_rows = rows * scale  # how often the global bias is looked up, in the objective
+        else:
+            losses = (losses * weights).sum(-1)
+            scale = (weights > 0).to(weights.dtype) if cfg.reduction == "sum" else weights
+            penalised_rows = scale.sum(-1, keepdim=True)
         err = (torch.sigmoid(logits) - targets).mul_(scale)
-        bias_grad = err.sum(-1, keepdim=stacked) + model.bias * (penalty * rows * scale)
+        bias_grad = err.sum(-1, keepdim=stacked) + model.bias * (penalty * penalised_rows)
         # plain SGD adds -lr x the gradient to the rows it looks up; other optimizers take the gradient
         e = err if rate is None else err * -rate
-        decay = penalty * scale * (1.0 if rate is None else -rate)  # the lookup penalty's: l2 x each row
+        decay = 0.0 if not isinstance(penalty, torch.Tensor) and not penalty else \
+            penalty * scale * (1.0 if rate is None else -rate)  # the lookup penalty's: l2 x each row
         e3 = e.unsqueeze(-1)
         if isinstance(decay, torch.Tensor) or decay:
             d3 = decay.unsqueeze(-1) if isinstance(decay, torch.Tensor) else decay
             grads = [torch.addcmul(p * d3, q, e3), torch.addcmul(q * d3, p, e3), e + bu * decay, e + bi * decay]
         else:
             grads = [q * e3, p * e3, e, e]
-        lookups = zip(weights, (users, items, users, items), grads)
+        lookups = zip(weights_, (users, items, users, items), grads)
         if rate is None:  # the optimizers step from dense gradients, as after backward()
             for k, (table, ids, grad) in enumerate(lookups):
                 table.grad = buffers.add(k, ids, grad.reshape(-1, table.shape[1]))

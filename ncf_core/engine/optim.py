@@ -11,10 +11,15 @@ Members: a stacked module (``ncf_core.engine.stacked``) holds S models whose eve
 axis first. Given one learning rate, weight decay and momentum per member, each optimizer steps each
 member's block of each parameter with that member's own settings, with the arithmetic of the same
 optimizer on that member alone (``tests/ncf_core/engine/test_members.py``); that is what lets tuning trials with
-different learning rates train as one stacked module.
+different learning rates train as one stacked module. Members may also step unequally often (trials
+with their own negatives or batch size run out of batches at different steps): ``set_active`` names
+the members that step next, and a member-wise optimizer keeps one step count per member, so Adam's
+bias correction is the member's own.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import torch
@@ -49,8 +54,9 @@ class LazyAdam(_Unhooked, torch.optim.Optimizer):
     """
 
     def __init__(self, params, lr: float | list[float] = 1e-3, betas: tuple[float, float] = (0.9, 0.999),  # noqa: ANN001
-                 eps: float = 1e-8, weight_decay: float | list[float] = 0.0) -> None:
-        self.member_lr, self.member_wd = _per_member(lr, weight_decay)
+                 eps: float = 1e-8, weight_decay: float | list[float] = 0.0, apart: bool = False) -> None:
+        self.member_lr, self.member_wd = _per_member(lr, weight_decay, apart)
+        self.active: list[bool] | None = None  # set_active
         super().__init__(params, {"lr": self.member_lr[0], "betas": betas, "eps": eps,
                                   "weight_decay": self.member_wd[0]})
         self._slots: dict[torch.Tensor, np.ndarray] = {}  # rowadam's scratch, one per CPU table
@@ -66,18 +72,24 @@ class LazyAdam(_Unhooked, torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure=None):  # noqa: ANN001 - torch's Optimizer signature
         seen: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # NeuMF's tables share ids
+        members = len(self.member_lr)
+        counts = _active_counts(self.active, members)
         for group in self.param_groups:
-            params, rows, grads, p_rows, m_rows, v_rows, steps = [], [], [], [], [], [], []
+            params, rows, grads, p_rows, m_rows, v_rows = [], [], [], [], [], []
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 if p.device.type not in ("cpu", "cuda"):
                     raise ValueError("LazyAdam runs on CPU and CUDA tensors")
                 state = self.state[p]
-                if not state:
-                    state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+                if not state:  # one step count per member (a member may sit a step out)
+                    state["step"] = torch.zeros(() if members == 1 else members, dtype=torch.float32,
+                                                device=p.device)
                     state["exp_avg"] = torch.zeros_like(p)
                     state["exp_avg_sq"] = torch.zeros_like(p)
+                if self.active is not None:
+                    p.grad = _rows_of(p.grad, self.active)
+                state["step"].add_(1 if counts is None else counts.to(p.device))
                 if rowadam.usable(p):
                     self._step_rows_on_cpu(p, group)
                     continue
@@ -88,12 +100,11 @@ class LazyAdam(_Unhooked, torch.optim.Optimizer):
                 p_rows.append(p.index_select(0, r))
                 m_rows.append(state["exp_avg"].index_select(0, r))
                 v_rows.append(state["exp_avg_sq"].index_select(0, r))
-                steps.append(state["step"])
             if not params:
                 continue
             beta1, beta2 = group["betas"]
-            torch._foreach_add_(steps, 1)
-            for lr, wd, pick in self._member_rows(params, rows):
+            for s, lr, wd, pick in self._member_rows(params, rows):
+                steps = [self.state[p]["step"].view(-1)[s] for p in params]
                 picked = [(t if m is None else t[m] for t, m in zip(ts, pick))
                           for ts in (p_rows, grads, m_rows, v_rows)]
                 p_sel, g_sel, m_sel, v_sel = (list(x) for x in picked)
@@ -110,20 +121,20 @@ class LazyAdam(_Unhooked, torch.optim.Optimizer):
         return None
 
     def _member_rows(self, params: list[torch.Tensor], rows: list[torch.Tensor]):  # noqa: ANN202
-        """(lr, weight decay, row masks) per member: a member's rows are its block of each table."""
+        """(member, lr, weight decay, row masks) per stepping member: a member's rows are its block of each table."""
         members = len(self.member_lr)
         if members == 1:
-            return [(self.member_lr[0], self.member_wd[0], [None] * len(params))]
-        return [(lr, wd, [r // (len(p) // members) == s for p, r in zip(params, rows)])
-                for s, (lr, wd) in enumerate(zip(self.member_lr, self.member_wd))]
+            return [(0, self.member_lr[0], self.member_wd[0], [None] * len(params))]
+        return [(s, lr, wd, [r // (len(p) // members) == s for p, r in zip(params, rows)])
+                for s, (lr, wd) in enumerate(zip(self.member_lr, self.member_wd))
+                if self.active is None or self.active[s]]
 
     def _step_rows_on_cpu(self, p: torch.Tensor, group: dict) -> None:
         state = self.state[p]
-        state["step"] += 1
         if p not in self._slots:
             self._slots[p] = np.full(len(p), -1, dtype=np.int32)
         rowadam.lazy_adam_rows_(p, state["exp_avg"], state["exp_avg_sq"], self._slots[p], p.grad,
-                                float(state["step"]), self.member_lr, group["betas"], group["eps"],
+                                state["step"].view(-1).tolist(), self.member_lr, group["betas"], group["eps"],
                                 self.member_wd)
 
     @staticmethod
@@ -151,8 +162,9 @@ class FusedAdam(_Unhooked, torch.optim.Adam):
     """
 
     def __init__(self, params, lr: float | list[float] = 1e-3,  # noqa: ANN001
-                 weight_decay: float | list[float] = 0.0) -> None:
-        self.member_lr, self.member_wd = _per_member(lr, weight_decay)
+                 weight_decay: float | list[float] = 0.0, apart: bool = False) -> None:
+        self.member_lr, self.member_wd = _per_member(lr, weight_decay, apart)
+        self.active: list[bool] | None = None  # set_active
         super().__init__(params, lr=self.member_lr[0], weight_decay=self.member_wd[0], fused=True)
         # The cached step takes no grad_scale/found_inf: GradScaler must unscale before step, as for
         # any optimizer that does not declare this (torch's fused Adam does).
@@ -204,31 +216,35 @@ class FusedAdam(_Unhooked, torch.optim.Adam):
         """Each member's block of every parameter with its own lr and weight decay: one fused call per
         member on that member's blocks (every stacked parameter has the member axis first, so a
         member's block is one contiguous view). The same kernel on the same values as the member's
-        own optimizer, with no update buffers to clear and scale."""
+        own optimizer, with no update buffers to clear and scale. Each member counts its own steps
+        (one tensor of them for all parameters): one that sits a step out (``active``) keeps its count."""
         members = len(self.member_lr)
-        if self._lists is None:  # state as torch creates it (or carried over), one step counter for all
+        if self._lists is None:  # state as torch creates it (or carried over)
             carried = [self.state[p]["step"] for p in self._params if self.state[p]]
-            step = carried[0] if carried else torch.zeros((), dtype=torch.float32, device=self._params[0].device)
+            steps = carried[0] if carried else torch.zeros(members, dtype=torch.float32, device=self._params[0].device)
             for p in self._params:
                 state = self.state[p]
                 if not state:
                     state.update(exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
-                state["step"] = step
-            self._lists = ([], [], [step])
+                state["step"] = steps
+            self._lists = ([], [], [steps])
             # each member's blocks of the parameters and their moments, as views made once
             views = [[t.view(members, -1).unbind() for t in (p, self.state[p]["exp_avg"], self.state[p]["exp_avg_sq"])]
                      for p in self._params]
             self._blocks = [[[v[k][s] for v in views] for k in range(3)] for s in range(members)]
-        step = self._lists[2][0]
-        step.add_(1)
+            self._member_steps = steps.unbind()
+        counts = _active_counts(self.active, members)
+        self._lists[2][0].add_(1 if counts is None else counts.to(self._lists[2][0].device))
         live = [j for j, g in enumerate(grads) if g is not None]
         grad_blocks = [grads[j].contiguous().view(members, -1).unbind() for j in live]
         group = self.param_groups[0]
         for s, (lr, wd) in enumerate(zip(self.member_lr, self.member_wd)):
+            if self.active is not None and not self.active[s]:
+                continue
             params, exp_avgs, exp_avg_sqs = ([block[j] for j in live] for block in self._blocks[s])
-            torch._fused_adam_(params, [g[s] for g in grad_blocks], exp_avgs, exp_avg_sqs, [], [step] * len(live),
-                               amsgrad=False, lr=lr, beta1=group["betas"][0], beta2=group["betas"][1],
-                               weight_decay=wd, eps=group["eps"], maximize=False)
+            torch._fused_adam_(params, [g[s] for g in grad_blocks], exp_avgs, exp_avg_sqs, [],
+                               [self._member_steps[s]] * len(live), amsgrad=False, lr=lr, beta1=group["betas"][0],
+                               beta2=group["betas"][1], weight_decay=wd, eps=group["eps"], maximize=False)
 
     def _shared_state(self) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] | None:
         """Cached state lists, once every parameter has stepped equally often in one group."""
@@ -247,6 +263,7 @@ class MemberSGD(_Unhooked, torch.optim.Optimizer):
 
     def __init__(self, params, lr: list[float], momentum: list[float], weight_decay: list[float]) -> None:  # noqa: ANN001
         self.member_lr, self.member_mom, self.member_wd = list(lr), list(momentum), list(weight_decay)
+        self.active: list[bool] | None = None  # set_active
         self._rates: torch.Tensor | None = None  # -lr per member, for plain SGD's sparse rows
         super().__init__(params, {"lr": self.member_lr[0]})
 
@@ -257,6 +274,8 @@ class MemberSGD(_Unhooked, torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
+                if self.active is not None and p.grad.is_sparse:
+                    p.grad = _rows_of(p.grad, self.active)
                 if p.grad.is_sparse and not any(self.member_mom) and not any(self.member_wd):
                     self._rows_step(p, members)
                     continue
@@ -264,6 +283,8 @@ class MemberSGD(_Unhooked, torch.optim.Optimizer):
                 weights = p.view(members, -1)
                 state = self.state[p]
                 for s, (lr, mom, wd) in enumerate(zip(self.member_lr, self.member_mom, self.member_wd)):
+                    if self.active is not None and not self.active[s]:
+                        continue
                     g = grad[s] if wd == 0 else grad[s].add(weights[s], alpha=wd)
                     if mom != 0:  # a zero buffer's first step is torch's clone of the gradient, bit for bit
                         if "momentum_buffer" not in state:
@@ -281,6 +302,38 @@ class MemberSGD(_Unhooked, torch.optim.Optimizer):
         p.index_add_(0, ids, values * self._rates[ids // (len(p) // members)].view(-1, *[1] * (values.dim() - 1)))
 
 
+def set_active(optimizers: list[torch.optim.Optimizer], active: list[bool] | None) -> None:
+    """The members that step next (None: all). A member without examples in a step must not step:
+    Adam's moments would still move its weights, and its step count would run ahead of its own."""
+    for opt in optimizers:
+        if not hasattr(opt, "active"):
+            raise TypeError(f"{type(opt).__name__} steps every member")
+        opt.active = None if active is None else tuple(active)
+
+
+@functools.lru_cache(maxsize=256)
+def _counts(active: tuple[bool, ...], device: torch.device) -> torch.Tensor:
+    return torch.tensor(active, dtype=torch.float32, device=device)
+
+
+def _active_counts(active: tuple[bool, ...] | None, members: int) -> torch.Tensor | None:
+    """What each member's step count grows by this step (None: one each)."""
+    if active is None:
+        return None
+    if len(active) != members:
+        raise ValueError(f"{len(active)} members named active for an optimizer of {members}")
+    return _counts(active, torch.device("cpu"))
+
+
+def _rows_of(grad: torch.Tensor, active: tuple[bool, ...]) -> torch.Tensor:
+    """A sparse gradient of a stacked table without the rows of members that sit this step out."""
+    if not grad.is_sparse:
+        return grad
+    ids = grad._indices()[0]
+    keep = _counts(active, ids.device).bool()[ids // (grad.shape[0] // len(active))]
+    return torch.sparse_coo_tensor(grad._indices()[:, keep], grad._values()[keep], grad.shape, check_invariants=False)
+
+
 def plain_sgd(cfgs: TrainConfig | list[TrainConfig]) -> bool:
     """SGD without momentum or weight decay moves only the rows that have a gradient, so sparse
     embedding gradients give the dense step exactly, without a dense gradient table each step (on
@@ -289,30 +342,32 @@ def plain_sgd(cfgs: TrainConfig | list[TrainConfig]) -> bool:
     return all(c.optimizer == "sgd" and c.momentum == 0 and c.weight_decay == 0 and not c.compile for c in cfgs)
 
 
-def _per_member(lr: float | list[float], weight_decay: float | list[float]) -> tuple[list[float], list[float]]:
+def _per_member(lr: float | list[float], weight_decay: float | list[float],
+                apart: bool = False) -> tuple[list[float], list[float]]:
     lrs = [float(x) for x in (lr if isinstance(lr, (list, tuple)) else [lr])]
     wds = [float(x) for x in (weight_decay if isinstance(weight_decay, (list, tuple)) else [weight_decay] * len(lrs))]
     if len(lrs) == 1 < len(wds):
         lrs = lrs * len(wds)
     if len(lrs) != len(wds):
         raise ValueError("one learning rate and one weight decay per member")
-    if len(set(zip(lrs, wds))) == 1:  # one setting for all: the whole-tensor path
+    if len(set(zip(lrs, wds))) == 1 and not apart:  # one setting for all, stepping together: the whole-tensor path
         return lrs[:1], wds[:1]
     return lrs, wds
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig | list[TrainConfig],
-                   device: torch.device) -> list[torch.optim.Optimizer]:
+                   device: torch.device, apart: bool = False) -> list[torch.optim.Optimizer]:
     """Sparse embedding gradients get ``LazyAdam`` / sparse SGD; the rest a fused step.
 
     ``cfg`` is one config, or one per member of a stacked ``model`` (their lr, weight decay and
-    momentum may differ; the rest is one structure). The fused kernel updates every dense
-    parameter at once: on a 2-core CPU about 1.3x the foreach step at batch 256.
+    momentum may differ; the rest is one structure). ``apart``: member-wise optimizers even where the
+    members' settings agree, so that they can step unequally often (``set_active``). The fused kernel
+    updates every dense parameter at once: on a 2-core CPU about 1.3x the foreach step at batch 256.
     """
     cfgs = cfg if isinstance(cfg, list) else [cfg]
     first = cfgs[0]
     lr, wd, mom = ([getattr(c, f) for c in cfgs] for f in ("lr", "weight_decay", "momentum"))
-    split = len(set(zip(lr, wd, mom))) > 1
+    split = apart or len(set(zip(lr, wd, mom))) > 1
     lr, wd = (x if split else x[0] for x in (lr, wd))
     sparse = [p for m in model.modules() if getattr(m, "sparse", False) for p in m.parameters()]
     sparse_ids = {id(p) for p in sparse}
@@ -321,11 +376,11 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig | list[TrainConfig],
     opts: list[torch.optim.Optimizer] = []
     if first.optimizer == "adam":
         if fast.get("fused") or split:
-            opts.append(FusedAdam(dense, lr=lr, weight_decay=wd))
+            opts.append(FusedAdam(dense, lr=lr, weight_decay=wd, apart=apart))
         else:
             opts.append(torch.optim.Adam(dense, lr=lr, weight_decay=wd, **fast))
         if sparse:
-            opts.append(LazyAdam(sparse, lr=lr, weight_decay=wd))
+            opts.append(LazyAdam(sparse, lr=lr, weight_decay=wd, apart=apart))
     elif split:
         opts.append(MemberSGD(dense + sparse, lr=lr, momentum=mom, weight_decay=wd))
     else:
@@ -337,6 +392,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig | list[TrainConfig],
 def keep_members(old: torch.optim.Optimizer, new: torch.optim.Optimizer, members: int, keep: list[int]) -> None:
     """Carry ``old``'s state for the members ``keep`` (of ``members``) over to ``new``, an optimizer of
     the same kind over the same parameters restacked without the others (a pruned tuning trial)."""
+    per_member = len(getattr(new, "member_lr", ())) > 1
     old_params = [p for g in old.param_groups for p in g["params"]]
     new_params = [p for g in new.param_groups for p in g["params"]]
     for po, pn in zip(old_params, new_params, strict=True):
@@ -344,7 +400,20 @@ def keep_members(old: torch.optim.Optimizer, new: torch.optim.Optimizer, members
         if not state:
             continue
         # each parameter its own step counter, as torch keeps them (FusedAdam shares them again itself)
-        new.state[pn] = {k: v.view(members, -1)[keep].reshape(pn.shape).clone() if v.shape == po.shape
-                         else v.clone() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
+        new.state[pn] = {k: _kept(k, v, po, pn, members, keep, per_member) for k, v in state.items()}
     if isinstance(new, FusedAdam):
         new._forget_cache()
+
+
+def _kept(key: str, value: object, old: torch.Tensor, new: torch.Tensor, members: int, keep: list[int],
+          per_member: bool) -> object:
+    """One state entry of the members ``keep``: their blocks of a tensor shaped like the parameter,
+    their step counts where each member keeps its own (one count where ``new`` steps them together:
+    members that step together have stepped equally often)."""
+    if not isinstance(value, torch.Tensor):
+        return value
+    if value.shape == old.shape:
+        return value.view(members, -1)[keep].reshape(new.shape).clone()
+    if key == "step" and value.dim() == 1:
+        return value[keep].clone() if per_member else value[keep[0]].clone()
+    return value.clone()

@@ -45,15 +45,16 @@ def _sum_duplicates(ids, values, slot, acc, rows):  # noqa: ANN001, ANN202 - num
 
 
 def _adam_rows(p, m, v, rows, k, acc, slot, step_sizes, beta2, one_minus_beta1, one_minus_beta2, eps, wds,  # noqa: ANN001, ANN202
-               bias2_sqrt, member_rows):
+               bias2_sqrts, member_rows):
     """Adam on rows ``rows[:k]`` in place, as ``torch._fused_adam_`` computes it; frees their slots.
-    Row r belongs to member r // member_rows, whose step size and weight decay it takes."""
+    Row r belongs to member r // member_rows, whose step size, bias correction and weight decay it takes."""
     d = p.shape[1]
     for s in numba.prange(k):
         r = rows[s]
         slot[r] = -1
         step_size = step_sizes[r // member_rows]
         wd = wds[r // member_rows]
+        bias2_sqrt = bias2_sqrts[r // member_rows]
         for c in range(d):
             grad = acc[s, c]
             if wd != 0:
@@ -74,15 +75,17 @@ if AVAILABLE:
 
 
 def lazy_adam_rows_(param: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor, slot: np.ndarray,
-                    grad: torch.Tensor, step: float, lr: float | list[float], betas: tuple[float, float], eps: float,
-                    weight_decay: float | list[float]) -> None:
+                    grad: torch.Tensor, step: float | list[float], lr: float | list[float], betas: tuple[float, float],
+                    eps: float, weight_decay: float | list[float]) -> None:
     """One lazy Adam step of a 2-D CPU float32 table from its sparse (COO, uncoalesced) gradient.
 
     ``slot`` is the table's scratch: an int32 array of -1, one entry per row, left as found. A list of
-    learning rates (and weight decays) gives one per member: the table is that many equal blocks.
+    learning rates (and weight decays, and step counts) gives one per member: the table is that many
+    equal blocks.
     """
     lrs = lr if isinstance(lr, (list, tuple)) else [lr]
     wds = weight_decay if isinstance(weight_decay, (list, tuple)) else [weight_decay] * len(lrs)
+    steps = step if isinstance(step, (list, tuple)) else [step] * len(lrs)
     ids = grad._indices()[0].contiguous().numpy()
     values = grad._values().contiguous().numpy()
     acc = np.empty_like(values)
@@ -91,10 +94,10 @@ def lazy_adam_rows_(param: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torc
     beta1, beta2 = betas
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
     f32 = np.float32  # constants computed in double, then rounded once, as torch does
-    step_sizes = np.array([lr / (1 - beta1 ** step) for lr in lrs], dtype=f32)
+    step_sizes = np.array([lr / (1 - beta1 ** n) for lr, n in zip(lrs, steps)], dtype=f32)
     _adam_rows(param.detach().numpy(), exp_avg.numpy(), exp_avg_sq.numpy(), rows, k, acc, slot,
                step_sizes, f32(beta2), f32(1 - beta1), f32(1 - beta2), f32(eps), np.array(wds, dtype=f32),
-               f32(math.sqrt(1 - beta2 ** step)), len(param) // len(lrs))
+               np.array([math.sqrt(1 - beta2 ** n) for n in steps], dtype=f32), len(param) // len(lrs))
 
 
 def usable(param: torch.Tensor) -> bool:

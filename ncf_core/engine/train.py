@@ -27,12 +27,12 @@ from ncf_core.engine import gradients
 from ncf_core.engine.gradients import row_gradients
 from ncf_core.engine.history import Diverged, EpochStats, History
 from ncf_core.engine.mf_step import mf_step
-from ncf_core.engine.optim import keep_members, make_optimizer, plain_sgd
+from ncf_core.engine.optim import keep_members, make_optimizer, plain_sgd, set_active
 from ncf_core.engine.seeding import device_generator, stream_seed, sync
 from ncf_core.engine.stacked import stack, unstack
 from ncf_core.evaluate import Evaluator
 from ncf_core.losses import loss_fn
-from ncf_core.models.base import lookup_penalty, set_dropout_generators
+from ncf_core.models.base import Dropout, lookup_penalty, set_dropout_generators
 from ncf_core.tasks import higher_is_better, task_of
 
 
@@ -104,10 +104,12 @@ _NO_VALIDATION = (math.nan, math.nan)
 
 
 def train_steps(model: nn.Module, optimizers: list[torch.optim.Optimizer], cfg: TrainConfig, u: torch.Tensor,
-                i: torch.Tensor, y: torch.Tensor, l2: torch.Tensor | float | None = None) -> torch.Tensor:
+                i: torch.Tensor, y: torch.Tensor, l2: torch.Tensor | float | None = None,
+                layout: Layout | None = None) -> torch.Tensor:
     """The engine's inner loop: steps over pre-shuffled pairs (last axis, a leading member axis when
     stacked); returns the summed loss per model. ``l2``: per-member weights of the lookup penalty
-    (S,), where stacked members differ in it; else ``cfg.l2``."""
+    (S,), where stacked members differ in it; else ``cfg.l2``. ``layout``: where stacked members have
+    their own batch sizes or numbers of examples, the pairs as it lays them out, step by step."""
     model.train()
     # Dense Adam decays the moments of rows without a gradient by beta1 each step: after ~800 steps
     # they are denormal floats, which CPUs compute far slower (a stacked ML-1M GMF epoch: 18.7 s,
@@ -122,21 +124,28 @@ def train_steps(model: nn.Module, optimizers: list[torch.optim.Optimizer], cfg: 
     closed_form = mf_step(model, optimizers, cfg, l2)
     dense_rows = gradients.DenseFromRows(model) if closed_form is None and gradients.densified(model, cfg, u.device) \
         else None
+    width = cfg.batch_size if layout is None else layout.width
+    weights = None
     try:
-        for lo in range(0, n, cfg.batch_size):
-            hi = lo + cfg.batch_size
-            batch = min(hi, n) - lo
+        for step, lo in enumerate(range(0, n, width)):
+            hi = lo + width
+            batch: int | torch.Tensor = min(hi, n) - lo
+            if layout is not None:
+                weights, batch = layout.enter(step, model, optimizers), layout.rows[step]
             if closed_form is not None:
-                total.add_(closed_form(u[..., lo:hi], i[..., lo:hi], y[..., lo:hi]), alpha=batch)
+                _add(total, closed_form(u[..., lo:hi], i[..., lo:hi], y[..., lo:hi], weights), batch)
                 continue
             if graphs:
                 torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs are dead
             with autocast:
                 logits = model(u[..., lo:hi], i[..., lo:hi])
-            losses = loss_fn(cfg.task, logits.float(), y[..., lo:hi])
+            if logits.dtype not in (torch.float32, torch.float64):  # amp's bfloat16: the loss in float32
+                logits = logits.float()
+            losses = loss_fn(cfg.task, logits, y[..., lo:hi].to(logits.dtype), weights)
             objective = losses
             if penalised:
-                objective = objective + l2 / 2 * lookup_penalty(model, u[..., lo:hi], i[..., lo:hi]).mean(-1)
+                penalty = lookup_penalty(model, u[..., lo:hi], i[..., lo:hi])
+                objective = objective + l2 / 2 * (penalty.mean(-1) if weights is None else (penalty * weights).sum(-1))
             if cfg.reduction == "sum":  # every example's gradient at the full step, as per-example SGD
                 objective = objective * batch
             for opt in optimizers:
@@ -148,11 +157,70 @@ def train_steps(model: nn.Module, optimizers: list[torch.optim.Optimizer], cfg: 
                 opt.step()
             if dense_rows is not None:
                 dense_rows.clear()
-            total.add_(losses.detach(), alpha=batch)
+            _add(total, losses.detach(), batch)
     finally:
         if dense_rows is not None:
             dense_rows.restore()
+        if layout is not None:
+            layout.leave(model, optimizers)
     return total
+
+
+def _add(total: torch.Tensor, losses: torch.Tensor, rows: int | torch.Tensor) -> None:
+    """The summed loss grows by each member's mean loss times its examples in the step."""
+    if isinstance(rows, torch.Tensor):
+        total.add_(losses * rows)
+    else:
+        total.add_(losses, alpha=rows)
+
+
+class Layout:
+    """Stacked members with their own example streams (their own negatives per positive, their own
+    batch size): step j holds each member's j-th batch, padded to the widest batch, and a member
+    whose stream has run out sits the step out (no optimizer step, no dropout draws). Each member
+    thus takes the steps it takes alone, on the same batches.
+
+    A padded row repeats a row of the member's own batch at weight zero, so that no table row enters
+    a step that the member's batch does not hold (lazy Adam moves every row it is given)."""
+
+    def __init__(self, lengths: list[int], batch_sizes: list[int], device: torch.device) -> None:
+        self.width = max(batch_sizes)
+        self.steps = max(math.ceil(n / b) for n, b in zip(lengths, batch_sizes))
+        step = torch.arange(self.steps)[:, None]
+        column = torch.arange(self.width)[None, :]
+        index, weights, rows = [], [], []
+        for n, b in zip(lengths, batch_sizes):
+            start = step * b
+            count = (n - start).clamp(0, b)
+            real = column < count
+            index.append(torch.where(real, start + column, start.clamp(max=n - 1)).reshape(-1))
+            weights.append((real / count.clamp(min=1)).reshape(-1))
+            rows.append(count[:, 0])
+        self.index = torch.stack(index).to(device)
+        self.weights = torch.stack(weights).to(device=device, dtype=torch.get_default_dtype())
+        counts = torch.stack(rows, 1)  # (steps, members)
+        self.counts = counts.tolist()
+        self.rows = counts.to(device=device, dtype=torch.get_default_dtype())
+        self._dropouts: list[Dropout] | None = None
+
+    def lay_out(self, parts: list[tuple[torch.Tensor, ...]]) -> list[torch.Tensor]:
+        """Each member's (users, items, targets) of this epoch, laid out step by step: (members, steps x width)."""
+        return [torch.stack([t[index] for t, index in zip(column, self.index)]) for column in zip(*parts)]
+
+    def enter(self, step: int, model: nn.Module, optimizers: list[torch.optim.Optimizer]) -> torch.Tensor:
+        """Step ``step``'s example weights; the members without examples in it are told to sit it out."""
+        counts = self.counts[step]
+        set_active(optimizers, None if all(counts) else [c > 0 for c in counts])
+        if self._dropouts is None:
+            self._dropouts = [m for m in model.modules() if isinstance(m, Dropout)]
+        for dropout in self._dropouts:
+            dropout.member_rows = counts
+        return self.weights[:, step * self.width:(step + 1) * self.width]
+
+    def leave(self, model: nn.Module, optimizers: list[torch.optim.Optimizer]) -> None:
+        set_active(optimizers, None)
+        for dropout in self._dropouts or []:
+            dropout.member_rows = None
 
 
 def step_module(model: nn.Module, cfg: TrainConfig, device: torch.device) -> nn.Module:
@@ -215,6 +283,7 @@ def fit(
 
 
 MEMBER_SETTINGS = ("lr", "weight_decay", "momentum", "l2")  # what stacked members may differ in (TrainConfig)
+MEMBER_STREAMS = ("n_negatives", "batch_size")  # and their examples: each member its own stream (Layout)
 
 # After each epoch, per member: False drops the member (a pruned tuning trial); its history ends there.
 OnEpoch = Callable[[int, EpochStats], bool]
@@ -234,8 +303,8 @@ def fit_stacked(
     each member alone, with one forward and backward per step for all of them.
 
     A member is a model with its split, seed and config. Members are seeds of one variant, or tuning
-    trials: ``cfg`` may then be one config per member, differing in ``MEMBER_SETTINGS`` only (the
-    models may differ in anything that keeps their shapes). Members that share a split and seed share
+    trials: ``cfg`` may then be one config per member, differing in ``MEMBER_SETTINGS`` and
+    ``MEMBER_STREAMS`` only (the models may differ in anything that keeps their shapes). Members that share a split and seed share
     one draw of each epoch's examples. A member that diverges, runs out of patience or is stopped by
     ``on_epoch`` leaves the stack (the others are restacked and go on, their optimizer state carried
     over) and is reset to its best epoch.
@@ -244,10 +313,8 @@ def fit_stacked(
     cfgs = list(cfg) if isinstance(cfg, list) else [cfg] * len(models)
     _check_members(cfgs)
     shared = cfgs[0]
-    data = _once([(id(sp), s) for sp, s in zip(splits, seeds)],
-                 [lambda sp=sp, s=s: _SeedData(sp, shared, device, s) for sp, s in zip(splits, seeds)])
-    if len({len(d) for d in data}) != 1:
-        raise ValueError("stacked members need training sets of one size")
+    data = _once([(id(sp), s, c.n_negatives) for sp, s, c in zip(splits, seeds, cfgs)],
+                 [lambda sp=sp, s=s, c=c: _SeedData(sp, c, device, s) for sp, s, c in zip(splits, seeds, cfgs)])
     evaluators = _once([id(sp) for sp in splits],
                        [lambda sp=sp: Evaluator(sp, "valid", device, k=shared.k) if select else None for sp in splits])
     metric = task_of(shared.task).selection_metric(shared.k)
@@ -296,11 +363,14 @@ def _once(keys: list, makers: list[Callable[[], Any]]) -> list[Any]:
 
 
 def _check_members(cfgs: list[TrainConfig]) -> None:
-    shared = {f.name for f in fields(TrainConfig)} - set(MEMBER_SETTINGS)
+    own = MEMBER_SETTINGS + MEMBER_STREAMS
+    shared = {f.name for f in fields(TrainConfig)} - set(own)
     for c in cfgs[1:]:
         differ = [name for name in sorted(shared) if getattr(c, name) != getattr(cfgs[0], name)]
         if differ:
-            raise ValueError(f"stacked members may differ only in {MEMBER_SETTINGS}, not in {differ}")
+            raise ValueError(f"stacked members may differ only in {own}, not in {differ}")
+    if cfgs[0].compile and len({(c.n_negatives, c.batch_size) for c in cfgs}) > 1:
+        raise ValueError("compiled stacked members share their batch size and negatives (CUDA graphs take one shape)")
 
 
 class _Stack:
@@ -317,8 +387,11 @@ class _Stack:
         self.live = live
         self.module = stack([self.models[s] for s in live], widest=self.models)  # shapes kept as members leave
         cfgs = [self.cfgs[s] for s in live]
+        streams = {(len(self.data[s]), c.batch_size) for s, c in zip(live, cfgs)}
+        self.layout = Layout([len(self.data[s]) for s in live], [c.batch_size for c in cfgs], self.device) \
+            if len(streams) > 1 else None
         row_gradients(self.module, plain_sgd(cfgs))  # a module of its own: nothing to switch back
-        self.optimizers = make_optimizer(self.module, cfgs, self.device)
+        self.optimizers = make_optimizer(self.module, cfgs, self.device, apart=self.layout is not None)
         self.step_model = step_module(self.module, cfgs[0], self.device)
         l2 = [c.l2 for c in cfgs]
         self.l2 = torch.tensor(l2, device=self.device) if len(set(l2)) > 1 else None
@@ -327,11 +400,13 @@ class _Stack:
     def epoch(self) -> torch.Tensor:
         parts = _once([id(self.data[s]) for s in self.live], [self.data[s].epoch for s in self.live])
         draws = {id(p) for p in parts}
-        if len(draws) == 1:  # members that share their examples: one draw, viewed S times
+        if self.layout is not None:  # members with their own examples: each its own batches
+            u, i, y = self.layout.lay_out(parts)
+        elif len(draws) == 1:  # members that share their examples: one draw, viewed S times
             u, i, y = (t.expand(len(parts), -1) for t in parts[0])
         else:
             u, i, y = (torch.stack(column) for column in zip(*parts))
-        return train_steps(self.step_model, self.optimizers, self.cfgs[self.live[0]], u, i, y, self.l2)
+        return train_steps(self.step_model, self.optimizers, self.cfgs[self.live[0]], u, i, y, self.l2, self.layout)
 
     def keep(self, positions: list[int], live: list[int]) -> None:
         """Restack without the members that left; the others' optimizer state comes along."""

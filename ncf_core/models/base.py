@@ -32,7 +32,10 @@ class Dropout(nn.Module):
     One generator: masks of the input's shape. S generators (stacked seeds, input (S, B, W)):
     seed s draws its (B, W) mask from its own generator, exactly the draws it makes alone, so a
     seed's masks do not depend on which seeds share its stack, nor on torch's global generator.
-    ``width``: the units it drops, so that a member padded to a wider stack draws its own mask's size.
+    ``width``: the units it drops, so that a member padded to a wider stack draws its own mask's size;
+    ``member_rows`` (set by training each step): the examples each member has in the step, where
+    members with their own batch sizes are padded to the widest (a member draws for its own rows only,
+    none in a step it sits out).
     """
 
     def __init__(self, p: float, width: int | None = None) -> None:
@@ -40,6 +43,7 @@ class Dropout(nn.Module):
         self.p, self.width = float(p), width
         self.member_p: list[float] | None = None  # stacked members' own rates (ncf_core.engine.stacked)
         self.member_width: list[int | None] | None = None  # and widths (members padded to the widest)
+        self.member_rows: list[int] | None = None  # and rows in this step (members padded to the widest batch)
         self.generators: list[torch.Generator] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -54,23 +58,26 @@ class Dropout(nn.Module):
         if x.shape[0] != len(gens):
             raise ValueError(f"{len(gens)} dropout generators for a stack of {x.shape[0]}")
         rates = rates if len(rates) == len(gens) else rates * len(gens)
-        return x * self._masks(x.shape[1:], x, gens, rates, self.member_width)
+        return x * self._masks(x.shape[1:], x, gens, rates, self.member_width, self.member_rows)
 
     @staticmethod
     def _masks(shape: torch.Size, like: torch.Tensor, gens: list[torch.Generator], rates: list[float],
-               widths: list[int | None] | None = None) -> torch.Tensor:
+               widths: list[int | None] | None = None, rows: list[int] | None = None) -> torch.Tensor:
         """One mask per generator, (len(gens), *shape): uniform draws below the keep rate, over it.
         On a CPU this is ~2x ``bernoulli_`` (which took 16 % of an MLP study), and a member's mask is
         the same whether it is drawn alone or in a stack (a padded member draws its own width's
         mask; its padding is zero whatever the mask holds there)."""
         widths = [shape[-1] if w is None else w for w in widths or [None] * len(gens)]
-        padded = any(w != shape[-1] for w in widths)
+        rows = rows or [shape[0]] * len(gens)
+        padded = any(w != shape[-1] for w in widths) or any(r != shape[0] for r in rows)
         draws = (torch.zeros if padded else torch.empty)((len(gens), *shape), dtype=like.dtype, device=like.device)
-        for d, g, p, w in zip(draws, gens, rates, widths):
-            if w == shape[-1]:
+        for d, g, p, w, r in zip(draws, gens, rates, widths, rows):
+            if not r:  # sits this step out: draws nothing
+                continue
+            if w == shape[-1] and r == shape[0]:
                 torch.rand(shape, generator=g, dtype=like.dtype, device=like.device, out=d)
             else:
-                d = d[..., :w]
+                d = d[:r, ..., :w]
                 d.copy_(torch.rand(d.shape, generator=g, dtype=like.dtype, device=like.device))
             d.lt_(1.0 - p).mul_(1.0 / (1.0 - p))
         return draws
@@ -80,6 +87,7 @@ def set_dropout_generators(model: nn.Module, generators: list[torch.Generator] |
     for module in model.modules():
         if isinstance(module, Dropout):
             module.generators = generators
+            module.member_rows = None
 
 
 class ItemTower(nn.Module):

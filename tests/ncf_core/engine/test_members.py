@@ -97,16 +97,20 @@ def split():
     return split_for_seed(synthetic.generate(120, 80, 15, seed=3, task="ranking"), "ranking", 0, n_eval_negatives=20)
 
 
+@pytest.mark.parametrize("own_streams", [False, True])
 @pytest.mark.parametrize("sparse", [False, True])
-def test_a_stacked_trial_equals_the_trial_trained_alone_pruned_or_not(split, sparse):
+def test_a_stacked_trial_equals_the_trial_trained_alone_pruned_or_not(split, sparse, own_streams):
     """Three tuning trials of one structure on one split and seed: their own lr, weight decay, l2,
-    dropout and initialisation; trial 1 is pruned after epoch 2 and leaves the stack."""
+    dropout and initialisation (and, ``own_streams``, negatives and batch size: in float32, where
+    lazy Adam takes its compiled kernel); trial 1 is pruned after epoch 2 and leaves the stack."""
     models_cfg = [ModelConfig(n_factors=4, mlp_layers=(16, 8), dropout=p, init_std=std)
                   for p, std in ((0.1, 0.01), (0.3, 0.05), (0.2, 0.02))]
     cfgs = [TrainConfig(task="ranking", epochs=4, batch_size=64, lr=lr, weight_decay=wd, l2=l2, sparse=sparse)
             for lr, wd, l2 in ((0.01, 0.0, 0.0), (0.03, 1e-4, 1e-3), (0.005, 1e-3, 0.0))]
     if sparse:
         cfgs = [dataclasses.replace(c, weight_decay=0.0) for c in cfgs]
+    if own_streams:
+        cfgs = [dataclasses.replace(c, n_negatives=k, batch_size=b) for c, k, b in zip(cfgs, (1, 4, 2), (64, 128, 100))]
 
     def prune(member, stats):
         return not (member == 1 and stats.epoch == 2)
@@ -197,9 +201,49 @@ def test_members_of_different_depths_or_dropout_layers_are_refused(split):
 
 def test_members_must_share_their_structure(split):
     models = [seeded_model("gmf", ModelConfig(n_factors=4), split, 0) for _ in range(2)]
-    cfgs = [TrainConfig(task="ranking", epochs=1), TrainConfig(task="ranking", epochs=1, batch_size=128)]
-    with pytest.raises(ValueError, match="batch_size"):
+    cfgs = [TrainConfig(task="ranking", epochs=1), TrainConfig(task="ranking", epochs=1, optimizer="sgd")]
+    with pytest.raises(ValueError, match="optimizer"):
         fit_stacked(models, [split] * 2, cfgs, seeds=[0, 0])
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("name", ["mf", "gmf", "mlp", "neumf"])
+def test_members_with_their_own_negatives_and_batch_size_train_as_each_alone(name, sparse, optimizer, float64):
+    """Trials with their own negatives per positive and batch size share a stack: each takes its own
+    steps on its own batches (a short last batch as alone, no steps once its examples are spent), so
+    each must be the trial trained alone, also once one is pruned and the rest restacked, and whatever
+    the optimizer: Adam's bias correction counts the member's own steps, lazy Adam moves the rows of
+    the member's batch only, dropout draws the member's rows only. In float64 (see above): a member
+    that stepped once too often, or on another's rows, would show at ~1e-3."""
+    split = split_for_seed(synthetic.generate(120, 80, 15, seed=3, task="ranking"), "ranking", 0, n_eval_negatives=20)
+    models_cfg = [ModelConfig(n_factors=f, mlp_layers=layers, dropout=p)
+                  for f, layers, p in ((4, (16, 8), 0.1), (8, (32, 16), 0.3), (4, (16, 8), 0.2))]
+    streams = ((1, 64), (4, 256), (2, 100))  # (negatives, batch size): 1588 positives -> 50, 25 and 48 steps
+    sgd = optimizer == "sgd"
+    cfgs = [TrainConfig(task="ranking", epochs=4, batch_size=b, n_negatives=k, lr=lr, sparse=sparse, l2=l2,
+                        optimizer=optimizer, reduction="sum" if sgd else "mean")
+            for (k, b), lr, l2 in zip(streams, (0.01, 0.03, 0.005) if not sgd else (1e-3, 3e-4, 2e-3),
+                                      (0.0, 1e-3, 1e-2))]
+
+    def prune(member, stats):
+        return not (member == 0 and stats.epoch == 2)
+
+    alone = []
+    for m, (mc, c) in enumerate(zip(models_cfg, cfgs)):
+        model = seeded_model(name, mc, split, 7, sparse=sparse)
+        alone.append((model, fit(model, split, c, seed=7, on_epoch=lambda st, m=m: prune(m, st))))
+    together = [seeded_model(name, mc, split, 7, sparse=sparse) for mc in models_cfg]
+    histories = fit_stacked(together, [split] * 3, cfgs, seeds=[7] * 3, on_epoch=prune)
+    assert [len(h.epochs) for h in histories] == [2, 4, 4]
+    assert [h.epochs[0].samples for h in histories] == [len(split.train) * (1 + k) for k, _ in streams]
+    for (model, history), stacked_history, stacked_model in zip(alone, histories, together):
+        for e1, e2 in zip(history.epochs, stacked_history.epochs, strict=True):
+            assert e2.train_loss == pytest.approx(e1.train_loss, rel=1e-9)
+            assert e2.valid_metric == pytest.approx(e1.valid_metric, rel=1e-9)
+        for key, value in model.state_dict().items():
+            torch.testing.assert_close(stacked_model.state_dict()[key], value, rtol=1e-9, atol=1e-9, msg=key)
+    assert len({round(h.epochs[0].train_loss, 6) for h in histories}) == 3
 
 
 @pytest.mark.parametrize("stacked", [False, True])

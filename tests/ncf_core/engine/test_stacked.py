@@ -121,11 +121,19 @@ def test_patience_runs_out_per_seed(data):
     assert len({len(h.epochs) for h in together}) > 1 and max(len(h.epochs) for h in together) < 12
 
 
-def test_stacking_needs_training_sets_of_one_size(data, tiny_rating):
+def test_seeds_with_training_sets_of_different_sizes_stack_as_each_alone(tiny_rating):
+    """A smaller training set runs out of batches first: its seed sits the last steps out."""
     splits = [tiny_rating, dataclasses.replace(tiny_rating, train=tiny_rating.train.subset(slice(0, 100)))]
-    models = [seeded_model("gmf", CFG, sp, 0) for sp in splits]
-    with pytest.raises(ValueError, match="one size"):
-        fit_stacked(models, splits, TrainConfig(epochs=1), seeds=[0, 1])
+    cfg = TrainConfig(epochs=2, batch_size=32)
+    alone = [seeded_model("gmf", CFG, sp, s) for sp, s in zip(splits, (0, 1))]
+    histories = [fit(m, sp, cfg, seed=s) for m, sp, s in zip(alone, splits, (0, 1))]
+    together = [seeded_model("gmf", CFG, sp, s) for sp, s in zip(splits, (0, 1))]
+    stacked = fit_stacked(together, splits, cfg, seeds=[0, 1])
+    assert stacked[1].epochs[0].samples == 100 < stacked[0].epochs[0].samples
+    for a, b, h, g in zip(alone, together, histories, stacked):
+        assert [e.train_loss for e in g.epochs] == pytest.approx([e.train_loss for e in h.epochs], rel=1e-5)
+        for key, value in a.state_dict().items():
+            torch.testing.assert_close(b.state_dict()[key], value, rtol=1e-4, atol=1e-6, msg=key)
 
 
 def _step_pair(tables, ids, step):
