@@ -21,6 +21,7 @@ from torch.nn import functional as F
 from ncf_core.config import TrainConfig
 from ncf_core.engine.gradients import RowBuffers
 from ncf_core.engine.optim import LazyAdam, MemberSGD
+from ncf_core.models.base import members
 from ncf_core.models.mf import MF
 from ncf_core.tasks import task_of
 
@@ -51,12 +52,15 @@ def mf_step(model: nn.Module, optimizers: list[torch.optim.Optimizer], cfg: Trai
     @torch.no_grad()
     def step(users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor,
              weights: torch.Tensor | None = None) -> torch.Tensor:
-        if stacked:  # a member's ids into its block of each table
-            users, items = users + user_offset, items + item_offset
+        bias, lr, l2_ = model.bias, rate, penalty
+        if stacked:  # a member's ids into its block of each table; the first k members (Layout)
+            k = len(users)
+            users, items = users + user_offset[:k], items + item_offset[:k]
+            bias, lr, l2_ = (members(t, users) if isinstance(t, torch.Tensor) else t for t in (bias, rate, penalty))
         shape, users, items = users.shape, users.reshape(-1), items.reshape(-1)  # index_select: ~3x [ids] on a CPU
         p, q, bu, bi = (w.index_select(0, ids).view(*shape, -1) for w, ids in zip(weights_, (users, items) * 2))
         bu, bi = bu.squeeze(-1), bi.squeeze(-1)
-        logits = (p * q).sum(-1) + bu + bi + model.bias
+        logits = (p * q).sum(-1) + bu + bi + bias
         losses = F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction="none")
         # d objective / d logit: the loss is a mean over the batch, times its rows for "sum"; with
         # ``weights`` (members with their own batches, padded) each row's share of its member's mean
@@ -70,11 +74,11 @@ def mf_step(model: nn.Module, optimizers: list[torch.optim.Optimizer], cfg: Trai
             scale = (weights > 0).to(weights.dtype) if cfg.reduction == "sum" else weights
             penalised_rows = scale.sum(-1, keepdim=True)
         err = (torch.sigmoid(logits) - targets).mul_(scale)
-        bias_grad = err.sum(-1, keepdim=stacked) + model.bias * (penalty * penalised_rows)
+        bias_grad = err.sum(-1, keepdim=stacked) + bias * (l2_ * penalised_rows)
         # plain SGD adds -lr x the gradient to the rows it looks up; other optimizers take the gradient
-        e = err if rate is None else err * -rate
-        decay = 0.0 if not isinstance(penalty, torch.Tensor) and not penalty else \
-            penalty * scale * (1.0 if rate is None else -rate)  # the lookup penalty's: l2 x each row
+        e = err if lr is None else err * -lr
+        decay = 0.0 if not isinstance(l2_, torch.Tensor) and not l2_ else \
+            l2_ * scale * (1.0 if lr is None else -lr)  # the lookup penalty's: l2 x each row
         e3 = e.unsqueeze(-1)
         if isinstance(decay, torch.Tensor) or decay:
             d3 = decay.unsqueeze(-1) if isinstance(decay, torch.Tensor) else decay
@@ -82,9 +86,11 @@ def mf_step(model: nn.Module, optimizers: list[torch.optim.Optimizer], cfg: Trai
         else:
             grads = [q * e3, p * e3, e, e]
         lookups = zip(weights_, (users, items, users, items), grads)
-        if rate is None:  # the optimizers step from dense gradients, as after backward()
-            for k, (table, ids, grad) in enumerate(lookups):
-                table.grad = buffers.add(k, ids, grad.reshape(-1, table.shape[1]))
+        if lr is None:  # the optimizers step from dense gradients, as after backward()
+            for j, (table, ids, grad) in enumerate(lookups):
+                table.grad = buffers.add(j, ids, grad.reshape(-1, table.shape[1]))
+            if len(bias_grad) < len(model.bias):  # the members after the first k have no gradient
+                bias_grad = torch.cat([bias_grad, bias_grad.new_zeros(len(model.bias) - len(bias_grad), 1)])
             model.bias.grad = bias_grad.reshape(model.bias.shape)
             for opt in optimizers:
                 opt.step()
@@ -92,7 +98,7 @@ def mf_step(model: nn.Module, optimizers: list[torch.optim.Optimizer], cfg: Trai
             return losses
         for table, ids, grad in lookups:
             table.index_add_(0, ids, grad.reshape(-1, table.shape[1]))
-        model.bias.sub_(bias_grad * rate)
+        bias.sub_(bias_grad * lr)
         return losses
 
     return step

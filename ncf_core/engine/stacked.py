@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ncf_core.models.base import Dropout
+from ncf_core.models.base import Dropout, members
 
 
 class StackedEmbedding(nn.Module):
@@ -42,7 +42,7 @@ class StackedEmbedding(nn.Module):
         self.register_buffer("offset", offset[:, None], persistent=False)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return F.embedding(ids + self.offset, self.weight, sparse=self.sparse)
+        return F.embedding(ids + self.offset[: len(ids)], self.weight, sparse=self.sparse)
 
     def unstacked(self, seed: int) -> dict[str, torch.Tensor]:
         return {"weight": self.weight.detach().view(-1, self.n_rows, self.dim)[seed]}
@@ -59,9 +59,10 @@ class StackedLinear(nn.Module):
             self.bias = nn.Parameter(torch.stack([lin.bias.detach() for lin in layers])[:, None, :].clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.bias is None:
-            return torch.bmm(x, self.weight)
-        return torch.baddbmm(self.bias, x, self.weight)
+        weight, bias = members(self.weight, x), members(self.bias, x)
+        if bias is None:
+            return torch.bmm(x, weight)
+        return torch.baddbmm(bias, x, weight)
 
     def unstacked(self, seed: int) -> dict[str, torch.Tensor]:
         out = {"weight": self.weight.detach()[seed].T}

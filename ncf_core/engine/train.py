@@ -124,28 +124,33 @@ def train_steps(model: nn.Module, optimizers: list[torch.optim.Optimizer], cfg: 
     closed_form = mf_step(model, optimizers, cfg, l2)
     dense_rows = gradients.DenseFromRows(model) if closed_form is None and gradients.densified(model, cfg, u.device) \
         else None
-    width = cfg.batch_size if layout is None else layout.width
+    spans = [(lo, min(lo + cfg.batch_size, n), None) for lo in range(0, n, cfg.batch_size)] if layout is None \
+        else layout.spans
     weights = None
     try:
-        for step, lo in enumerate(range(0, n, width)):
-            hi = lo + width
-            batch: int | torch.Tensor = min(hi, n) - lo
-            if layout is not None:
-                weights, batch = layout.enter(step, model, optimizers), layout.rows[step]
+        for step, (lo, hi, k) in enumerate(spans):
+            batch: int | torch.Tensor = hi - lo
+            uu, ii, yy = u[..., lo:hi], i[..., lo:hi], y[..., lo:hi]
+            member_l2 = l2
+            if layout is not None:  # the first k members: those whose examples have not run out
+                weights, batch = layout.enter(step, model, optimizers)
+                uu, ii, yy = uu[:k], ii[:k], yy[:k]
+                member_l2 = l2[:k] if isinstance(l2, torch.Tensor) else l2
             if closed_form is not None:
-                _add(total, closed_form(u[..., lo:hi], i[..., lo:hi], y[..., lo:hi], weights), batch)
+                _add(total, closed_form(uu, ii, yy, weights), batch)
                 continue
             if graphs:
                 torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs are dead
             with autocast:
-                logits = model(u[..., lo:hi], i[..., lo:hi])
+                logits = model(uu, ii)
             if logits.dtype not in (torch.float32, torch.float64):  # amp's bfloat16: the loss in float32
                 logits = logits.float()
-            losses = loss_fn(cfg.task, logits, y[..., lo:hi].to(logits.dtype), weights)
+            losses = loss_fn(cfg.task, logits, yy.to(logits.dtype), weights)
             objective = losses
             if penalised:
-                penalty = lookup_penalty(model, u[..., lo:hi], i[..., lo:hi])
-                objective = objective + l2 / 2 * (penalty.mean(-1) if weights is None else (penalty * weights).sum(-1))
+                penalty = lookup_penalty(model, uu, ii)
+                objective = objective + member_l2 / 2 * (penalty.mean(-1) if weights is None
+                                                         else (penalty * weights).sum(-1))
             if cfg.reduction == "sum":  # every example's gradient at the full step, as per-example SGD
                 objective = objective * batch
             for opt in optimizers:
@@ -167,55 +172,69 @@ def train_steps(model: nn.Module, optimizers: list[torch.optim.Optimizer], cfg: 
 
 
 def _add(total: torch.Tensor, losses: torch.Tensor, rows: int | torch.Tensor) -> None:
-    """The summed loss grows by each member's mean loss times its examples in the step."""
+    """The summed loss grows by each member's mean loss times its examples in the step (the first
+    ``len(losses)`` members')."""
     if isinstance(rows, torch.Tensor):
-        total.add_(losses * rows)
+        total[: len(losses)].add_(losses * rows)
     else:
         total.add_(losses, alpha=rows)
 
 
 class Layout:
     """Stacked members with their own example streams (their own negatives per positive, their own
-    batch size): step j holds each member's j-th batch, padded to the widest batch, and a member
-    whose stream has run out sits the step out (no optimizer step, no dropout draws). Each member
-    thus takes the steps it takes alone, on the same batches.
+    batch size, their own training set): step j holds each member's j-th batch, and a member whose
+    examples have run out sits the step out (no optimizer step, no dropout draws). Each member thus
+    takes the steps it takes alone, on the same batches.
 
-    A padded row repeats a row of the member's own batch at weight zero, so that no table row enters
-    a step that the member's batch does not hold (lazy Adam moves every row it is given)."""
+    Members are ordered by their number of steps, most first (``order``), so that the members of a
+    step are the stack's first k: the step runs on them alone (``ncf_core.engine.stacked``), as wide
+    as the widest batch among them; a narrower batch is padded with a row of its own batch at weight
+    zero, so that no table row enters a step that the member's batch does not hold (lazy Adam moves
+    every row it is given)."""
 
     def __init__(self, lengths: list[int], batch_sizes: list[int], device: torch.device) -> None:
-        self.width = max(batch_sizes)
-        self.steps = max(math.ceil(n / b) for n, b in zip(lengths, batch_sizes))
-        step = torch.arange(self.steps)[:, None]
-        column = torch.arange(self.width)[None, :]
-        index, weights, rows = [], [], []
-        for n, b in zip(lengths, batch_sizes):
-            start = step * b
-            count = (n - start).clamp(0, b)
-            real = column < count
-            index.append(torch.where(real, start + column, start.clamp(max=n - 1)).reshape(-1))
-            weights.append((real / count.clamp(min=1)).reshape(-1))
-            rows.append(count[:, 0])
-        self.index = torch.stack(index).to(device)
-        self.weights = torch.stack(weights).to(device=device, dtype=torch.get_default_dtype())
-        counts = torch.stack(rows, 1)  # (steps, members)
-        self.counts = counts.tolist()
-        self.rows = counts.to(device=device, dtype=torch.get_default_dtype())
+        steps = torch.tensor([math.ceil(n / b) for n, b in zip(lengths, batch_sizes)])
+        if not bool((steps[:-1] >= steps[1:]).all()):
+            raise ValueError("a layout's members come in order of their steps, most first (Layout.order)")
+        n, b = torch.tensor(lengths)[:, None], torch.tensor(batch_sizes)[:, None]
+        start = torch.arange(int(steps[0]))[None, :] * b  # (members, steps)
+        counts = (n - start).clamp(0, None).minimum(b)
+        live = (counts > 0).sum(0)  # members in each step: a prefix
+        widths = torch.where(counts > 0, b, 0).amax(0)
+        ends = widths.cumsum(0)
+        self.spans = list(zip((ends - widths).tolist(), ends.tolist(), live.tolist()))
+        step = torch.repeat_interleave(torch.arange(len(widths)), widths)  # each column's step
+        column = torch.arange(int(ends[-1])) - (ends - widths)[step]  # and its place in that step
+        real = column[None, :] < counts[:, step]
+        first = start[:, step].minimum(n - 1)  # a padded column repeats the batch's first row
+        self.index = torch.where(real, first + column[None, :], first).to(device)
+        dtype = torch.get_default_dtype()
+        self.weights = (real / counts[:, step].clamp(min=1)).to(device=device, dtype=dtype)
+        self.counts = counts.T.tolist()  # (steps, members)
+        self.rows = counts.T.to(device=device, dtype=dtype)
         self._dropouts: list[Dropout] | None = None
 
+    @staticmethod
+    def order(lengths: list[int], batch_sizes: list[int]) -> list[int]:
+        """Positions of the members in order of their steps, most first (ties keep their order)."""
+        return sorted(range(len(lengths)), key=lambda m: -math.ceil(lengths[m] / batch_sizes[m]))
+
     def lay_out(self, parts: list[tuple[torch.Tensor, ...]]) -> list[torch.Tensor]:
-        """Each member's (users, items, targets) of this epoch, laid out step by step: (members, steps x width)."""
+        """Each member's (users, items, targets) of this epoch, laid out step by step: (members, columns)."""
         return [torch.stack([t[index] for t, index in zip(column, self.index)]) for column in zip(*parts)]
 
-    def enter(self, step: int, model: nn.Module, optimizers: list[torch.optim.Optimizer]) -> torch.Tensor:
-        """Step ``step``'s example weights; the members without examples in it are told to sit it out."""
+    def enter(self, step: int, model: nn.Module, optimizers: list[torch.optim.Optimizer]) \
+            -> tuple[torch.Tensor, torch.Tensor]:
+        """Step ``step``'s example weights and rows per member; the members without examples in it
+        are told to sit it out."""
         counts = self.counts[step]
-        set_active(optimizers, None if all(counts) else [c > 0 for c in counts])
+        lo, hi, k = self.spans[step]
+        set_active(optimizers, None if k == len(counts) else [c > 0 for c in counts])
         if self._dropouts is None:
             self._dropouts = [m for m in model.modules() if isinstance(m, Dropout)]
         for dropout in self._dropouts:
             dropout.member_rows = counts
-        return self.weights[:, step * self.width:(step + 1) * self.width]
+        return self.weights[:k, lo:hi], self.rows[step, :k]
 
     def leave(self, model: nn.Module, optimizers: list[torch.optim.Optimizer]) -> None:
         set_active(optimizers, None)
@@ -304,10 +323,10 @@ def fit_stacked(
 
     A member is a model with its split, seed and config. Members are seeds of one variant, or tuning
     trials: ``cfg`` may then be one config per member, differing in ``MEMBER_SETTINGS`` and
-    ``MEMBER_STREAMS`` only (the models may differ in anything that keeps their shapes). Members that share a split and seed share
-    one draw of each epoch's examples. A member that diverges, runs out of patience or is stopped by
-    ``on_epoch`` leaves the stack (the others are restacked and go on, their optimizer state carried
-    over) and is reset to its best epoch.
+    ``MEMBER_STREAMS`` only (the models may differ in anything that keeps their shapes). Members
+    that share a split, seed and negatives share one draw of each epoch's examples. A member that
+    diverges, runs out of patience or is stopped by ``on_epoch`` leaves the stack (the others are
+    restacked and go on, their optimizer state carried over) and is reset to its best epoch.
     """
     device = torch.device(device)
     cfgs = list(cfg) if isinstance(cfg, list) else [cfg] * len(models)
@@ -320,8 +339,8 @@ def fit_stacked(
     metric = task_of(shared.task).selection_metric(shared.k)
     selectors = [_Selector(m, metric, c, select) for m, c in zip(models, cfgs)]
     outcome: list[History | Diverged | None] = [None] * len(models)
-    live = list(range(len(models)))
     stack_state = _Stack(models, cfgs, data, device)
+    live = stack_state.live  # the stack's order of the members
     try:
         for epoch in range(1, shared.epochs + 1):
             sync(device)
@@ -346,8 +365,8 @@ def fit_stacked(
             if not keep:
                 break
             if len(keep) < len(live):
-                live = [live[position] for position in keep]
-                stack_state.keep(keep, live)
+                stack_state.keep(keep, [live[position] for position in keep])
+                live = stack_state.live
     finally:
         stack_state.close()
     return [o if isinstance(o, Diverged) else sel.finish() for o, sel in zip(outcome, selectors)]
@@ -384,14 +403,17 @@ class _Stack:
         self._build(list(range(len(models))))
 
     def _build(self, live: list[int]) -> None:
+        lengths = {s: len(self.data[s]) for s in live}
+        sizes = {s: self.cfgs[s].batch_size for s in live}
+        ragged = len({(lengths[s], sizes[s]) for s in live}) > 1
+        if ragged:  # most steps first: a step's members are then the stack's first k (Layout)
+            live = [live[p] for p in Layout.order([lengths[s] for s in live], [sizes[s] for s in live])]
         self.live = live
         self.module = stack([self.models[s] for s in live], widest=self.models)  # shapes kept as members leave
         cfgs = [self.cfgs[s] for s in live]
-        streams = {(len(self.data[s]), c.batch_size) for s, c in zip(live, cfgs)}
-        self.layout = Layout([len(self.data[s]) for s in live], [c.batch_size for c in cfgs], self.device) \
-            if len(streams) > 1 else None
+        self.layout = Layout([lengths[s] for s in live], [sizes[s] for s in live], self.device) if ragged else None
         row_gradients(self.module, plain_sgd(cfgs))  # a module of its own: nothing to switch back
-        self.optimizers = make_optimizer(self.module, cfgs, self.device, apart=self.layout is not None)
+        self.optimizers = make_optimizer(self.module, cfgs, self.device, apart=ragged)
         self.step_model = step_module(self.module, cfgs[0], self.device)
         l2 = [c.l2 for c in cfgs]
         self.l2 = torch.tensor(l2, device=self.device) if len(set(l2)) > 1 else None

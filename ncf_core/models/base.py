@@ -55,10 +55,12 @@ class Dropout(nn.Module):
             return F.dropout(x, self.p, training=True)
         if len(gens) == 1:
             return x * self._masks(x.shape, x, gens, [self.p])[0]
-        if x.shape[0] != len(gens):
+        if x.shape[0] > len(gens):
             raise ValueError(f"{len(gens)} dropout generators for a stack of {x.shape[0]}")
+        k = x.shape[0]  # a stack's first k members (ncf_core.engine.stacked)
         rates = rates if len(rates) == len(gens) else rates * len(gens)
-        return x * self._masks(x.shape[1:], x, gens, rates, self.member_width, self.member_rows)
+        widths, rows = (None if v is None else v[:k] for v in (self.member_width, self.member_rows))
+        return x * self._masks(x.shape[1:], x, gens[:k], rates[:k], widths, rows)
 
     @staticmethod
     def _masks(shape: torch.Size, like: torch.Tensor, gens: list[torch.Generator], rates: list[float],
@@ -81,6 +83,15 @@ class Dropout(nn.Module):
                 d.copy_(torch.rand(d.shape, generator=g, dtype=like.dtype, device=like.device))
             d.lt_(1.0 - p).mul_(1.0 / (1.0 - p))
         return draws
+
+
+def members(p: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
+    """A stacked parameter's blocks of the members ``x`` holds (a stack may run on its first k
+    members, ``ncf_core.engine.stacked``): the first ``len(x)``; all of them, or an unstacked
+    parameter, as it is. A model's forward passes its loose parameters through this."""
+    if p is None or p.dim() < 2 or len(x) >= len(p):
+        return p
+    return p[: len(x)]
 
 
 def set_dropout_generators(model: nn.Module, generators: list[torch.Generator] | None) -> None:
@@ -128,5 +139,5 @@ def lookup_penalty(model: nn.Module, users: torch.Tensor, items: torch.Tensor) -
             total = total + table(ids).square().sum(-1)
     bias = getattr(model, "bias", None)
     if isinstance(bias, torch.Tensor):
-        total = total + bias.square()
+        total = total + members(bias, total).square()
     return total

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ncf_core.config import ModelConfig
-from ncf_core.models.base import ItemTower, embedding
+from ncf_core.models.base import ItemTower, embedding, members
 
 
 class MF(nn.Module):
@@ -29,7 +29,7 @@ class MF(nn.Module):
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         dot = (self.user(users) * self.item(items)).sum(-1)
-        return dot + self.user_bias(users).squeeze(-1) + self.item_bias(items).squeeze(-1) + self.bias
+        return dot + self.user_bias(users).squeeze(-1) + self.item_bias(items).squeeze(-1) + members(self.bias, dot)
 
     def grid(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Every user's logit for every item, (users, items): one matrix product."""
