@@ -20,12 +20,16 @@ PRUNERS = {
                f"1/{HALVING_FACTOR} promoted)",
 }
 DEFAULT_PRUNER = "halving"  # the better best value per CPU-minute on the quick suite (README)
-# Settings that fix a model's layers or its batches: the trials of one stack share them (they are
-# drawn once per stack); every other setting is each trial's own (ncf_core.engine.train.MEMBER_SETTINGS,
-# dropout, alpha, init_std, and the widths n_factors and mlp_width: a stack pads its members to
-# the widest, ncf_core.engine.stacked). What stays shared still costs the stacked search: N trials
-# in stacks of K try N/K (batch size, negatives) pairs (docs/tuning.md, issue #37).
+# Settings that shape how a trial trains (its batches, negatives, layers and optimizer): the
+# structures a study tried, counted in the summary.
 STRUCTURAL = ("batch_size", "n_negatives", "mlp_depth", "optimizer")
+# Every trial draws all of its settings from the sampler, as one trial at a time does (a stack is K
+# parallel workers to TPE). Of those settings, the trials of one stack must share only a depth
+# (padding widens layers, it cannot add one) and an optimizer kind: trials drawn together that differ
+# in them train as stacks of their own (bench.compute.pruning.by_structure). Batch size and
+# negatives are each member's own (ncf_core.engine.train.MEMBER_STREAMS), and so are the learning
+# settings (MEMBER_SETTINGS), dropout, alpha, init_std and the widths (ncf_core.engine.stacked).
+SHARED_IN_STACK = ("mlp_depth", "optimizer")
 
 SEARCH_SPACES = ("ncf", "rendle")  # DataSpec.search: the space a protocol's studies search
 

@@ -19,7 +19,7 @@ def budget_lines(records: list[dict[str, Any]],
     """Per data set, one line on how the variants' settings were chosen: the comparison is only fair
     if alike. Each variant's source is one of: tuned in this run (N trials), a params file or preset
     (``bench.params``), or the protocol's defaults. ``structures``: the distinct structures each
-    study tried (``bench.analysis.tuning.structures_tried``), said where studies stacked trials."""
+    study tried (``bench.analysis.tuning.structures_tried``)."""
     out = {}
     for key in dict.fromkeys((r["dataset"], r["task"]) for r in records):
         learned = [r for r in records if (r["dataset"], r["task"]) == key and not r["variant"].startswith(BASELINE)]
@@ -45,10 +45,9 @@ def budget_lines(records: list[dict[str, Any]],
                         f"{t['split_seed']}, none of the evaluation seeds; best settings, trial counts by state and "
                         "study times in manifest.json.")
             tried = {v: n for v, n in ((structures or {}).get(key) or {}).items() if v not in REFERENCE_VARIANTS}
-            if stack and stack > 1 and tried:
-                # a stack's members share their structure: equal trials are not equal structures
-                out[key] += (" A stack's trials share one structure (batch size, negatives, MLP depth, optimizer), "
-                             "so the studies tried " + ", ".join(f"{v} {n}" for v, n in tried.items())
+            if tried:  # equal trials need not be equal structures: say how many each study tried
+                out[key] += (" Every trial drew its own structure (batch size, negatives, MLP depth, optimizer), "
+                             "stacked or not; the studies tried " + ", ".join(f"{v} {n}" for v, n in tried.items())
                              + f" distinct structures in their {t['budget']} trials.")
             # TPE draws at random until TPE_STARTUP trials have finished, and a stack is asked once the
             # one before it has finished: where every stack is asked before that, TPE never used its

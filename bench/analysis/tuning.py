@@ -79,8 +79,8 @@ def _params(trial: FrozenTrial) -> str:
 
 
 def structures_tried(by_variant: dict[str, optuna.Study]) -> dict[str, int]:
-    """Distinct structures (``search.STRUCTURAL``) among each study's trials: a stack's members
-    share one, so a stacked study of N trials tries fewer than N."""
+    """Distinct structures (``search.STRUCTURAL``) among each study's trials: the budget counts
+    trials, and a space with few structures repeats them."""
     return {variant: len({tuple(t.params.get(k) for k in STRUCTURAL) for t in study.trials if t.params})
             for variant, study in by_variant.items()}
 
@@ -102,6 +102,6 @@ def chosen_lines(by_variant: dict[str, optuna.Study]) -> list[str]:
             continue
         rows.append(f"| {variant} | {count} | {structures} | {best.value:.5f} (trial {best.number}) | "
                     f"{_params(best)} |")
-    return ["Settings each study chose (on the validation split; the test split was not read). A stack's "
-            "trials share their structure (shapes, batch, negatives, optimizer): `structures tried` is how many "
-            "distinct ones the study's trials had.", "", *rows, ""]
+    return ["Settings each study chose (on the validation split; the test split was not read). `structures "
+            "tried` is how many distinct structures (batch size, negatives, MLP depth, optimizer) the study's "
+            "trials drew.", "", *rows, ""]

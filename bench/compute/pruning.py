@@ -15,7 +15,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from bench.compute import optuna_api
-from bench.search import HALVING_FACTOR, HALVING_MIN_EPOCHS, STARTUP_TRIALS, STRUCTURAL, WARMUP_EPOCHS
+from bench.search import HALVING_FACTOR, HALVING_MIN_EPOCHS, SHARED_IN_STACK, STARTUP_TRIALS, WARMUP_EPOCHS
 
 
 @dataclass(eq=False)
@@ -39,10 +39,11 @@ def fresh(t: FrozenTrial) -> FrozenTrial:
 
 
 def by_structure(members: list[Member]) -> list[list[Member]]:
-    """Members that can share a stack (a shared study's retried trials may differ from the rest)."""
+    """Members that can share a stack: those that drew the same ``SHARED_IN_STACK`` settings, in the
+    order they were asked."""
     groups: dict[tuple, list[Member]] = {}
     for m in members:
-        key = tuple((k, m.frozen.params.get(k)) for k in STRUCTURAL)
+        key = tuple((k, m.frozen.params.get(k)) for k in SHARED_IN_STACK)
         groups.setdefault(key, []).append(m)
     return list(groups.values())
 

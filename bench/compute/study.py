@@ -1,11 +1,12 @@
 """One Optuna study per (data set, variant), its trials trained K at a time as one stacked module.
 
-A stack's first trial is drawn by TPE; its structural settings (``search.STRUCTURAL``: depth,
-batch size, negatives, optimizer) are enqueued for the next K-1, whose other settings TPE draws
-(constant liar, so they spread out), widths included: members of different widths are padded to
-the widest. The K trials train as members of one stacked model
-(``ncf_core.engine.train.fit_stacked``): each reports every epoch to the pruner and leaves the stack alone
-when pruned, and each is what training it alone gives, up to float rounding.
+K trials are asked at once, each drawing all of its settings from TPE (constant liar, so they
+spread out, as K parallel workers' would). They train as members of one stacked model
+(``ncf_core.engine.train.fit_stacked``), each with its own batches, negatives, widths (padded to
+the widest) and learning settings; trials that drew another depth or optimizer kind
+(``search.SHARED_IN_STACK``) form stacks of their own. Each member reports every epoch to the
+pruner and leaves the stack alone when pruned, and each is what training it alone gives, up to
+float rounding.
 
 Deterministic and resumable: trial n's draws come from a sampler seeded with (seed, n); the pruner
 judges a stack's members against the trials finished before the stack began plus the stack's own
@@ -45,7 +46,6 @@ from bench.search import (
     HEARTBEAT_S,
     PRUNERS,
     SAMPLER_SEED,
-    STRUCTURAL,
     TPE_STARTUP,
     TUNE_SEED,
     search_space,
@@ -193,8 +193,7 @@ class Search:
             with quiet():
                 optuna.storages.fail_stale_trials(self.study)
         while len(members) < size:
-            first = members[0].frozen.params if members else None
-            members.append(self._member(ask_member(self.study, first, self.settings.sampler_seed)))
+            members.append(self._member(ask_member(self.study, self.settings.sampler_seed)))
         return members
 
     def _member(self, trial: optuna.Trial) -> Member:
@@ -277,15 +276,11 @@ def make_sampler(seed: int, number: int) -> optuna.samplers.BaseSampler:
         return optuna.samplers.TPESampler(seed=own, constant_liar=True, n_startup_trials=TPE_STARTUP)
 
 
-def ask_member(study: optuna.Study, first: dict[str, Any] | None, sampler_seed: int) -> optuna.Trial:
-    """The next trial of a stack whose first trial drew ``first`` (None: the trial opens a stack):
-    the stack's structure is enqueued for TPE to fill in the rest, unless a resumed study already
-    holds it waiting."""
+def ask_member(study: optuna.Study, sampler_seed: int) -> optuna.Trial:
+    """The next trial, drawn by its own (seed, n) sampler; a trial the study holds waiting (a retried
+    one) is asked first."""
     trials = study.get_trials(deepcopy=False)
     waiting = [t.number for t in trials if t.state == TrialState.WAITING]
-    if first is not None and not waiting:
-        study.enqueue_trial({k: v for k, v in first.items() if k in STRUCTURAL})
-        waiting = [len(trials)]
     study.sampler = make_sampler(sampler_seed, min(waiting) if waiting else len(trials))
     with quiet():
         return study.ask()
@@ -306,7 +301,7 @@ def foreseen_trials(variant: str, task: str, space: str, budget: int, stack: int
             continue
         trials: list[optuna.Trial] = []
         for _ in range(size):
-            trial = ask_member(study, trials[0].params if trials else None, sampler_seed)
+            trial = ask_member(study, sampler_seed)
             with quiet():
                 out.append(search_space(trial, VARIANTS[variant], task, space))
             trials.append(trial)

@@ -348,7 +348,7 @@ def fit_stacked(
             total = stack_state.epoch().tolist()
             sync(device)
             seconds = time.perf_counter() - start
-            for position, s in enumerate(live):
+            for position, s in sorted(enumerate(live), key=lambda member: member[1]):  # told in the members' order
                 train_loss = total[position] / len(data[s])
                 if task_of(shared.task).diverged(train_loss):
                     outcome[s] = Diverged(f"training loss is {train_loss:.4g} at epoch {epoch}")
