@@ -63,10 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "seed and pruner, validation split of a tuning seed), then run the seeds with each "
                           "variant's best settings; 0 = the paper's defaults (default: the suite's)")
     run.add_argument("--tune-stack", type=positive_int, metavar="K",
-                     help="train a study's trials K at a time as one stacked module (they share batch size, "
-                          "negatives and MLP depth; each its own widths, learning rate, regularisation, dropout, "
-                          "...); 1 = one at a time; default: about the square root of the budget, at most a fifth "
-                          "of it (five structures a study; under 10 trials one at a time), as memory allows")
+                     help="train a study's trials K at a time as one stacked module (each draws all its settings, "
+                          "as one at a time; trials of another MLP depth or optimizer stack apart); 1 = one at a "
+                          "time; default: 1 on a CPU (a stack costs about what its trials cost one by one there); "
+                          "on CUDA about the square root of the budget, at most a fifth of it (under 10 trials one "
+                          "at a time), as memory allows")
     run.add_argument("--pruner", choices=list(PRUNERS), default=DEFAULT_PRUNER,
                      help="how studies stop poor trials early: " + "; ".join(f"{k}: {v}" for k, v in PRUNERS.items()))
     run.add_argument("--sampler-seed", type=nonnegative_int, default=SAMPLER_SEED,
@@ -139,8 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--worker-only", action="store_true", help=argparse.SUPPRESS)
     tune.add_argument("--stack", type=positive_int, metavar="K",
                       help="trials trained at a time as one stacked module; default: as bench run --tune "
-                           "stacks them (about the square root of --trials, at most a fifth of it, within "
-                           "memory), or 1 on a study other workers may share (--storage, --workers)")
+                           "stacks them (1 on a CPU; on CUDA about the square root of --trials, at most a fifth "
+                           "of it, within memory), or 1 on a study other workers may share (--storage, --workers)")
     tune.add_argument("--pruner", choices=list(PRUNERS), default=DEFAULT_PRUNER, help="how poor trials stop early")
     tune.add_argument("--strict-files", action="store_true", help="as for bench run")
     tune.add_argument("--heartbeat", type=positive_int, default=HEARTBEAT_S,

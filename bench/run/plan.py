@@ -28,10 +28,10 @@ from bench.variants import BASELINE, PRETRAIN_BASES, VARIANTS, chain_rank
 from ncf_core.tasks import task_of
 
 STACK_CAP = 16
-# A stack's trials share one structure (bench.search.STRUCTURAL), so a study of N trials in stacks of
-# K tries N / K of them. With fewer than five, one poor draw sinks the study: on ml-100k, 12 trials
-# in three stacks of 4 searched 0.005-0.028 below one at a time over five sampler seeds (docs/results.md).
-MIN_STRUCTURES = 5
+# The K trials of a stack are asked together, as K parallel workers' would be: none learns from the
+# others' values. A study asks at least five times, so that TPE learns between rounds (12 trials in
+# stacks of 4 would leave it three rounds, the last one still inside its random start-up).
+MIN_ROUNDS = 5
 
 
 class JobKey(NamedTuple):
@@ -92,17 +92,23 @@ def seed_groups(spec: DataSpec, data: Any, seeds: list[int], devices: tuple[str,
 
 
 def study_stack(spec: DataSpec, data: Any, budget: int, devices: tuple[str, ...], requested: int | None) -> int:
-    """Trials per stack: ``--tune-stack``, else about the square root of the budget (as many stacks as
-    trials per stack: each stack explores one structure, so a stack of the whole budget would try
-    one batch size and one shape), few enough that the study tries ``MIN_STRUCTURES`` structures (a
-    budget under 10 runs one at a time), and capped by what fits a quarter of the smallest memory (a
-    member holds its tables, their gradients and Adam's two moments, at the widest shapes searched)."""
+    """Trials per stack: ``--tune-stack``; else one at a time on a CPU, and on CUDA about the square
+    root of the budget, few enough that the study asks ``MIN_ROUNDS`` times (a budget under 10 runs one
+    at a time), capped by what fits a quarter of the smallest memory (a member holds its tables, their
+    gradients and Adam's two moments, at the widest shapes searched).
+
+    Each trial trains with its own batches and negatives, and on a CPU a step costs about its rows:
+    a stack of such trials costs what they cost one by one (ml-100k MF, 12 trials in stacks of 2:
+    1.09-1.22x one at a time, docs/results.md). Stacking pays where a small step is bound by kernel
+    launches, as on a GPU."""
     if requested is not None:
         return max(1, min(requested, budget))  # a stack never holds more trials than its study has
+    if devices[0] == "cpu":  # the study trains on the run's first device
+        return 1
     rows = (data.train.n_users + data.train.n_items) if hasattr(data, "train") else (data.n_users + data.n_items)
     member = rows * (192 + 128) * 4 * 4  # the widest searched: MF 192 factors; NeuMF 64 + half a 256 tower
     fits = max(1, memory_budget(devices) // member)
-    return int(max(1, min(budget, STACK_CAP, fits, math.ceil(math.sqrt(budget)), budget // MIN_STRUCTURES)))
+    return int(max(1, min(budget, STACK_CAP, fits, math.ceil(math.sqrt(budget)), budget // MIN_ROUNDS)))
 
 
 def make_plan(specs: list[tuple[DataSpec, Any]], devices: tuple[str, ...], seeds: list[int], variants: tuple[str, ...],

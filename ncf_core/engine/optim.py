@@ -73,7 +73,6 @@ class LazyAdam(_Unhooked, torch.optim.Optimizer):
     def step(self, closure=None):  # noqa: ANN001 - torch's Optimizer signature
         seen: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # NeuMF's tables share ids
         members = len(self.member_lr)
-        counts = _active_counts(self.active, members)
         for group in self.param_groups:
             params, rows, grads, p_rows, m_rows, v_rows = [], [], [], [], [], []
             for p in group["params"]:
@@ -89,7 +88,8 @@ class LazyAdam(_Unhooked, torch.optim.Optimizer):
                     state["exp_avg_sq"] = torch.zeros_like(p)
                 if self.active is not None:
                     p.grad = _rows_of(p.grad, self.active)
-                state["step"].add_(1 if counts is None else counts.to(p.device))
+                counts = _active_counts(self.active, members, p.device)
+                state["step"].add_(1 if counts is None else counts)
                 if rowadam.usable(p):
                     self._step_rows_on_cpu(p, group)
                     continue
@@ -233,8 +233,9 @@ class FusedAdam(_Unhooked, torch.optim.Adam):
                      for p in self._params]
             self._blocks = [[[v[k][s] for v in views] for k in range(3)] for s in range(members)]
             self._member_steps = steps.unbind()
-        counts = _active_counts(self.active, members)
-        self._lists[2][0].add_(1 if counts is None else counts.to(self._lists[2][0].device))
+        steps = self._lists[2][0]
+        counts = _active_counts(self.active, members, steps.device)
+        steps.add_(1 if counts is None else counts)
         live = [j for j, g in enumerate(grads) if g is not None]
         grad_blocks = [grads[j].contiguous().view(members, -1).unbind() for j in live]
         group = self.param_groups[0]
@@ -316,13 +317,13 @@ def _counts(active: tuple[bool, ...], device: torch.device) -> torch.Tensor:
     return torch.tensor(active, dtype=torch.float32, device=device)
 
 
-def _active_counts(active: tuple[bool, ...] | None, members: int) -> torch.Tensor | None:
-    """What each member's step count grows by this step (None: one each)."""
+def _active_counts(active: tuple[bool, ...] | None, members: int, device: torch.device) -> torch.Tensor | None:
+    """What each member's step count grows by this step (None: one each), made once per device."""
     if active is None:
         return None
     if len(active) != members:
         raise ValueError(f"{len(active)} members named active for an optimizer of {members}")
-    return _counts(active, torch.device("cpu"))
+    return _counts(active, device)
 
 
 def _rows_of(grad: torch.Tensor, active: tuple[bool, ...]) -> torch.Tensor:

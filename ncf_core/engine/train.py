@@ -3,7 +3,8 @@
 ``fit`` trains in place, keeps the weights of the best validation epoch, and reports each
 epoch to ``on_epoch``, which stops training by returning False (Optuna's pruning hooks in there).
 ``fit_stacked`` does the same for several members at once, as one stacked model: seeds of one
-variant, or tuning trials with their own learning rates; ``fit_group`` picks one or the other.
+variant, or tuning trials with their own learning rates, batch sizes and negatives (``Layout``);
+``fit_group`` picks one or the other.
 """
 
 from __future__ import annotations
@@ -446,10 +447,12 @@ def fit_group(models: list[nn.Module], splits: list[Split], cfg: TrainConfig | l
               device: torch.device | str, seeds: list[int], select: bool = True,
               on_epoch: OnEpoch | None = None, stack_members: bool = True) -> tuple[list[History | Exception], int]:
     """Members stacked when there are several with training sets of one size (and ``stack_members``),
-    else one by one; a diverged member is an outcome, not an exception. Returns the outcomes and
+    else one by one (also compiled members with their own batch sizes or negatives: a CUDA graph
+    takes one shape); a diverged member is an outcome, not an exception. Returns the outcomes and
     the stack size."""
     cfgs = list(cfg) if isinstance(cfg, list) else [cfg] * len(models)
-    if stack_members and len(models) > 1 and len({len(sp.train) for sp in splits}) == 1:
+    one_shape = not cfgs[0].compile or len({(c.n_negatives, c.batch_size) for c in cfgs}) == 1
+    if stack_members and len(models) > 1 and len({len(sp.train) for sp in splits}) == 1 and one_shape:
         return list(fit_stacked(models, splits, cfgs, device, seeds=seeds, select=select,
                                 on_epoch=on_epoch)), len(models)
     outcomes: list[History | Exception] = []

@@ -86,20 +86,22 @@ def test_seeds_stack_in_groups_that_fit_memory(monkeypatch):
     assert plan_mod.seed_groups(spec, data, seeds, ("cpu",), False) == [[s] for s in seeds]
 
 
-def test_a_studys_default_stack_leaves_it_five_structures_to_try():
-    """About the square root of the budget, but no more than a fifth of it: 12 trials in stacks of 2
-    (six structures, not three stacks of 4), 20 in stacks of 4, under 10 one at a time; a stack
-    asked for is kept, never larger than the budget."""
-    from bench.run.plan import MIN_STRUCTURES, study_stack
+def test_a_studys_default_stack_asks_five_times_on_cuda_and_once_a_trial_on_a_cpu(monkeypatch):
+    """On CUDA about the square root of the budget, but no more than a fifth of it: 12 trials in
+    stacks of 2 (six rounds of asking, not three stacks of 4), 20 in stacks of 4, under 10 one at a
+    time. On a CPU one at a time. A stack asked for is kept, never larger than the budget."""
+    from bench.run import plan
     from bench.suites import synthetic
     from ncf_core.data import load
 
     spec = synthetic("ranking")
     data = load("synthetic", task="ranking", **dict(spec.options))
-    stacks = {n: study_stack(spec, data, n, ("cpu",), None) for n in (3, 9, 10, 12, 20, 25, 50, 400)}
+    monkeypatch.setattr(plan, "memory_budget", lambda devices: 8 << 30)  # an 8 GiB quarter, GPU or not
+    stacks = {n: plan.study_stack(spec, data, n, ("cuda",), None) for n in (3, 9, 10, 12, 20, 25, 50, 400)}
     assert stacks == {3: 1, 9: 1, 10: 2, 12: 2, 20: 4, 25: 5, 50: 8, 400: 16}
-    assert all(n // k >= MIN_STRUCTURES for n, k in stacks.items() if k > 1)
-    assert (study_stack(spec, data, 12, ("cpu",), 4), study_stack(spec, data, 3, ("cpu",), 4)) == (4, 3)
+    assert all(n // k >= plan.MIN_ROUNDS for n, k in stacks.items() if k > 1)
+    assert {plan.study_stack(spec, data, n, ("cpu", "cuda"), None) for n in (3, 12, 400)} == {1}
+    assert (plan.study_stack(spec, data, 12, ("cpu",), 4), plan.study_stack(spec, data, 3, ("cpu",), 4)) == (4, 3)
 
 
 def test_pretrained_neumf_starts_from_the_runs_own_tuned_gmf_and_mlp(tmp_path):

@@ -35,6 +35,21 @@ def test_stacked_training_on_cuda_equals_each_seed_alone(sparse, splits):
         assert [e.train_loss for e in b.epochs] == pytest.approx([e.train_loss for e in a.epochs], rel=1e-4)
 
 
+@pytest.mark.parametrize("sparse", [False, True])
+def test_trials_with_their_own_negatives_and_batch_size_stack_on_cuda_as_each_alone(sparse, splits):
+    """A stack's members with their own streams (Layout) on CUDA: the step counts, sparse rows and
+    prefix forward on device tensors give each member's own training."""
+    cfgs = [TrainConfig(task="ranking", epochs=2, batch_size=b, n_negatives=k, lr=lr, sparse=sparse)
+            for k, b, lr in ((1, 64, 0.01), (4, 128, 0.03), (2, 100, 0.005))]
+    split = splits[0]
+    alone = [fit(seeded_model("neumf", CFG, split, 7, "cuda", sparse), split, c, "cuda", seed=7) for c in cfgs]
+    together = fit_stacked([seeded_model("neumf", CFG, split, 7, "cuda", sparse) for _ in cfgs], [split] * 3, cfgs,
+                           "cuda", seeds=[7] * 3)
+    for a, b in zip(alone, together):
+        assert [e.train_loss for e in b.epochs] == pytest.approx([e.train_loss for e in a.epochs], rel=1e-4)
+        assert [e.valid_metric for e in b.epochs] == pytest.approx([e.valid_metric for e in a.epochs], abs=1e-3)
+
+
 @pytest.mark.parametrize("engine", [{"compile": True}, {"compile": True, "amp": True}])
 def test_cuda_graphs_and_bf16_train_like_the_eager_step(engine, splits):
     cfg = TrainConfig(task="ranking", epochs=3, batch_size=100, lr=0.01)

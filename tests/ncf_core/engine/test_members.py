@@ -92,6 +92,32 @@ def test_lazy_adam_steps_each_member_with_its_own_lr_and_weight_decay(kernel, mo
         assert torch.equal(unstack(stacked, s)["user.weight"][10:], model.user.weight[10:])  # never in a batch
 
 
+def _alone_and_stacked(name, models_cfg, cfgs, split, sparse, pruned):
+    """Each trial trained alone, then all as one stack, trial ``pruned`` stopped after epoch 2:
+    [(model, history) alone], the stacked models, their histories."""
+    def prune(member, stats):
+        return not (member == pruned and stats.epoch == 2)
+
+    alone = []
+    for m, (mc, c) in enumerate(zip(models_cfg, cfgs)):
+        model = seeded_model(name, mc, split, 7, sparse=sparse)
+        alone.append((model, fit(model, split, c, seed=7, on_epoch=lambda st, m=m: prune(m, st))))
+    together = [seeded_model(name, mc, split, 7, sparse=sparse) for mc in models_cfg]
+    return alone, together, fit_stacked(together, [split] * len(cfgs), cfgs, seeds=[7] * len(cfgs), on_epoch=prune)
+
+
+def _each_as_alone(alone, together, histories, rel, abs_):
+    """Every epoch's loss (to ``abs_``, relative) and validation value, and the final weights, of each
+    stacked trial as alone."""
+    for (model, history), stacked_history, stacked_model in zip(alone, histories, together):
+        assert stacked_history.best_epoch == history.best_epoch
+        for e1, e2 in zip(history.epochs, stacked_history.epochs, strict=True):
+            assert e2.train_loss == pytest.approx(e1.train_loss, rel=abs_)
+            assert e2.valid_metric == pytest.approx(e1.valid_metric, rel=rel, abs=abs_)
+        for key, value in model.state_dict().items():
+            torch.testing.assert_close(stacked_model.state_dict()[key], value, rtol=rel, atol=abs_, msg=key)
+
+
 @pytest.fixture(scope="module")
 def split():
     return split_for_seed(synthetic.generate(120, 80, 15, seed=3, task="ranking"), "ranking", 0, n_eval_negatives=20)
@@ -112,23 +138,9 @@ def test_a_stacked_trial_equals_the_trial_trained_alone_pruned_or_not(split, spa
     if own_streams:
         cfgs = [dataclasses.replace(c, n_negatives=k, batch_size=b) for c, k, b in zip(cfgs, (1, 4, 2), (64, 128, 100))]
 
-    def prune(member, stats):
-        return not (member == 1 and stats.epoch == 2)
-
-    alone = []
-    for m, (mc, c) in enumerate(zip(models_cfg, cfgs)):
-        model = seeded_model("neumf", mc, split, 7, sparse=sparse)
-        alone.append((model, fit(model, split, c, seed=7, on_epoch=lambda st, m=m: prune(m, st))))
-    together = [seeded_model("neumf", mc, split, 7, sparse=sparse) for mc in models_cfg]
-    histories = fit_stacked(together, [split] * 3, cfgs, seeds=[7] * 3, on_epoch=prune)
+    alone, together, histories = _alone_and_stacked("neumf", models_cfg, cfgs, split, sparse, pruned=1)
     assert [len(h.epochs) for h in histories] == [4, 2, 4]
-    for (model, history), stacked_history, stacked_model in zip(alone, histories, together):
-        assert stacked_history.best_epoch == history.best_epoch
-        for e1, e2 in zip(history.epochs, stacked_history.epochs, strict=True):
-            assert e2.train_loss == pytest.approx(e1.train_loss, rel=1e-5)
-            assert e2.valid_metric == pytest.approx(e1.valid_metric, rel=1e-4, abs=1e-5)
-        for key, value in model.state_dict().items():
-            torch.testing.assert_close(stacked_model.state_dict()[key], value, rtol=1e-4, atol=1e-5, msg=key)
+    _each_as_alone(alone, together, histories, 1e-4, 1e-5)
     assert len({round(h.epochs[1].train_loss, 6) for h in histories}) == 3  # three trials, not one thrice
 
 
@@ -155,22 +167,9 @@ def test_members_of_different_widths_train_as_each_alone(name, sparse, float64):
                   for f, layers, p in ((4, (16, 8), 0.1), (8, (32, 16), 0.3), (2, (8, 4), 0.2))]
     cfgs = [TrainConfig(task="ranking", epochs=4, batch_size=64, lr=lr, sparse=sparse) for lr in (0.01, 0.03, 0.005)]
 
-    def prune(member, stats):
-        return not (member == 1 and stats.epoch == 2)
-
-    alone = []
-    for m, (mc, c) in enumerate(zip(models_cfg, cfgs)):
-        model = seeded_model(name, mc, split, 7, sparse=sparse)
-        alone.append((model, fit(model, split, c, seed=7, on_epoch=lambda st, m=m: prune(m, st))))
-    together = [seeded_model(name, mc, split, 7, sparse=sparse) for mc in models_cfg]
-    histories = fit_stacked(together, [split] * 3, cfgs, seeds=[7] * 3, on_epoch=prune)
+    alone, together, histories = _alone_and_stacked(name, models_cfg, cfgs, split, sparse, pruned=1)
     assert [len(h.epochs) for h in histories] == [4, 2, 4]
-    for (model, history), stacked_history, stacked_model in zip(alone, histories, together):
-        for e1, e2 in zip(history.epochs, stacked_history.epochs, strict=True):
-            assert e2.train_loss == pytest.approx(e1.train_loss, rel=1e-9)
-            assert e2.valid_metric == pytest.approx(e1.valid_metric, rel=1e-9)
-        for key, value in model.state_dict().items():
-            torch.testing.assert_close(stacked_model.state_dict()[key], value, rtol=1e-9, atol=1e-9, msg=key)
+    _each_as_alone(alone, together, histories, 1e-9, 1e-9)
 
 
 def test_padding_sits_in_each_part_and_unstacks_to_the_members_own_shapes(split):
@@ -226,23 +225,10 @@ def test_members_with_their_own_negatives_and_batch_size_train_as_each_alone(nam
             for (k, b), lr, l2 in zip(streams, (0.01, 0.03, 0.005) if not sgd else (1e-3, 3e-4, 2e-3),
                                       (0.0, 1e-3, 1e-2))]
 
-    def prune(member, stats):
-        return not (member == 0 and stats.epoch == 2)
-
-    alone = []
-    for m, (mc, c) in enumerate(zip(models_cfg, cfgs)):
-        model = seeded_model(name, mc, split, 7, sparse=sparse)
-        alone.append((model, fit(model, split, c, seed=7, on_epoch=lambda st, m=m: prune(m, st))))
-    together = [seeded_model(name, mc, split, 7, sparse=sparse) for mc in models_cfg]
-    histories = fit_stacked(together, [split] * 3, cfgs, seeds=[7] * 3, on_epoch=prune)
+    alone, together, histories = _alone_and_stacked(name, models_cfg, cfgs, split, sparse, pruned=0)
     assert [len(h.epochs) for h in histories] == [2, 4, 4]
     assert [h.epochs[0].samples for h in histories] == [len(split.train) * (1 + k) for k, _ in streams]
-    for (model, history), stacked_history, stacked_model in zip(alone, histories, together):
-        for e1, e2 in zip(history.epochs, stacked_history.epochs, strict=True):
-            assert e2.train_loss == pytest.approx(e1.train_loss, rel=1e-9)
-            assert e2.valid_metric == pytest.approx(e1.valid_metric, rel=1e-9)
-        for key, value in model.state_dict().items():
-            torch.testing.assert_close(stacked_model.state_dict()[key], value, rtol=1e-9, atol=1e-9, msg=key)
+    _each_as_alone(alone, together, histories, 1e-9, 1e-9)
     assert len({round(h.epochs[0].train_loss, 6) for h in histories}) == 3
 
 
