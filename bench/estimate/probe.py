@@ -192,15 +192,20 @@ def study_settings(plan: Plan, spec: DataSpec, variant: str) -> tuple[list[dict]
 
 
 def _widest(members: list[dict]) -> None:
-    """Members priced at their stack's widest shapes (``ncf_core.engine.stacked`` pads to them)."""
-    models = [m["model"] for m in members]
-    factors = [m["n_factors"] for m in models if "n_factors" in m]
-    towers = [m["mlp_layers"] for m in models if m.get("mlp_layers")]
-    for m in models:
-        if factors:
-            m["n_factors"] = max(factors)
-        if towers and len({len(t) for t in towers}) == 1:  # one depth: a stack's members share it
-            m["mlp_layers"] = tuple(max(w) for w in zip(*towers))
+    """Members priced at their stack's widest shapes (``ncf_core.engine.stacked`` pads to them); trials
+    asked together that differ in depth or optimizer train as stacks of their own (``by_structure``)."""
+    groups: dict[tuple, list[dict]] = {}
+    for m in members:
+        key = (len(m["model"].get("mlp_layers") or ()), m["train"].get("optimizer"))
+        groups.setdefault(key, []).append(m["model"])
+    for models in groups.values():
+        factors = [m["n_factors"] for m in models if "n_factors" in m]
+        towers = [m["mlp_layers"] for m in models if m.get("mlp_layers")]
+        for m in models:
+            if factors:
+                m["n_factors"] = max(factors)
+            if towers:
+                m["mlp_layers"] = tuple(max(w) for w in zip(*towers))
 
 
 def _structure(settings: dict) -> tuple:

@@ -12,14 +12,12 @@ axis first. Given one learning rate, weight decay and momentum per member, each 
 member's block of each parameter with that member's own settings, with the arithmetic of the same
 optimizer on that member alone (``tests/ncf_core/engine/test_members.py``); that is what lets tuning trials with
 different learning rates train as one stacked module. Members may also step unequally often (trials
-with their own negatives or batch size run out of batches at different steps): ``set_active`` names
+with their own negatives or batch size run out of batches at different steps): ``stepping.set_active`` names
 the members that step next, and a member-wise optimizer keeps one step count per member, so Adam's
 bias correction is the member's own.
 """
 
 from __future__ import annotations
-
-import functools
 
 import numpy as np
 import torch
@@ -27,6 +25,7 @@ from torch import nn
 
 from ncf_core.config import TrainConfig
 from ncf_core.engine import rowadam
+from ncf_core.engine.stepping import active_counts, rows_of
 
 
 class _Unhooked:
@@ -87,8 +86,8 @@ class LazyAdam(_Unhooked, torch.optim.Optimizer):
                     state["exp_avg"] = torch.zeros_like(p)
                     state["exp_avg_sq"] = torch.zeros_like(p)
                 if self.active is not None:
-                    p.grad = _rows_of(p.grad, self.active)
-                counts = _active_counts(self.active, members, p.device)
+                    p.grad = rows_of(p.grad, self.active)
+                counts = active_counts(self.active, members, p.device)
                 state["step"].add_(1 if counts is None else counts)
                 if rowadam.usable(p):
                     self._step_rows_on_cpu(p, group)
@@ -234,7 +233,7 @@ class FusedAdam(_Unhooked, torch.optim.Adam):
             self._blocks = [[[v[k][s] for v in views] for k in range(3)] for s in range(members)]
             self._member_steps = steps.unbind()
         steps = self._lists[2][0]
-        counts = _active_counts(self.active, members, steps.device)
+        counts = active_counts(self.active, members, steps.device)
         steps.add_(1 if counts is None else counts)
         live = [j for j, g in enumerate(grads) if g is not None]
         grad_blocks = [grads[j].contiguous().view(members, -1).unbind() for j in live]
@@ -276,7 +275,7 @@ class MemberSGD(_Unhooked, torch.optim.Optimizer):
                 if p.grad is None:
                     continue
                 if self.active is not None and p.grad.is_sparse:
-                    p.grad = _rows_of(p.grad, self.active)
+                    p.grad = rows_of(p.grad, self.active)
                 if p.grad.is_sparse and not any(self.member_mom) and not any(self.member_wd):
                     self._rows_step(p, members)
                     continue
@@ -301,38 +300,6 @@ class MemberSGD(_Unhooked, torch.optim.Optimizer):
         if self._rates is None:  # made once, not every step
             self._rates = torch.tensor([-lr for lr in self.member_lr], dtype=p.dtype, device=p.device)
         p.index_add_(0, ids, values * self._rates[ids // (len(p) // members)].view(-1, *[1] * (values.dim() - 1)))
-
-
-def set_active(optimizers: list[torch.optim.Optimizer], active: list[bool] | None) -> None:
-    """The members that step next (None: all). A member without examples in a step must not step:
-    Adam's moments would still move its weights, and its step count would run ahead of its own."""
-    for opt in optimizers:
-        if not hasattr(opt, "active"):
-            raise TypeError(f"{type(opt).__name__} steps every member")
-        opt.active = None if active is None else tuple(active)
-
-
-@functools.lru_cache(maxsize=256)
-def _counts(active: tuple[bool, ...], device: torch.device) -> torch.Tensor:
-    return torch.tensor(active, dtype=torch.float32, device=device)
-
-
-def _active_counts(active: tuple[bool, ...] | None, members: int, device: torch.device) -> torch.Tensor | None:
-    """What each member's step count grows by this step (None: one each), made once per device."""
-    if active is None:
-        return None
-    if len(active) != members:
-        raise ValueError(f"{len(active)} members named active for an optimizer of {members}")
-    return _counts(active, device)
-
-
-def _rows_of(grad: torch.Tensor, active: tuple[bool, ...]) -> torch.Tensor:
-    """A sparse gradient of a stacked table without the rows of members that sit this step out."""
-    if not grad.is_sparse:
-        return grad
-    ids = grad._indices()[0]
-    keep = _counts(active, ids.device).bool()[ids // (grad.shape[0] // len(active))]
-    return torch.sparse_coo_tensor(grad._indices()[:, keep], grad._values()[keep], grad.shape, check_invariants=False)
 
 
 def plain_sgd(cfgs: TrainConfig | list[TrainConfig]) -> bool:
@@ -362,7 +329,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig | list[TrainConfig],
 
     ``cfg`` is one config, or one per member of a stacked ``model`` (their lr, weight decay and
     momentum may differ; the rest is one structure). ``apart``: member-wise optimizers even where the
-    members' settings agree, so that they can step unequally often (``set_active``). The fused kernel
+    members' settings agree, so that they can step unequally often (``stepping.set_active``). The fused kernel
     updates every dense parameter at once: on a 2-core CPU about 1.3x the foreach step at batch 256.
     """
     cfgs = cfg if isinstance(cfg, list) else [cfg]
@@ -388,33 +355,3 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig | list[TrainConfig],
         opts.append(torch.optim.SGD(dense + sparse, lr=lr, momentum=first.momentum,
                                     weight_decay=wd))  # TrainConfig rejects it with sparse
     return opts
-
-
-def keep_members(old: torch.optim.Optimizer, new: torch.optim.Optimizer, members: int, keep: list[int]) -> None:
-    """Carry ``old``'s state for the members ``keep`` (of ``members``) over to ``new``, an optimizer of
-    the same kind over the same parameters restacked without the others (a pruned tuning trial)."""
-    per_member = len(getattr(new, "member_lr", ())) > 1
-    old_params = [p for g in old.param_groups for p in g["params"]]
-    new_params = [p for g in new.param_groups for p in g["params"]]
-    for po, pn in zip(old_params, new_params, strict=True):
-        state = old.state.get(po)
-        if not state:
-            continue
-        # each parameter its own step counter, as torch keeps them (FusedAdam shares them again itself)
-        new.state[pn] = {k: _kept(k, v, po, pn, members, keep, per_member) for k, v in state.items()}
-    if isinstance(new, FusedAdam):
-        new._forget_cache()
-
-
-def _kept(key: str, value: object, old: torch.Tensor, new: torch.Tensor, members: int, keep: list[int],
-          per_member: bool) -> object:
-    """One state entry of the members ``keep``: their blocks of a tensor shaped like the parameter,
-    their step counts where each member keeps its own (one count where ``new`` steps them together:
-    members that step together have stepped equally often)."""
-    if not isinstance(value, torch.Tensor):
-        return value
-    if value.shape == old.shape:
-        return value.view(members, -1)[keep].reshape(new.shape).clone()
-    if key == "step" and value.dim() == 1:
-        return value[keep].clone() if per_member else value[keep[0]].clone()
-    return value.clone()
