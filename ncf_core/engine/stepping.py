@@ -23,8 +23,8 @@ def set_active(optimizers: list[torch.optim.Optimizer], active: list[bool] | Non
 
 
 @functools.lru_cache(maxsize=256)
-def _counts(active: tuple[bool, ...], device: torch.device) -> torch.Tensor:
-    return torch.tensor(active, dtype=torch.float32, device=device)
+def _counts(active: tuple[bool, ...], device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    return torch.tensor(active, dtype=dtype, device=device)
 
 
 def active_counts(active: tuple[bool, ...] | None, members: int, device: torch.device) -> torch.Tensor | None:
@@ -41,7 +41,7 @@ def rows_of(grad: torch.Tensor, active: tuple[bool, ...]) -> torch.Tensor:
     if not grad.is_sparse:
         return grad
     ids = grad._indices()[0]
-    keep = _counts(active, ids.device).bool()[ids // (grad.shape[0] // len(active))]
+    keep = _counts(active, ids.device, torch.bool)[ids // (grad.shape[0] // len(active))]
     return torch.sparse_coo_tensor(grad._indices()[:, keep], grad._values()[keep], grad.shape, check_invariants=False)
 
 
