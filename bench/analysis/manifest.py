@@ -143,6 +143,6 @@ def record_run(run_dir: Path, runner: Any, *, suite: Any, options: Any, started:
     if stacking:
         fields["seed_stacking"] = stacking
     entry = {"started": iso(started), "seconds": round(time.time() - started, 1), "trials_run": trials_run,
-             "jobs": getattr(runner, "jobs", 1), "threads_per_job": getattr(runner, "threads", None),
+             "jobs": getattr(runner, "workers", 1), "threads_per_job": getattr(runner, "threads", None),
              "options": opts, "seeds": runner.seeds, "variants": runner.variants}  # this call's own
     return write_manifest(run_dir, runs_entry=entry, **fields)

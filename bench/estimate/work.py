@@ -23,6 +23,10 @@ from bench.variants import BASELINE, VARIANTS
 # A reference baseline's "epoch" is one fit, priced as about two GMF epochs (ml-100k, 2-core CPU: EASE^R,
 # ItemKNN and RP3β fit in about one, iALS at 46 factors and 10 iterations in about two); --plan times it.
 EXAMPLE_COST = {"mf": 1.2, "gmf": 1.0, "mlp": 2.1, "neumf": 2.5, "reference": 2.0}
+# Seconds of one GMF example on one thread at batch 256 (an ML-100K-sized epoch, 462k examples, in
+# 0.86 s on a 2-core AMD EPYC, 2026-12-08): turns relative costs into rough seconds where only the
+# order of magnitude matters (whether worker processes repay their start).
+GMF_EXAMPLE_S = 1.9e-6
 EPOCHS_LEFT = {"median": 0.7}
 # A refit trains the epochs validation chose, for a run without early stopping most of them: 0.83 of
 # them on average over the 10 seeds of two tuned ML-1M runs (the plan assumed half, and came short).
@@ -35,6 +39,11 @@ def relative_costs(plan: Plan) -> dict[tuple, float]:
     work and to turn the progress bar's rate into time left, without measuring anything."""
     return {key: sum(e / stack_gain(live) for e, live in job.rungs) * training_pairs(*plan.specs[key.dataset])
             * EXAMPLE_COST.get(job.model, max(EXAMPLE_COST.values())) for key, job in work(plan).items()}
+
+
+def rough_seconds(costs: dict[tuple, float]) -> float:
+    """The relative costs' rough seconds on one thread (``GMF_EXAMPLE_S``)."""
+    return sum(costs.values()) * GMF_EXAMPLE_S
 
 
 def expected_epochs(plan: Plan) -> dict[tuple, float]:

@@ -32,6 +32,9 @@ from bench.compute import progress
 from ncf_core import DataError
 
 REPORT_S = 1.0  # how often the driver collects the workers' ended epochs
+# Starting two spawned workers (each imports torch, pandas, optuna) and stopping them at the end: 5.6 s
+# on a 2-core AMD EPYC (a smoke run's MF, 2026-12-08), against about 2 s of training.
+POOL_START_S = 6.0
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,12 @@ class Job:
 
 def threads_per_job(jobs: int, cores: int) -> int:
     return max(1, cores // max(1, jobs))
+
+
+def pool_pays(seconds: float, workers: int) -> bool:
+    """Whether ``workers`` processes repay their start on work of ``seconds`` (on one of them):
+    the time they save if it shares out evenly, against ``POOL_START_S``."""
+    return workers > 1 and seconds * (1 - 1 / workers) > POOL_START_S
 
 
 def priorities(jobs: list[Job]) -> dict[Hashable, float]:
@@ -82,8 +91,12 @@ def priorities(jobs: list[Job]) -> dict[Hashable, float]:
 def _call(fn: Callable[..., Any], threads: int, *args: Any) -> Any:
     import torch
 
+    before = torch.get_num_threads()
     torch.set_num_threads(threads)
-    return fn(*args)
+    try:
+        return fn(*args)
+    finally:  # in the driver's process (one worker), its own count again
+        torch.set_num_threads(before)
 
 
 _epochs: Any = None  # in a worker: the queue its jobs' ended epochs go to (set by _start_worker)

@@ -20,13 +20,13 @@ from bench.compute.storage import protocol_conflict
 from bench.configs import COMPARED, Resolved, config_difference, resolved_settings
 from bench.estimate.eta import TimeLeft
 from bench.estimate.schedule import makespan
-from bench.estimate.work import expected_epochs, relative_costs
+from bench.estimate.work import expected_epochs, relative_costs, rough_seconds
 from bench.run.console import describe_plan, one_line
 from bench.run.datasets import resolve_datasets
 from bench.run.executors import PoolExecutor
 from bench.run.options import RunOptions, cpu_cores, resolve_devices
 from bench.run.plan import Plan, jobs, make_plan
-from bench.run.pool import Job, threads_per_job
+from bench.run.pool import Job, pool_pays, threads_per_job
 from bench.run.store import TrialStore, stored_suite, trial_key
 from bench.suites import Suite
 from bench.variants import PRETRAIN_BASES, VARIANTS
@@ -44,7 +44,8 @@ class Runner:
         self.threads = opts.threads or threads_per_job(self.jobs, cpu_cores())
         if executor is not None:  # its jobs train on the threads it gives them (Ray: every core, by default)
             self.threads = executor.threads
-        self.executor = executor or PoolExecutor(self.jobs, self.threads)
+        self.executor = executor  # else a pool of ``workers`` (_execute)
+        self.workers = self.jobs  # what ran at once: --jobs, or one where workers would not pay
         self.budget = opts.tune if opts.tune is not None else suite.tune
         if self.budget and opts.params:
             raise DataError("--tune", "tunes every variant itself: leave out --params")
@@ -117,12 +118,21 @@ class Runner:
         span: dict[tuple, tuple[float, float]] = {}
         unstopped: dict[tuple, float] = {}
         seconds = measured_costs(plan, self.threads, log, span, unstopped)
-        work = jobs(plan, self.store.run_dir, self.jobs, self.devices[0], seconds)
-        bounds = {name: makespan(work, self.jobs, {**seconds, **{k: v[end] for k, v in span.items()}})
+        self.workers = self._workers(sum(seconds.values()))
+        work = jobs(plan, self.store.run_dir, self.workers, self.devices[0], seconds)
+        bounds = {name: makespan(work, self.workers, {**seconds, **{k: v[end] for k, v in span.items()}})
                   for end, name in enumerate(("cheapest", "costliest")) if span}
         if unstopped:
-            bounds["unstopped"] = makespan(work, self.jobs, {**seconds, **unstopped})
-        return plan, seconds, makespan(work, self.jobs, seconds), span, bounds
+            bounds["unstopped"] = makespan(work, self.workers, {**seconds, **unstopped})
+        return plan, seconds, makespan(work, self.workers, seconds), span, bounds
+
+    def _workers(self, seconds: float) -> int:
+        """``--jobs`` as given; by default a worker per share of the cores, or none (this process)
+        where the work would not repay their start (``pool_pays``). Jobs train on the same threads
+        either way, so the numbers do not depend on it."""
+        if self.executor is not None or self.opts.jobs is not None or pool_pays(seconds, self.jobs):
+            return self.jobs
+        return 1
 
     def run(self) -> list[dict[str, Any]]:
         """Run every pending trial; returns the records of this call (failed ones included). The run
@@ -184,7 +194,9 @@ class Runner:
 
     def _execute(self, plan: Plan) -> list[dict[str, Any]]:
         costs = relative_costs(plan)
-        work = jobs(plan, self.store.run_dir, self.jobs, self.devices[0], costs)
+        self.workers = self._workers(rough_seconds(costs))
+        executor = self.executor or PoolExecutor(self.workers, self.threads)
+        work = jobs(plan, self.store.run_dir, self.workers, self.devices[0], costs)
         if self.budget:
             self.log(f"tuning: {len(plan.studies)} studies of {self.budget} trials, "
                      + ", ".join(f"{k} at a time on {label}" for label, k in plan.stacks.items())
@@ -196,7 +208,7 @@ class Runner:
                    bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed} elapsed{postfix}")
         bar.set_description_str(f"{done_trials}/{len(plan.trials)} trials")
         cost, expected = {j.key: j.cost for j in work}, expected_epochs(plan)
-        left = TimeLeft(cost, expected, self.jobs)
+        left = TimeLeft(cost, expected, self.workers)
 
         def show_left() -> None:
             seconds = left.seconds(time.monotonic())
@@ -219,7 +231,7 @@ class Runner:
             moved[key] = max(share, moved.get(key, 0.0))
 
         try:
-            for job, result in self.executor.execute(work, [data for _, data in plan.specs], started, epoch):
+            for job, result in executor.execute(work, [data for _, data in plan.specs], started, epoch):
                 left.done(job.key, time.monotonic())
                 show_left()
                 if job.key.study:
@@ -261,4 +273,4 @@ class Runner:
 
     def describe(self, plan: Plan, seconds: dict[tuple, float], wall: float,
                  span: dict[tuple, tuple[float, float]] | None = None, bounds: dict[str, float] | None = None) -> str:
-        return describe_plan(plan, seconds, wall, self.jobs, self.threads, span, bounds)
+        return describe_plan(plan, seconds, wall, self.workers, self.threads, span, bounds)
