@@ -15,8 +15,6 @@ from ncf_core import DataError
 
 
 def execute(args: argparse.Namespace) -> int:
-    from bench.analysis.manifest import record_run
-    from bench.analysis.report import write_report
     from bench.params import TunedParams
     from bench.run.options import RunOptions
     from bench.run.runner import Runner
@@ -59,6 +57,9 @@ def execute(args: argparse.Namespace) -> int:
         print(f"interrupted: {stored} trials are stored in {out}; resume with: {prog()} {shlex.join(again)}",
               file=sys.stderr)
         return 130
+    from bench.analysis.manifest import record_run  # here: a refused run need not import the plotting
+    from bench.analysis.report import write_report
+
     with runner.store.locked():
         record_run(out, runner, suite=suite, options=opts, started=started, trials_run=len(records))
         paths = write_report(out)
