@@ -286,7 +286,7 @@ def test_report_of_a_folder_of_unreadable_lines_is_a_one_line_error(tmp_path, ca
 
 def test_a_report_killed_at_any_point_leaves_a_whole_one(fast_run, tmp_path):
     """The report is written into a new folder and swapped in by one rename: killed after the plots,
-    after each file, once linked, and (for a folder copied with its link resolved) after the copy is
+    after a file, once linked, and (for a folder copied with its link resolved) after the copy is
     set aside, ``report`` is the old report or the new one, whole."""
     import os
     import signal
@@ -309,8 +309,10 @@ def test_a_report_killed_at_any_point_leaves_a_whole_one(fast_run, tmp_path):
     assert main(["report", str(run)]) == 0  # the folder and the new link exchanged in one step
     before = whole()
     assert before is not None
-    kills = [f"report-file:{at}" for at in range(1, 6)] + ["report-swap:1"]
-    for at in kills:  # after the plots, after each file, then linked but not swapped in
+    # After the plots, after a file (the draft holds some), then linked but not swapped in: every
+    # kill before the swap leaves one of these drafts (the files in between were dropped for CI time).
+    kills = ["report-file:1", "report-file:3", "report-swap:1"]
+    for at in kills:
         res = subprocess.run(cmd, cwd=ROOT, capture_output=True, env={**os.environ, "BENCH_KILL_AT": at})
         assert res.returncode == -signal.SIGKILL and whole() == before, at
     assert subprocess.run(cmd, cwd=ROOT, capture_output=True).returncode == 0
