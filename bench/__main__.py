@@ -87,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--jobs", type=positive_int, metavar="N",
                      help="worker processes for tuning studies and trials, each with its share of the cores "
                           "(small models train faster on one thread than on two); default: one per core on a "
-                          "CPU-only run, 1 when a GPU takes part. Throughput is measured under the other jobs' load")
+                          "CPU-only run, 1 when a GPU takes part, and none (this process, on the same threads) "
+                          "where the run's work would not repay starting them. Throughput is measured under the "
+                          "other jobs' load")
     run.add_argument("--threads", type=positive_int, metavar="N",
                      help="torch threads every job trains on; default: the cores over --jobs. A model's numbers "
                           "depend on it (an MLP's on ML-1M shapes differ between one thread and two), so a run "
