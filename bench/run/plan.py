@@ -98,8 +98,8 @@ def study_stack(spec: DataSpec, data: Any, budget: int, devices: tuple[str, ...]
     gradients and Adam's two moments, at the widest shapes searched).
 
     Each trial trains with its own batches and negatives, and on a CPU a step costs about its rows:
-    a stack of such trials costs what they cost one by one (ml-100k MF, 12 trials in stacks of 2:
-    1.09-1.22x one at a time, docs/results.md). Stacking pays where a small step is bound by kernel
+    a stack of such trials costs what they cost one by one (ml-100k, 12 trials in stacks of 2:
+    1.08-1.32x one at a time for MLP, GMF and MF, docs/results.md). Stacking pays where a small step is bound by kernel
     launches, as on a GPU."""
     if requested is not None:
         return max(1, min(requested, budget))  # a stack never holds more trials than its study has

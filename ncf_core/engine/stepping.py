@@ -2,7 +2,7 @@
 keeps when some leave.
 
 A stack's members may run out of examples at different steps (their own negatives or batch size,
-``ncf_core.engine.train.Layout``) or leave it (a pruned trial); the member-wise optimizers of
+``ncf_core.engine.streams.Layout``) or leave it (a pruned trial); the member-wise optimizers of
 ``ncf_core.engine.optim`` read ``active`` and keep one step count per member.
 """
 
